@@ -1,0 +1,108 @@
+//! Content hashing, used to recognise unchanged records and our own echoes.
+
+use std::io::Write;
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// Hex SHA-256 of the canonical JSON serialization of `value`.
+///
+/// Canonical form: compact JSON (no whitespace) with object keys sorted by
+/// their UTF-8 bytes at every level, strings and numbers written by
+/// `serde_json`. The keys are sorted explicitly here rather than relying on
+/// `serde_json::Map` being a `BTreeMap`, so the hash stays stable even if some
+/// dependency turns on serde_json's `preserve_order` feature.
+///
+/// Numbers hash by their JSON spelling: `1` and `1.0` differ. The canonical
+/// entities avoid the issue by carrying amounts as decimal strings.
+pub fn content_hash(value: &Value) -> String {
+    let mut hasher = HashWriter(Sha256::new());
+    // Writing into a hasher cannot fail; on the impossible error the hash
+    // simply covers what was written.
+    let _ = write_canonical(&mut hasher, value);
+    let digest = hasher.0.finalize();
+    let mut out = String::with_capacity(64);
+    for b in digest {
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 0xf)]));
+    }
+    out
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+struct HashWriter(Sha256);
+
+impl Write for HashWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn write_canonical<W: Write>(w: &mut W, value: &Value) -> std::io::Result<()> {
+    match value {
+        Value::Array(items) => {
+            w.write_all(b"[")?;
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    w.write_all(b",")?;
+                }
+                write_canonical(w, item)?;
+            }
+            w.write_all(b"]")
+        }
+        Value::Object(map) => {
+            let mut entries: Vec<_> = map.iter().collect();
+            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            w.write_all(b"{")?;
+            for (i, (k, v)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    w.write_all(b",")?;
+                }
+                serde_json::to_writer(&mut *w, k)?;
+                w.write_all(b":")?;
+                write_canonical(w, v)?;
+            }
+            w.write_all(b"}")
+        }
+        scalar => serde_json::to_writer(w, scalar).map_err(std::io::Error::other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn hash_is_sha256_of_compact_sorted_json() {
+        // sha256("{}")
+        assert_eq!(
+            content_hash(&json!({})),
+            "44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
+        );
+        let v = json!({"b": [1, "x", null, true], "a": {"d": 1.5, "c": "ü\n"}});
+        let mut h = Sha256::new();
+        h.update(serde_json::to_vec(&v).unwrap()); // BTreeMap order = sorted
+        let want: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(content_hash(&v), want);
+    }
+
+    #[test]
+    fn key_order_does_not_matter_but_content_does() {
+        let a: Value = serde_json::from_str(r#"{"x":1,"y":{"q":2,"p":3}}"#).unwrap();
+        let b: Value = serde_json::from_str(r#"{ "y": {"p":3, "q":2}, "x": 1 }"#).unwrap();
+        assert_eq!(content_hash(&a), content_hash(&b));
+        assert_ne!(
+            content_hash(&a),
+            content_hash(&json!({"x": 2, "y": {"q": 2, "p": 3}}))
+        );
+        assert_ne!(content_hash(&json!("12.30")), content_hash(&json!("12.3")));
+        assert_ne!(content_hash(&json!([1, 2])), content_hash(&json!([2, 1])));
+        assert_eq!(content_hash(&a).len(), 64);
+    }
+}

@@ -1,0 +1,1107 @@
+//! The store: canonical records and their history, links to external ids,
+//! cursors, inbox and outbox, quarantine, conflicts and alerts.
+//!
+//! One [`Store`] API over two backends: SQLite (the embedded default, a file
+//! created on first use) and PostgreSQL (production, several daemons sharing
+//! one state). Every statement is written once and runs on both: SQL uses
+//! `$N` placeholders, which SQLite accepts too, and the few types that differ
+//! (money) go through [`Dialect`].
+//!
+//! Writes that belong together — the records read in one page, their history,
+//! links, outbox entries and the source cursor — are committed as one
+//! [`Batch`] in one transaction, so a crash loses nothing and duplicates
+//! nothing.
+
+mod dialect;
+mod types;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::Utc;
+use rust_decimal::Decimal;
+use serde_json::Value;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::types::Json;
+use sqlx::{Connection, Row};
+
+use crate::model::{CanonicalId, Currency, EntityKind, Money};
+use crate::settings::{StoreSettings, redact_url};
+
+use dialect::Dialect;
+pub use types::*;
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// What can go wrong in the store. Each variant names the thing involved.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "store URL {url:?} is not understood: expected sqlite://PATH, sqlite::memory: or postgres://…"
+    )]
+    UnsupportedUrl { url: String },
+    #[error("cannot open the store at {target}")]
+    Open {
+        target: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("cannot migrate the store at {target}")]
+    Migrate {
+        target: String,
+        #[source]
+        source: sqlx::migrate::MigrateError,
+    },
+    #[error(
+        "the store at {target} is at schema {applied} of {known}: run `concord db migrate` first"
+    )]
+    NotMigrated {
+        target: String,
+        applied: usize,
+        known: usize,
+    },
+    #[error(
+        "{entity} {id} is at version {actual}, not {expected}: it was changed concurrently; re-read and retry"
+    )]
+    VersionConflict {
+        entity: EntityKind,
+        id: CanonicalId,
+        expected: i64,
+        actual: i64,
+    },
+    #[error("stored value in {table}.{column} is not valid: {reason}")]
+    Corrupt {
+        table: &'static str,
+        column: &'static str,
+        reason: String,
+    },
+    #[error("store query failed: {context}")]
+    Query {
+        context: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
+}
+
+impl StoreError {
+    fn query(context: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+        move |source| StoreError::Query { context, source }
+    }
+}
+
+/// Ids per look-up statement. Larger statements stall ~40 ms each on
+/// PostgreSQL over TCP, because sqlx 0.9.0 leaves Nagle's algorithm on
+/// (sqlx issue #4335); 100 keeps each statement small and still makes a
+/// re-sync look-up ~70,000 records/s there (measured, benches/store.rs).
+const LOOKUP_CHUNK: usize = 100;
+
+type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Which database is behind a [`Store`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        })
+    }
+}
+
+#[derive(Clone)]
+enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// The durable state of concord. Cheap to clone (a pool handle).
+#[derive(Clone)]
+pub struct Store {
+    pool: Pool,
+    /// The URL with any password removed, for messages.
+    target: String,
+    /// The PostgreSQL schema concord keeps its tables in, when not the default.
+    schema: Option<String>,
+}
+
+/// Runs `$body` once per backend with `$pool` bound to the concrete pool and
+/// `$db` to the concrete `sqlx::Database`, so each query is written once.
+macro_rules! on_pool {
+    ($store:expr, |$pool:ident, $db:ident| $body:expr) => {
+        match &$store.pool {
+            Pool::Sqlite($pool) => {
+                #[allow(dead_code)]
+                type $db = sqlx::Sqlite;
+                $body
+            }
+            Pool::Postgres($pool) => {
+                #[allow(dead_code)]
+                type $db = sqlx::Postgres;
+                $body
+            }
+        }
+    };
+}
+
+/// The columns [`link_from_row`] reads, as a literal for `concat!`.
+macro_rules! link_columns {
+    () => {
+        "system, external_id, canonical_id, synced_version, synced_data, synced_hash, remote_updated_at, updated_at"
+    };
+}
+
+/// Reads a [`Link`] from a row selected with [`link_columns`].
+macro_rules! link_from_row {
+    ($entity:expr, $row:expr) => {{
+        let row = $row;
+        let q = || StoreError::query("read link");
+        let canonical: String = row.try_get("canonical_id").map_err(q())?;
+        let synced_data: Option<Json<Value>> = row.try_get("synced_data").map_err(q())?;
+        Ok::<_, StoreError>(Link {
+            entity: $entity,
+            system: row.try_get("system").map_err(q())?,
+            external_id: row.try_get("external_id").map_err(q())?,
+            canonical_id: parse_id("links", &canonical)?,
+            synced_version: row.try_get("synced_version").map_err(q())?,
+            synced_data: synced_data.map(|Json(v)| v),
+            synced_hash: row.try_get("synced_hash").map_err(q())?,
+            remote_updated_at: row.try_get("remote_updated_at").map_err(q())?,
+            updated_at: row.try_get("updated_at").map_err(q())?,
+        })
+    }};
+}
+
+/// Inserts a [`QuarantineItem`] through any executor (pool or transaction).
+macro_rules! insert_quarantine {
+    ($executor:expr, $item:expr, $now:expr) => {{
+        let item: &QuarantineItem = $item;
+        sqlx::query_scalar::<_, i64>(
+            "INSERT INTO quarantine (system, entity, external_id, raw, reason, rule, field_path, at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+        )
+        .bind(item.system.as_str())
+        .bind(item.entity.as_str())
+        .bind(item.external_id.as_deref())
+        .bind(Json(&item.raw))
+        .bind(item.reason.as_str())
+        .bind(item.rule.as_deref())
+        .bind(item.field_path.as_deref())
+        .bind($now)
+        .fetch_one($executor)
+        .await
+        .map_err(StoreError::query("quarantine record"))
+    }};
+}
+
+impl Store {
+    /// Opens the store described by `settings`: SQLite files are created on
+    /// first use (WAL mode, busy timeout); PostgreSQL must be reachable within
+    /// the connect timeout. Runs pending migrations when `auto_migrate` is
+    /// set, otherwise fails if the schema is behind.
+    pub async fn open(settings: &StoreSettings) -> Result<Store> {
+        let store = Store::connect(settings).await?;
+        if settings.auto_migrate {
+            store.migrate().await?;
+        } else {
+            store.ensure_migrated().await?;
+        }
+        Ok(store)
+    }
+
+    /// Connects without touching the schema.
+    pub async fn connect(settings: &StoreSettings) -> Result<Store> {
+        let url = settings.url.as_str();
+        let target = redact_url(url);
+        let open_err = |source| StoreError::Open {
+            target: target.clone(),
+            source,
+        };
+        let timeout = Duration::from_secs(settings.connect_timeout_secs);
+        let pool = if url.starts_with("sqlite:") {
+            let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+            let options = SqliteConnectOptions::from_str(url)
+                .map_err(open_err)?
+                .create_if_missing(true)
+                .journal_mode(if in_memory {
+                    SqliteJournalMode::Memory
+                } else {
+                    SqliteJournalMode::Wal
+                })
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_millis(settings.busy_timeout_ms))
+                .foreign_keys(true)
+                .pragma("cache_size", "-65536");
+            if !in_memory {
+                create_parent_dir(options.get_filename()).map_err(|e| open_err(e.into()))?;
+            }
+            // An in-memory database lives and dies with its one connection.
+            let max = if in_memory {
+                1
+            } else {
+                settings.max_connections
+            };
+            let pool = SqlitePoolOptions::new()
+                .max_connections(max)
+                .acquire_timeout(timeout)
+                .idle_timeout(None)
+                .max_lifetime(None)
+                .connect_with(options)
+                .await
+                .map_err(open_err)?;
+            Pool::Sqlite(pool)
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            let mut options = PgConnectOptions::from_str(url).map_err(open_err)?;
+            if let Some(password) = &settings.password {
+                use secrecy::ExposeSecret;
+                options = options.password(password.expose_secret());
+            }
+            if let Some(schema) = &settings.schema {
+                options = options.options([("search_path", schema.as_str())]);
+            }
+            // One direct connection first: a pool that cannot connect only
+            // reports a timeout, while this names the cause (refused, unknown
+            // host, authentication failed, no such database).
+            let probe = tokio::time::timeout(timeout, sqlx::PgConnection::connect_with(&options))
+                .await
+                .map_err(|_| open_err(sqlx::Error::PoolTimedOut))?
+                .map_err(open_err)?;
+            let _ = probe.close().await;
+            let pool = PgPoolOptions::new()
+                .max_connections(settings.max_connections)
+                .acquire_timeout(timeout)
+                .connect_with(options)
+                .await
+                .map_err(open_err)?;
+            Pool::Postgres(pool)
+        } else {
+            return Err(StoreError::UnsupportedUrl { url: target });
+        };
+        Ok(Store {
+            pool,
+            target,
+            schema: settings.schema.clone(),
+        })
+    }
+
+    /// The backend behind this store.
+    pub fn backend(&self) -> Backend {
+        match self.pool {
+            Pool::Sqlite(_) => Backend::Sqlite,
+            Pool::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// The store's URL without credentials, for messages.
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    fn migrator(&self) -> &'static sqlx::migrate::Migrator {
+        match self.pool {
+            Pool::Sqlite(_) => &SQLITE_MIGRATIONS,
+            Pool::Postgres(_) => &POSTGRES_MIGRATIONS,
+        }
+    }
+
+    /// Applies pending migrations. Returns how many were applied now.
+    pub async fn migrate(&self) -> Result<usize> {
+        if let (Pool::Postgres(pool), Some(schema)) = (&self.pool, &self.schema) {
+            // Validated in settings as a plain identifier, so quoting is safe.
+            let sql = format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"");
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(pool)
+                .await
+                .map_err(StoreError::query("create schema"))?;
+        }
+        let before = self.applied_migrations().await?;
+        let result = on_pool!(self, |pool, _Db| self.migrator().run(pool).await);
+        result.map_err(|source| StoreError::Migrate {
+            target: self.target.clone(),
+            source,
+        })?;
+        Ok(self.applied_migrations().await?.saturating_sub(before))
+    }
+
+    /// How many migrations this build knows, and how many the store has.
+    pub async fn schema_state(&self) -> Result<(usize, usize)> {
+        let known = self.migrator().iter().count();
+        Ok((self.applied_migrations().await?, known))
+    }
+
+    async fn ensure_migrated(&self) -> Result<()> {
+        let (applied, known) = self.schema_state().await?;
+        if applied < known {
+            return Err(StoreError::NotMigrated {
+                target: self.target.clone(),
+                applied,
+                known,
+            });
+        }
+        Ok(())
+    }
+
+    async fn applied_migrations(&self) -> Result<usize> {
+        // The bookkeeping table appears with the first migration; its absence
+        // means a fresh store, anything else is a real failure.
+        let exists: bool = on_pool!(self, |pool, _Db| {
+            let sql = match self.backend() {
+                Backend::Sqlite => {
+                    "SELECT COUNT(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'"
+                }
+                Backend::Postgres => "SELECT to_regclass('_sqlx_migrations') IS NOT NULL",
+            };
+            sqlx::query_scalar(sql)
+                .fetch_one(pool)
+                .await
+                .map_err(|source| StoreError::Open {
+                    target: self.target.clone(),
+                    source,
+                })?
+        });
+        if !exists {
+            return Ok(0);
+        }
+        let n: i64 = on_pool!(self, |pool, _Db| {
+            sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success")
+                .fetch_one(pool)
+                .await
+                .map_err(StoreError::query("count applied migrations"))?
+        });
+        Ok(usize::try_from(n).unwrap_or(0))
+    }
+
+    /// Closes the pool, waiting for connections to return.
+    pub async fn close(&self) {
+        on_pool!(self, |pool, _Db| pool.close().await)
+    }
+
+    /// Commits everything in `batch` in one transaction: either all of it is
+    /// stored or none of it. Records are checked against their expected
+    /// version; a mismatch aborts the whole batch with
+    /// [`StoreError::VersionConflict`].
+    pub async fn commit(&self, batch: &Batch) -> Result<BatchOutcome> {
+        let now = Utc::now();
+        on_pool!(self, |pool, Db| {
+            let mut tx = pool.begin().await.map_err(StoreError::query("begin"))?;
+            let mut outcome = BatchOutcome::default();
+            for write in &batch.records {
+                let hash = crate::model::content_hash(&write.data);
+                let amount = write.amount.as_ref().map(|m| Db::encode_amount(m.amount()));
+                let currency = write
+                    .amount
+                    .as_ref()
+                    .map(|m| m.currency().as_str().to_owned());
+                let version = write.expected_version + 1;
+                let changed = if write.expected_version == 0 {
+                    sqlx::query(
+                        "INSERT INTO records (entity, id, version, content_hash, amount, currency, created_at, updated_at)
+                         VALUES ($1, $2, 1, $3, $4, $5, $6, $6)
+                         ON CONFLICT (entity, id) DO NOTHING",
+                    )
+                    .bind(write.entity.as_str())
+                    .bind(write.id.as_str())
+                    .bind(&hash)
+                    .bind(amount)
+                    .bind(currency)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(StoreError::query("insert record"))?
+                    .rows_affected()
+                } else {
+                    sqlx::query(
+                        "UPDATE records SET version = $3, content_hash = $4, amount = $5, currency = $6, updated_at = $7
+                         WHERE entity = $1 AND id = $2 AND version = $8",
+                    )
+                    .bind(write.entity.as_str())
+                    .bind(write.id.as_str())
+                    .bind(version)
+                    .bind(&hash)
+                    .bind(amount)
+                    .bind(currency)
+                    .bind(now)
+                    .bind(write.expected_version)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(StoreError::query("update record"))?
+                    .rows_affected()
+                };
+                if changed != 1 {
+                    let actual: Option<i64> = sqlx::query_scalar(
+                        "SELECT version FROM records WHERE entity = $1 AND id = $2",
+                    )
+                    .bind(write.entity.as_str())
+                    .bind(write.id.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(StoreError::query("read record version"))?;
+                    return Err(StoreError::VersionConflict {
+                        entity: write.entity,
+                        id: write.id.clone(),
+                        expected: write.expected_version,
+                        actual: actual.unwrap_or(0),
+                    });
+                }
+                let p = &write.provenance;
+                sqlx::query(
+                    "INSERT INTO record_versions
+                     (entity, id, version, data, content_hash, source_system, cause, actor, event_id, mapping_version, at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                )
+                .bind(write.entity.as_str())
+                .bind(write.id.as_str())
+                .bind(version)
+                .bind(Json(&write.data))
+                .bind(&hash)
+                .bind(p.source_system.as_deref())
+                .bind(p.cause.as_str())
+                .bind(p.actor.as_deref())
+                .bind(p.event_id.as_deref())
+                .bind(p.mapping_version.as_deref())
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::query("insert record version"))?;
+                outcome.versions.push(version);
+            }
+            for link in &batch.links {
+                let hash = link.synced_data.as_ref().map(crate::model::content_hash);
+                sqlx::query(
+                    "INSERT INTO links (entity, system, external_id, canonical_id, synced_version, synced_data, synced_hash, remote_updated_at, updated_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                     ON CONFLICT (entity, system, external_id) DO UPDATE SET
+                       canonical_id = excluded.canonical_id,
+                       synced_version = excluded.synced_version,
+                       synced_data = excluded.synced_data,
+                       synced_hash = excluded.synced_hash,
+                       remote_updated_at = excluded.remote_updated_at,
+                       updated_at = excluded.updated_at",
+                )
+                .bind(link.entity.as_str())
+                .bind(&link.system)
+                .bind(&link.external_id)
+                .bind(link.canonical_id.as_str())
+                .bind(link.synced_version)
+                .bind(link.synced_data.as_ref().map(Json))
+                .bind(hash)
+                .bind(link.remote_updated_at)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::query("write link"))?;
+            }
+            for entry in &batch.outbox {
+                let inserted = sqlx::query(
+                    "INSERT INTO outbox (idempotency_key, entity, canonical_id, version, target_system, next_attempt_at, created_at, updated_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $6, $6)
+                     ON CONFLICT (idempotency_key) DO NOTHING",
+                )
+                .bind(entry.idempotency_key())
+                .bind(entry.entity.as_str())
+                .bind(entry.canonical_id.as_str())
+                .bind(entry.version)
+                .bind(&entry.target_system)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::query("enqueue outbox entry"))?
+                .rows_affected();
+                if inserted == 1 {
+                    outcome.outbox_enqueued += 1;
+                } else {
+                    outcome.outbox_duplicates += 1;
+                }
+            }
+            for item in &batch.quarantine {
+                insert_quarantine!(&mut *tx, item, now)?;
+            }
+            for cursor in &batch.cursors {
+                sqlx::query(
+                    "INSERT INTO cursors (system, entity, cursor, updated_at) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (system, entity) DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at",
+                )
+                .bind(&cursor.system)
+                .bind(cursor.entity.as_str())
+                .bind(&cursor.cursor)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::query("save cursor"))?;
+            }
+            tx.commit().await.map_err(StoreError::query("commit"))?;
+            Ok(outcome)
+        })
+    }
+
+    /// The current version of a record, with its data.
+    pub async fn get_record(
+        &self,
+        entity: EntityKind,
+        id: &CanonicalId,
+    ) -> Result<Option<StoredRecord>> {
+        on_pool!(self, |pool, Db| {
+            let row = sqlx::query(
+                "SELECT r.version, r.content_hash, r.amount, r.currency, r.created_at, r.updated_at, v.data
+                 FROM records r JOIN record_versions v
+                   ON v.entity = r.entity AND v.id = r.id AND v.version = r.version
+                 WHERE r.entity = $1 AND r.id = $2",
+            )
+            .bind(entity.as_str())
+            .bind(id.as_str())
+            .fetch_optional(pool)
+            .await
+            .map_err(StoreError::query("read record"))?;
+            let Some(row) = row else { return Ok(None) };
+            let amount = decode_money::<Db>(
+                "records",
+                row.try_get("amount")
+                    .map_err(StoreError::query("read record"))?,
+                row.try_get("currency")
+                    .map_err(StoreError::query("read record"))?,
+            )?;
+            let Json(data): Json<Value> = row
+                .try_get("data")
+                .map_err(StoreError::query("read record"))?;
+            Ok(Some(StoredRecord {
+                entity,
+                id: id.clone(),
+                version: row
+                    .try_get("version")
+                    .map_err(StoreError::query("read record"))?,
+                content_hash: row
+                    .try_get("content_hash")
+                    .map_err(StoreError::query("read record"))?,
+                amount,
+                data,
+                created_at: row
+                    .try_get("created_at")
+                    .map_err(StoreError::query("read record"))?,
+                updated_at: row
+                    .try_get("updated_at")
+                    .map_err(StoreError::query("read record"))?,
+            }))
+        })
+    }
+
+    /// Current version and content hash of many records in one query per
+    /// [`LOOKUP_CHUNK`] ids: how a re-sync recognises unchanged records without reading data.
+    pub async fn record_heads(
+        &self,
+        entity: EntityKind,
+        ids: &[CanonicalId],
+    ) -> Result<Vec<RecordHead>> {
+        let mut heads = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(LOOKUP_CHUNK) {
+            on_pool!(self, |pool, Db| {
+                let mut q = sqlx::QueryBuilder::<Db>::new(
+                    "SELECT id, version, content_hash FROM records WHERE entity = ",
+                );
+                q.push_bind(entity.as_str()).push(" AND id IN (");
+                let mut list = q.separated(", ");
+                for id in chunk {
+                    list.push_bind(id.as_str());
+                }
+                q.push(")");
+                let rows = q
+                    .build()
+                    .fetch_all(pool)
+                    .await
+                    .map_err(StoreError::query("read record heads"))?;
+                for row in rows {
+                    let id: String = row
+                        .try_get("id")
+                        .map_err(StoreError::query("read record heads"))?;
+                    heads.push(RecordHead {
+                        id: parse_id("records", &id)?,
+                        version: row
+                            .try_get("version")
+                            .map_err(StoreError::query("read record heads"))?,
+                        content_hash: row
+                            .try_get("content_hash")
+                            .map_err(StoreError::query("read record heads"))?,
+                    });
+                }
+            });
+        }
+        Ok(heads)
+    }
+
+    /// Every version of a record, oldest first.
+    pub async fn history(
+        &self,
+        entity: EntityKind,
+        id: &CanonicalId,
+    ) -> Result<Vec<RecordVersion>> {
+        on_pool!(self, |pool, _Db| {
+            let rows = sqlx::query(
+                "SELECT version, data, content_hash, source_system, cause, actor, event_id, mapping_version, at
+                 FROM record_versions WHERE entity = $1 AND id = $2 ORDER BY version",
+            )
+            .bind(entity.as_str())
+            .bind(id.as_str())
+            .fetch_all(pool)
+            .await
+            .map_err(StoreError::query("read history"))?;
+            rows.iter()
+                .map(|row| {
+                    let get = StoreError::query("read history");
+                    let Json(data): Json<Value> = row.try_get("data").map_err(get)?;
+                    let cause: String = row
+                        .try_get("cause")
+                        .map_err(StoreError::query("read history"))?;
+                    Ok(RecordVersion {
+                        version: row
+                            .try_get("version")
+                            .map_err(StoreError::query("read history"))?,
+                        data,
+                        content_hash: row
+                            .try_get("content_hash")
+                            .map_err(StoreError::query("read history"))?,
+                        provenance: Provenance {
+                            source_system: row
+                                .try_get("source_system")
+                                .map_err(StoreError::query("read history"))?,
+                            cause: Cause::from_str(&cause).map_err(|reason| {
+                                StoreError::Corrupt {
+                                    table: "record_versions",
+                                    column: "cause",
+                                    reason,
+                                }
+                            })?,
+                            actor: row
+                                .try_get("actor")
+                                .map_err(StoreError::query("read history"))?,
+                            event_id: row
+                                .try_get("event_id")
+                                .map_err(StoreError::query("read history"))?,
+                            mapping_version: row
+                                .try_get("mapping_version")
+                                .map_err(StoreError::query("read history"))?,
+                        },
+                        at: row
+                            .try_get("at")
+                            .map_err(StoreError::query("read history"))?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    /// The link of one external id, if concord knows it.
+    pub async fn find_link(
+        &self,
+        entity: EntityKind,
+        system: &str,
+        external_id: &str,
+    ) -> Result<Option<Link>> {
+        Ok(self
+            .find_links(entity, system, &[external_id.to_owned()])
+            .await?
+            .pop())
+    }
+
+    /// Links of many external ids of one system, in one query per [`LOOKUP_CHUNK`] ids
+    /// (lookups in mappings are batched, never one query per record).
+    pub async fn find_links(
+        &self,
+        entity: EntityKind,
+        system: &str,
+        external_ids: &[String],
+    ) -> Result<Vec<Link>> {
+        let mut links = Vec::with_capacity(external_ids.len());
+        for chunk in external_ids.chunks(LOOKUP_CHUNK) {
+            on_pool!(self, |pool, Db| {
+                let mut q = sqlx::QueryBuilder::<Db>::new(concat!(
+                    "SELECT ",
+                    link_columns!(),
+                    " FROM links WHERE entity = "
+                ));
+                q.push_bind(entity.as_str())
+                    .push(" AND system = ")
+                    .push_bind(system)
+                    .push(" AND external_id IN (");
+                let mut list = q.separated(", ");
+                for id in chunk {
+                    list.push_bind(id.as_str());
+                }
+                q.push(")");
+                let rows = q
+                    .build()
+                    .fetch_all(pool)
+                    .await
+                    .map_err(StoreError::query("read links"))?;
+                for row in &rows {
+                    links.push(link_from_row!(entity, row)?);
+                }
+            });
+        }
+        Ok(links)
+    }
+
+    /// Every system's link to one canonical record.
+    pub async fn links_of(
+        &self,
+        entity: EntityKind,
+        canonical_id: &CanonicalId,
+    ) -> Result<Vec<Link>> {
+        on_pool!(self, |pool, _Db| {
+            let rows = sqlx::query(concat!(
+                "SELECT ",
+                link_columns!(),
+                " FROM links WHERE entity = $1 AND canonical_id = $2 ORDER BY system"
+            ))
+            .bind(entity.as_str())
+            .bind(canonical_id.as_str())
+            .fetch_all(pool)
+            .await
+            .map_err(StoreError::query("read links"))?;
+            rows.iter().map(|row| link_from_row!(entity, row)).collect()
+        })
+    }
+
+    /// The cursor saved for a system's entity, if any.
+    pub async fn load_cursor(&self, system: &str, entity: EntityKind) -> Result<Option<String>> {
+        on_pool!(self, |pool, _Db| {
+            sqlx::query_scalar("SELECT cursor FROM cursors WHERE system = $1 AND entity = $2")
+                .bind(system)
+                .bind(entity.as_str())
+                .fetch_optional(pool)
+                .await
+                .map_err(StoreError::query("read cursor"))
+        })
+    }
+
+    /// Stores an inbound event unless one with the same key is already there.
+    /// Returns the inbox id when stored, `None` for a duplicate.
+    pub async fn inbox_push(&self, event: &InboxEvent) -> Result<Option<i64>> {
+        on_pool!(self, |pool, _Db| {
+            sqlx::query_scalar(
+                "INSERT INTO inbox (idempotency_key, system, entity, payload, received_at)
+                 VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (idempotency_key) DO NOTHING
+                 RETURNING id",
+            )
+            .bind(&event.idempotency_key)
+            .bind(&event.system)
+            .bind(event.entity.map(EntityKind::as_str))
+            .bind(Json(&event.payload))
+            .bind(Utc::now())
+            .fetch_optional(pool)
+            .await
+            .map_err(StoreError::query("store inbox event"))
+        })
+    }
+
+    /// Outbox entries waiting for delivery (pending and due), oldest first.
+    pub async fn outbox_due(&self, limit: u32) -> Result<Vec<OutboxEntry>> {
+        on_pool!(self, |pool, _Db| {
+            let rows = sqlx::query(
+                "SELECT id, idempotency_key, entity, canonical_id, version, target_system, status, attempts, next_attempt_at, last_error
+                 FROM outbox WHERE status = 'pending' AND next_attempt_at <= $1 ORDER BY id LIMIT $2",
+            )
+            .bind(Utc::now())
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await
+            .map_err(StoreError::query("read outbox"))?;
+            rows.iter()
+                .map(|row| {
+                    let q = || StoreError::query("read outbox");
+                    let entity: String = row.try_get("entity").map_err(q())?;
+                    let id: String = row.try_get("canonical_id").map_err(q())?;
+                    Ok(OutboxEntry {
+                        id: row.try_get("id").map_err(q())?,
+                        idempotency_key: row.try_get("idempotency_key").map_err(q())?,
+                        entity: parse_entity("outbox", &entity)?,
+                        canonical_id: parse_id("outbox", &id)?,
+                        version: row.try_get("version").map_err(q())?,
+                        target_system: row.try_get("target_system").map_err(q())?,
+                        status: row.try_get("status").map_err(q())?,
+                        attempts: row.try_get("attempts").map_err(q())?,
+                        next_attempt_at: row.try_get("next_attempt_at").map_err(q())?,
+                        last_error: row.try_get("last_error").map_err(q())?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    /// Puts one record aside with its reason (outside a batch).
+    pub async fn quarantine(&self, item: &QuarantineItem) -> Result<i64> {
+        let now = Utc::now();
+        on_pool!(self, |pool, _Db| insert_quarantine!(pool, item, now))
+    }
+
+    /// Quarantined records, newest first.
+    pub async fn quarantined(&self, limit: u32) -> Result<Vec<QuarantinedRecord>> {
+        on_pool!(self, |pool, _Db| {
+            let rows = sqlx::query(
+                "SELECT id, system, entity, external_id, raw, reason, rule, field_path, status, at
+                 FROM quarantine ORDER BY id DESC LIMIT $1",
+            )
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await
+            .map_err(StoreError::query("read quarantine"))?;
+            rows.iter()
+                .map(|row| {
+                    let q = || StoreError::query("read quarantine");
+                    let entity: String = row.try_get("entity").map_err(q())?;
+                    let Json(raw): Json<Value> = row.try_get("raw").map_err(q())?;
+                    Ok(QuarantinedRecord {
+                        id: row.try_get("id").map_err(q())?,
+                        item: QuarantineItem {
+                            system: row.try_get("system").map_err(q())?,
+                            entity: parse_entity("quarantine", &entity)?,
+                            external_id: row.try_get("external_id").map_err(q())?,
+                            raw,
+                            reason: row.try_get("reason").map_err(q())?,
+                            rule: row.try_get("rule").map_err(q())?,
+                            field_path: row.try_get("field_path").map_err(q())?,
+                        },
+                        status: row.try_get("status").map_err(q())?,
+                        at: row.try_get("at").map_err(q())?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    /// Opens a conflict for the operator. Returns its id.
+    pub async fn open_conflict(&self, conflict: &NewConflict) -> Result<i64> {
+        on_pool!(self, |pool, _Db| {
+            sqlx::query_scalar(
+                "INSERT INTO conflicts (entity, canonical_id, field_path, base, ours, theirs, source_system, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+            )
+            .bind(conflict.entity.as_str())
+            .bind(conflict.canonical_id.as_str())
+            .bind(&conflict.field_path)
+            .bind(conflict.base.as_ref().map(Json))
+            .bind(conflict.ours.as_ref().map(Json))
+            .bind(conflict.theirs.as_ref().map(Json))
+            .bind(&conflict.source_system)
+            .bind(Utc::now())
+            .fetch_one(pool)
+            .await
+            .map_err(StoreError::query("open conflict"))
+        })
+    }
+
+    /// Raises a data-quality alert. Returns its id.
+    pub async fn raise_alert(&self, alert: &NewAlert) -> Result<i64> {
+        on_pool!(self, |pool, Db| {
+            sqlx::query_scalar(
+                "INSERT INTO alerts (rule, severity, entity, record_ids, reason, amount, currency, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+            )
+            .bind(&alert.rule)
+            .bind(alert.severity.as_str())
+            .bind(alert.entity.map(EntityKind::as_str))
+            .bind(Json(&alert.record_ids))
+            .bind(&alert.reason)
+            .bind(alert.amount.as_ref().map(|m| Db::encode_amount(m.amount())))
+            .bind(alert.amount.as_ref().map(|m| m.currency().as_str().to_owned()))
+            .bind(Utc::now())
+            .fetch_one(pool)
+            .await
+            .map_err(StoreError::query("raise alert"))
+        })
+    }
+
+    /// Open alerts, newest first.
+    pub async fn open_alerts(&self, limit: u32) -> Result<Vec<Alert>> {
+        on_pool!(self, |pool, Db| {
+            let rows = sqlx::query(
+                "SELECT id, rule, severity, entity, record_ids, reason, amount, currency, created_at
+                 FROM alerts WHERE status = 'open' ORDER BY id DESC LIMIT $1",
+            )
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await
+            .map_err(StoreError::query("read alerts"))?;
+            rows.iter()
+                .map(|row| {
+                    let q = || StoreError::query("read alerts");
+                    let severity: String = row.try_get("severity").map_err(q())?;
+                    let entity: Option<String> = row.try_get("entity").map_err(q())?;
+                    let Json(record_ids): Json<Vec<String>> =
+                        row.try_get("record_ids").map_err(q())?;
+                    Ok(Alert {
+                        id: row.try_get("id").map_err(q())?,
+                        alert: NewAlert {
+                            rule: row.try_get("rule").map_err(q())?,
+                            severity: Severity::from_str(&severity).map_err(|reason| {
+                                StoreError::Corrupt {
+                                    table: "alerts",
+                                    column: "severity",
+                                    reason,
+                                }
+                            })?,
+                            entity: entity
+                                .as_deref()
+                                .map(|e| parse_entity("alerts", e))
+                                .transpose()?,
+                            record_ids,
+                            reason: row.try_get("reason").map_err(q())?,
+                            amount: decode_money::<Db>(
+                                "alerts",
+                                row.try_get("amount").map_err(q())?,
+                                row.try_get("currency").map_err(q())?,
+                            )?,
+                        },
+                        created_at: row.try_get("created_at").map_err(q())?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    /// Counts for `concord status`: records, links, cursors, queues,
+    /// quarantine, conflicts and alerts.
+    pub async fn status(&self) -> Result<StatusReport> {
+        let (applied, known) = self.schema_state().await?;
+        on_pool!(self, |pool, _Db| {
+            let q = || StoreError::query("read status");
+            let mut report = StatusReport {
+                backend: self.backend().to_string(),
+                target: self.target.clone(),
+                schema_applied: applied,
+                schema_known: known,
+                ..StatusReport::default()
+            };
+            for row in sqlx::query(
+                "SELECT entity, COUNT(*) AS n FROM records GROUP BY entity ORDER BY entity",
+            )
+            .fetch_all(pool)
+            .await
+            .map_err(q())?
+            {
+                report.records.push(EntityCount {
+                    entity: row.try_get("entity").map_err(q())?,
+                    count: row.try_get("n").map_err(q())?,
+                });
+            }
+            for row in sqlx::query(
+                "SELECT entity, system, COUNT(*) AS n FROM links GROUP BY entity, system ORDER BY entity, system",
+            )
+            .fetch_all(pool)
+            .await
+            .map_err(q())?
+            {
+                report.links.push(SystemCount {
+                    entity: row.try_get("entity").map_err(q())?,
+                    system: row.try_get("system").map_err(q())?,
+                    count: row.try_get("n").map_err(q())?,
+                });
+            }
+            for row in sqlx::query(
+                "SELECT system, entity, cursor, updated_at FROM cursors ORDER BY system, entity",
+            )
+            .fetch_all(pool)
+            .await
+            .map_err(q())?
+            {
+                report.cursors.push(CursorState {
+                    system: row.try_get("system").map_err(q())?,
+                    entity: row.try_get("entity").map_err(q())?,
+                    cursor: row.try_get("cursor").map_err(q())?,
+                    updated_at: row.try_get("updated_at").map_err(q())?,
+                });
+            }
+            for (sql, into) in [
+                (
+                    "SELECT status, COUNT(*) AS n FROM outbox GROUP BY status ORDER BY status",
+                    &mut report.outbox,
+                ),
+                (
+                    "SELECT status, COUNT(*) AS n FROM inbox GROUP BY status ORDER BY status",
+                    &mut report.inbox,
+                ),
+            ] {
+                for row in sqlx::query(sql).fetch_all(pool).await.map_err(q())? {
+                    into.push(StatusCount {
+                        status: row.try_get("status").map_err(q())?,
+                        count: row.try_get("n").map_err(q())?,
+                    });
+                }
+            }
+            report.open_quarantine =
+                sqlx::query_scalar("SELECT COUNT(*) FROM quarantine WHERE status = 'open'")
+                    .fetch_one(pool)
+                    .await
+                    .map_err(q())?;
+            report.open_conflicts =
+                sqlx::query_scalar("SELECT COUNT(*) FROM conflicts WHERE status = 'open'")
+                    .fetch_one(pool)
+                    .await
+                    .map_err(q())?;
+            report.open_alerts =
+                sqlx::query_scalar("SELECT COUNT(*) FROM alerts WHERE status = 'open'")
+                    .fetch_one(pool)
+                    .await
+                    .map_err(q())?;
+            Ok(report)
+        })
+    }
+
+    /// Checks that the database answers a trivial query.
+    pub async fn ping(&self) -> Result<()> {
+        on_pool!(self, |pool, _Db| {
+            let mut conn = pool.acquire().await.map_err(StoreError::query("acquire"))?;
+            conn.ping().await.map_err(StoreError::query("ping"))
+        })
+    }
+}
+
+fn decode_money<Db: Dialect>(
+    table: &'static str,
+    amount: Option<Db::Amount>,
+    currency: Option<String>,
+) -> Result<Option<Money>> {
+    let (Some(amount), Some(currency)) = (amount, currency) else {
+        return Ok(None);
+    };
+    let corrupt = |column, reason: String| StoreError::Corrupt {
+        table,
+        column,
+        reason,
+    };
+    let amount: Decimal = Db::decode_amount(amount).map_err(|r| corrupt("amount", r))?;
+    let currency = Currency::parse(&currency).map_err(|e| corrupt("currency", e.to_string()))?;
+    Money::new(amount, currency)
+        .map(Some)
+        .map_err(|e| corrupt("amount", e.to_string()))
+}
+
+fn parse_entity(table: &'static str, value: &str) -> Result<EntityKind> {
+    EntityKind::from_str(value).map_err(|e| StoreError::Corrupt {
+        table,
+        column: "entity",
+        reason: e.to_string(),
+    })
+}
+
+fn parse_id(table: &'static str, value: &str) -> Result<CanonicalId> {
+    CanonicalId::parse(value).map_err(|e| StoreError::Corrupt {
+        table,
+        column: "canonical_id",
+        reason: e.to_string(),
+    })
+}
+
+fn create_parent_dir(path: &std::path::Path) -> std::io::Result<()> {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => std::fs::create_dir_all(dir),
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,583 @@
+//! The store suite: every test runs on SQLite and, when
+//! `CONCORD_TEST_DATABASE_URL` is set, on PostgreSQL in a fresh schema.
+
+mod common;
+
+use std::str::FromStr;
+
+use common::TestStore;
+use concord::model::{CanonicalId, Currency, EntityKind, Money};
+use concord::store::{
+    Batch, Cause, CursorWrite, InboxEvent, LinkWrite, NewAlert, NewConflict, OutboxWrite,
+    Provenance, QuarantineItem, RecordWrite, Severity, StoreError,
+};
+use rust_decimal::Decimal;
+use serde_json::json;
+
+on_both_backends!(
+    insert_and_update_keep_history,
+    stale_version_rolls_back_the_whole_batch,
+    creating_an_existing_record_is_a_conflict,
+    links_are_found_both_ways,
+    many_links_are_found_in_batches,
+    cursor_commits_with_its_records,
+    outbox_keys_are_unique,
+    inbox_deduplicates_events,
+    decimals_round_trip_exactly,
+    record_heads_skip_data,
+    quarantine_conflicts_and_alerts_show_in_status,
+    migrate_twice_applies_nothing,
+);
+
+fn eur(amount: &str) -> Money {
+    Money::new(
+        Decimal::from_str(amount).unwrap(),
+        Currency::parse("EUR").unwrap(),
+    )
+    .unwrap()
+}
+
+fn customer(id: &CanonicalId, expected: i64, name: &str, system: &str) -> RecordWrite {
+    RecordWrite {
+        entity: EntityKind::Customer,
+        id: id.clone(),
+        expected_version: expected,
+        data: json!({ "name": name, "email": "ap@acme.example" }),
+        amount: None,
+        provenance: Provenance {
+            event_id: Some(format!("pull-{expected}")),
+            mapping_version: Some("crm-customer-in@1".into()),
+            ..Provenance::pull(system)
+        },
+    }
+}
+
+fn batch_of(records: Vec<RecordWrite>) -> Batch {
+    Batch {
+        records,
+        ..Batch::default()
+    }
+}
+
+async fn insert_and_update_keep_history(store: &TestStore) {
+    let id = CanonicalId::new();
+    let first = store
+        .commit(&batch_of(vec![customer(&id, 0, "Acme", "crm")]))
+        .await
+        .unwrap();
+    assert_eq!(first.versions, vec![1]);
+
+    let mut edit = customer(&id, 1, "Acme GmbH", "erp");
+    edit.provenance = Provenance::operator("alice");
+    let second = store.commit(&batch_of(vec![edit])).await.unwrap();
+    assert_eq!(second.versions, vec![2]);
+
+    let current = store
+        .get_record(EntityKind::Customer, &id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(current.version, 2);
+    assert_eq!(current.data["name"], "Acme GmbH");
+    assert_eq!(
+        current.content_hash,
+        concord::model::content_hash(&current.data)
+    );
+
+    let history = store.history(EntityKind::Customer, &id).await.unwrap();
+    assert_eq!(history.len(), 2);
+    assert_eq!(history[0].version, 1);
+    assert_eq!(history[0].data["name"], "Acme");
+    assert_eq!(history[0].provenance.cause, Cause::Pull);
+    assert_eq!(history[0].provenance.source_system.as_deref(), Some("crm"));
+    assert_eq!(
+        history[0].provenance.mapping_version.as_deref(),
+        Some("crm-customer-in@1")
+    );
+    assert_eq!(history[1].provenance.cause, Cause::Operator);
+    assert_eq!(history[1].provenance.actor.as_deref(), Some("alice"));
+    assert!(history[1].at >= history[0].at);
+
+    assert!(
+        store
+            .get_record(EntityKind::Customer, &CanonicalId::new())
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+async fn stale_version_rolls_back_the_whole_batch(store: &TestStore) {
+    let id = CanonicalId::new();
+    store
+        .commit(&batch_of(vec![customer(&id, 0, "Acme", "crm")]))
+        .await
+        .unwrap();
+    store
+        .commit(&batch_of(vec![customer(&id, 1, "Acme 2", "crm")]))
+        .await
+        .unwrap();
+
+    let other = CanonicalId::new();
+    let stale = Batch {
+        records: vec![
+            customer(&other, 0, "Globex", "crm"),
+            customer(&id, 1, "lost update", "crm"),
+        ],
+        outbox: vec![OutboxWrite {
+            entity: EntityKind::Customer,
+            canonical_id: other.clone(),
+            version: 1,
+            target_system: "erp".into(),
+        }],
+        cursors: vec![CursorWrite {
+            system: "crm".into(),
+            entity: EntityKind::Customer,
+            cursor: "2026-11-28T00:00:00Z|42".into(),
+        }],
+        ..Batch::default()
+    };
+    let err = store.commit(&stale).await.unwrap_err();
+    match &err {
+        StoreError::VersionConflict {
+            expected, actual, ..
+        } => assert_eq!((*expected, *actual), (1, 2)),
+        other => panic!("expected a version conflict, got {other:?}"),
+    }
+    assert!(err.to_string().contains("version 2, not 1"), "{err}");
+
+    // Nothing of the failed batch is visible.
+    assert!(
+        store
+            .get_record(EntityKind::Customer, &other)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        store
+            .load_cursor("crm", EntityKind::Customer)
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(store.outbox_due(10).await.unwrap().is_empty());
+    let current = store
+        .get_record(EntityKind::Customer, &id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(current.data["name"], "Acme 2");
+}
+
+async fn creating_an_existing_record_is_a_conflict(store: &TestStore) {
+    let id = CanonicalId::new();
+    store
+        .commit(&batch_of(vec![customer(&id, 0, "Acme", "crm")]))
+        .await
+        .unwrap();
+    let err = store
+        .commit(&batch_of(vec![customer(&id, 0, "Acme again", "erp")]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::VersionConflict {
+                expected: 0,
+                actual: 1,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        store
+            .history(EntityKind::Customer, &id)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+fn link(id: &CanonicalId, system: &str, external_id: &str) -> LinkWrite {
+    LinkWrite {
+        entity: EntityKind::Customer,
+        system: system.into(),
+        external_id: external_id.into(),
+        canonical_id: id.clone(),
+        synced_version: Some(1),
+        synced_data: Some(json!({ "name": "Acme" })),
+        remote_updated_at: Some("2026-11-27T10:00:00Z".parse().unwrap()),
+    }
+}
+
+async fn links_are_found_both_ways(store: &TestStore) {
+    let id = CanonicalId::new();
+    let batch = Batch {
+        records: vec![customer(&id, 0, "Acme", "crm")],
+        links: vec![link(&id, "crm", "hs-101"), link(&id, "erp", "CUST-0042")],
+        ..Batch::default()
+    };
+    store.commit(&batch).await.unwrap();
+
+    let found = store
+        .find_link(EntityKind::Customer, "erp", "CUST-0042")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.canonical_id, id);
+    assert_eq!(found.synced_version, Some(1));
+    assert_eq!(found.synced_data, Some(json!({ "name": "Acme" })));
+    assert_eq!(
+        found.synced_hash.as_deref(),
+        Some(concord::model::content_hash(&json!({ "name": "Acme" })).as_str())
+    );
+    assert_eq!(
+        found.remote_updated_at,
+        Some("2026-11-27T10:00:00Z".parse().unwrap())
+    );
+
+    // The same external id in another system, or another entity, is not it.
+    assert!(
+        store
+            .find_link(EntityKind::Customer, "crm", "CUST-0042")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .find_link(EntityKind::Invoice, "erp", "CUST-0042")
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    let all = store.links_of(EntityKind::Customer, &id).await.unwrap();
+    let systems: Vec<(&str, &str)> = all
+        .iter()
+        .map(|l| (l.system.as_str(), l.external_id.as_str()))
+        .collect();
+    assert_eq!(systems, vec![("crm", "hs-101"), ("erp", "CUST-0042")]);
+
+    // Re-linking updates in place.
+    let mut moved = link(&id, "erp", "CUST-0042");
+    moved.synced_version = Some(2);
+    moved.synced_data = None;
+    store
+        .commit(&Batch {
+            links: vec![moved],
+            ..Batch::default()
+        })
+        .await
+        .unwrap();
+    let found = store
+        .find_link(EntityKind::Customer, "erp", "CUST-0042")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.synced_version, Some(2));
+    assert_eq!(found.synced_data, None);
+    assert_eq!(found.synced_hash, None);
+}
+
+async fn many_links_are_found_in_batches(store: &TestStore) {
+    let n = 1_203;
+    let mut batch = Batch::default();
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let id = CanonicalId::new();
+        batch.links.push(link(&id, "erp", &format!("C{i:05}")));
+        ids.push(id);
+    }
+    store.commit(&batch).await.unwrap();
+    let mut wanted: Vec<String> = (0..n).map(|i| format!("C{i:05}")).collect();
+    wanted.push("C-unknown".into());
+    let mut found = store
+        .find_links(EntityKind::Customer, "erp", &wanted)
+        .await
+        .unwrap();
+    assert_eq!(found.len(), n);
+    found.sort_by(|a, b| a.external_id.cmp(&b.external_id));
+    for (i, l) in found.iter().enumerate() {
+        assert_eq!(l.external_id, format!("C{i:05}"));
+        assert_eq!(l.canonical_id, ids[i]);
+    }
+}
+
+async fn cursor_commits_with_its_records(store: &TestStore) {
+    assert_eq!(
+        store.load_cursor("erp", EntityKind::Invoice).await.unwrap(),
+        None
+    );
+    let id = CanonicalId::new();
+    let page = Batch {
+        records: vec![RecordWrite {
+            entity: EntityKind::Invoice,
+            id: id.clone(),
+            expected_version: 0,
+            data: json!({ "number": "INV-1", "currency": "EUR", "total": "100.00", "open_amount": "100.00" }),
+            amount: Some(eur("100.00")),
+            provenance: Provenance::pull("erp"),
+        }],
+        cursors: vec![CursorWrite {
+            system: "erp".into(),
+            entity: EntityKind::Invoice,
+            cursor: "2026-11-28T08:00:00Z|INV-1".into(),
+        }],
+        ..Batch::default()
+    };
+    store.commit(&page).await.unwrap();
+    assert_eq!(
+        store
+            .load_cursor("erp", EntityKind::Invoice)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("2026-11-28T08:00:00Z|INV-1")
+    );
+
+    // A page that fails to store does not move the cursor.
+    let failing = Batch {
+        records: vec![RecordWrite {
+            expected_version: 7,
+            ..page.records[0].clone()
+        }],
+        cursors: vec![CursorWrite {
+            cursor: "2026-11-28T09:00:00Z|INV-2".into(),
+            ..page.cursors[0].clone()
+        }],
+        ..Batch::default()
+    };
+    assert!(store.commit(&failing).await.is_err());
+    assert_eq!(
+        store
+            .load_cursor("erp", EntityKind::Invoice)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("2026-11-28T08:00:00Z|INV-1")
+    );
+}
+
+async fn outbox_keys_are_unique(store: &TestStore) {
+    let id = CanonicalId::new();
+    let entry = OutboxWrite {
+        entity: EntityKind::Customer,
+        canonical_id: id.clone(),
+        version: 1,
+        target_system: "erp".into(),
+    };
+    let batch = Batch {
+        outbox: vec![entry.clone(), entry.clone()],
+        ..Batch::default()
+    };
+    let outcome = store.commit(&batch).await.unwrap();
+    assert_eq!((outcome.outbox_enqueued, outcome.outbox_duplicates), (1, 1));
+    let again = store
+        .commit(&Batch {
+            outbox: vec![
+                entry.clone(),
+                OutboxWrite {
+                    version: 2,
+                    ..entry.clone()
+                },
+            ],
+            ..Batch::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!((again.outbox_enqueued, again.outbox_duplicates), (1, 1));
+
+    let due = store.outbox_due(10).await.unwrap();
+    assert_eq!(due.len(), 2);
+    assert_eq!(due[0].idempotency_key, entry.idempotency_key());
+    assert_eq!(due[0].canonical_id, id);
+    assert_eq!((due[0].version, due[1].version), (1, 2));
+    assert_eq!(due[0].status, "pending");
+    assert_eq!(due[0].attempts, 0);
+}
+
+async fn inbox_deduplicates_events(store: &TestStore) {
+    let event = InboxEvent {
+        idempotency_key: "hubspot:evt-1".into(),
+        system: "hubspot".into(),
+        entity: Some(EntityKind::Customer),
+        payload: json!({ "objectId": 101 }),
+    };
+    let first = store.inbox_push(&event).await.unwrap();
+    assert!(first.is_some());
+    assert_eq!(store.inbox_push(&event).await.unwrap(), None);
+    let other = InboxEvent {
+        idempotency_key: "hubspot:evt-2".into(),
+        ..event.clone()
+    };
+    assert!(store.inbox_push(&other).await.unwrap() > first);
+    let status = store.status().await.unwrap();
+    assert_eq!(status.inbox.len(), 1);
+    assert_eq!(status.inbox[0].count, 2);
+}
+
+async fn decimals_round_trip_exactly(store: &TestStore) {
+    let sum = eur("0.1").checked_add(&eur("0.2")).unwrap();
+    let big = eur("123456789012345678.1234567890"); // 28 significant digits
+    let tiny = eur("-0.0000000001");
+    for money in [sum, big, tiny, eur("100.50")] {
+        let id = CanonicalId::new();
+        store
+            .commit(&batch_of(vec![RecordWrite {
+                entity: EntityKind::Invoice,
+                id: id.clone(),
+                expected_version: 0,
+                data: json!({ "number": "INV-X", "total": money.amount().to_string() }),
+                amount: Some(money),
+                provenance: Provenance::pull("erp"),
+            }]))
+            .await
+            .unwrap();
+        let stored = store
+            .get_record(EntityKind::Invoice, &id)
+            .await
+            .unwrap()
+            .unwrap();
+        let amount = stored.amount.unwrap();
+        assert_eq!(amount.amount(), money.amount(), "{money}");
+        assert_eq!(amount.currency(), money.currency());
+        // The document keeps the amount as the source wrote it, scale included.
+        assert_eq!(stored.data["total"], money.amount().to_string());
+    }
+    assert_eq!(sum.amount(), Decimal::from_str("0.3").unwrap());
+
+    let alert = NewAlert {
+        rule: "duplicate_payment".into(),
+        severity: Severity::Critical,
+        entity: Some(EntityKind::Payment),
+        record_ids: vec!["p1".into(), "p2".into()],
+        reason: "same amount, payer and reference twice within 2 days".into(),
+        amount: Some(big),
+    };
+    store.raise_alert(&alert).await.unwrap();
+    let alerts = store.open_alerts(10).await.unwrap();
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(alerts[0].alert, alert);
+}
+
+async fn record_heads_skip_data(store: &TestStore) {
+    let a = CanonicalId::new();
+    let b = CanonicalId::new();
+    store
+        .commit(&batch_of(vec![
+            customer(&a, 0, "A", "crm"),
+            customer(&b, 0, "B", "crm"),
+        ]))
+        .await
+        .unwrap();
+    store
+        .commit(&batch_of(vec![customer(&b, 1, "B2", "crm")]))
+        .await
+        .unwrap();
+    let mut heads = store
+        .record_heads(
+            EntityKind::Customer,
+            &[a.clone(), b.clone(), CanonicalId::new()],
+        )
+        .await
+        .unwrap();
+    heads.sort_by_key(|h| h.version);
+    assert_eq!(heads.len(), 2);
+    assert_eq!((heads[0].id.clone(), heads[0].version), (a, 1));
+    assert_eq!((heads[1].id.clone(), heads[1].version), (b, 2));
+    assert_eq!(
+        heads[1].content_hash,
+        concord::model::content_hash(&json!({ "name": "B2", "email": "ap@acme.example" }))
+    );
+}
+
+async fn quarantine_conflicts_and_alerts_show_in_status(store: &TestStore) {
+    let raw = json!({ "InvoiceNumber": "INV-9", "Total": "12,34.5" });
+    let item = QuarantineItem {
+        system: "xero".into(),
+        entity: EntityKind::Invoice,
+        external_id: Some("inv-9".into()),
+        raw: raw.clone(),
+        reason: "total: \"12,34.5\" is not an amount".into(),
+        rule: Some("decimal".into()),
+        field_path: Some("total".into()),
+    };
+    store.quarantine(&item).await.unwrap();
+    store
+        .commit(&Batch {
+            quarantine: vec![item.clone()],
+            ..Batch::default()
+        })
+        .await
+        .unwrap();
+    let listed = store.quarantined(10).await.unwrap();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[0].item, item);
+    assert_eq!(listed[0].status, "open");
+
+    let id = CanonicalId::new();
+    store
+        .open_conflict(&NewConflict {
+            entity: EntityKind::Customer,
+            canonical_id: id.clone(),
+            field_path: "billing.city".into(),
+            base: Some(json!("Berlin")),
+            ours: Some(json!("Munich")),
+            theirs: Some(json!("Hamburg")),
+            source_system: "crm".into(),
+        })
+        .await
+        .unwrap();
+    store
+        .raise_alert(&NewAlert {
+            rule: "payer_account_changed".into(),
+            severity: Severity::Warning,
+            entity: Some(EntityKind::Customer),
+            record_ids: vec![id.to_string()],
+            reason: "payer paid from a new IBAN".into(),
+            amount: None,
+        })
+        .await
+        .unwrap();
+    store
+        .commit(&Batch {
+            records: vec![customer(&id, 0, "Acme", "crm")],
+            links: vec![link(&id, "crm", "hs-1")],
+            cursors: vec![CursorWrite {
+                system: "crm".into(),
+                entity: EntityKind::Customer,
+                cursor: "c1".into(),
+            }],
+            ..Batch::default()
+        })
+        .await
+        .unwrap();
+
+    let status = store.status().await.unwrap();
+    assert_eq!(status.open_quarantine, 2);
+    assert_eq!(status.open_conflicts, 1);
+    assert_eq!(status.open_alerts, 1);
+    assert_eq!(status.records.len(), 1);
+    assert_eq!(
+        (status.records[0].entity.as_str(), status.records[0].count),
+        ("customer", 1)
+    );
+    assert_eq!(
+        (status.links[0].system.as_str(), status.links[0].count),
+        ("crm", 1)
+    );
+    assert_eq!(status.cursors[0].cursor, "c1");
+    assert_eq!(status.schema_applied, status.schema_known);
+}
+
+async fn migrate_twice_applies_nothing(store: &TestStore) {
+    let (applied, known) = store.schema_state().await.unwrap();
+    assert_eq!(applied, known);
+    assert!(known >= 1);
+    assert_eq!(store.migrate().await.unwrap(), 0);
+    store.ping().await.unwrap();
+}
