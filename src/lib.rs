@@ -2,6 +2,25 @@
 //!
 //! Records flow from each system through one canonical [`model`] into the
 //! [`store`]; see `ARCHITECTURE.md` in the design docs for the whole picture.
+//!
+//! Money is exact and never mixes currencies; field paths address single
+//! fields of any record:
+//!
+//! ```
+//! use concord::model::{Currency, FieldPath, Money};
+//!
+//! let eur = Currency::parse("EUR")?;
+//! let sum = Money::parse("0.1", eur)?.checked_add(&Money::parse("0.2", eur)?)?;
+//! assert_eq!(sum.to_string(), "0.3 EUR");
+//! let usd = Money::parse("1.00", Currency::parse("USD")?)?;
+//! assert!(sum.checked_add(&usd).is_err());
+//!
+//! let mut order = serde_json::json!({ "lines": [{ "quantity": "1" }] });
+//! let path = FieldPath::parse("lines[0].quantity")?;
+//! path.set(&mut order, "2".into())?;
+//! assert_eq!(path.get(&order), Some(&serde_json::json!("2")));
+//! # Ok::<(), concord::model::ModelError>(())
+//! ```
 
 pub mod cli;
 pub mod logging;
