@@ -24,6 +24,7 @@
 
 pub mod cli;
 pub mod logging;
+pub mod mapping;
 pub mod model;
 pub mod settings;
 pub mod store;

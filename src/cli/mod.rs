@@ -5,6 +5,7 @@
 
 mod config;
 mod db;
+mod mapping;
 mod status;
 
 use std::io::Write;
@@ -51,6 +52,9 @@ enum Command {
     /// Manage the store's schema.
     #[command(subcommand)]
     Db(db::DbCommand),
+    /// Check, test and apply declarative mappings.
+    #[command(subcommand)]
+    Mapping(mapping::MappingCommand),
     /// Records per entity and system, cursors, queues, open conflicts and alerts.
     Status(status::StatusArgs),
 }
@@ -131,6 +135,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         match cli.command {
             Command::Config(cmd) => config::run(cmd, &settings),
             Command::Db(cmd) => db::run(cmd, &settings).await,
+            Command::Mapping(cmd) => mapping::run(cmd, &settings).await,
             Command::Status(args) => status::run(args, &settings).await,
         }
     })?;

@@ -747,6 +747,44 @@ impl Store {
         Ok(links)
     }
 
+    /// The links of many canonical records to one system, in one query per
+    /// [`LOOKUP_CHUNK`] ids (outbound lookups: canonical id → external id).
+    pub async fn external_links(
+        &self,
+        entity: EntityKind,
+        system: &str,
+        canonical_ids: &[CanonicalId],
+    ) -> Result<Vec<Link>> {
+        let mut links = Vec::with_capacity(canonical_ids.len());
+        for chunk in canonical_ids.chunks(LOOKUP_CHUNK) {
+            on_pool!(self, |pool, Db| {
+                let mut q = sqlx::QueryBuilder::<Db>::new(concat!(
+                    "SELECT ",
+                    link_columns!(),
+                    " FROM links WHERE entity = "
+                ));
+                q.push_bind(entity.as_str())
+                    .push(" AND system = ")
+                    .push_bind(system)
+                    .push(" AND canonical_id IN (");
+                let mut list = q.separated(", ");
+                for id in chunk {
+                    list.push_bind(id.as_str());
+                }
+                q.push(")");
+                let rows = q
+                    .build()
+                    .fetch_all(pool)
+                    .await
+                    .map_err(StoreError::query("read links"))?;
+                for row in &rows {
+                    links.push(link_from_row!(entity, row)?);
+                }
+            });
+        }
+        Ok(links)
+    }
+
     /// Every system's link to one canonical record.
     pub async fn links_of(
         &self,

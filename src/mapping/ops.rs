@@ -1,0 +1,728 @@
+//! Transforms: the steps of a field's pipeline, compiled once and applied to
+//! every record without parsing anything again.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
+use regex::Regex;
+use rust_decimal::Decimal;
+use serde_json::{Number, Value};
+
+use super::parse::{self, DateFormat, DecimalFormat, RoundingMode, Zone};
+use crate::model::EntityKind;
+
+/// A value moving through a pipeline. Richer than JSON so that a parsed
+/// decimal or date keeps its type between steps.
+#[derive(Debug, Clone, PartialEq)]
+pub enum V {
+    Null,
+    Bool(bool),
+    Num(Number),
+    Str(String),
+    Dec(Decimal),
+    Date(NaiveDate),
+    DateTime(DateTime<Utc>),
+    List(Vec<V>),
+    /// An object or array taken whole.
+    Json(Value),
+}
+
+impl V {
+    pub fn from_json(value: &Value) -> V {
+        match value {
+            Value::Null => V::Null,
+            Value::Bool(b) => V::Bool(*b),
+            Value::Number(n) => V::Num(n.clone()),
+            Value::String(s) => V::Str(s.clone()),
+            other => V::Json(other.clone()),
+        }
+    }
+
+    /// Into JSON: decimals as exact strings, dates as ISO 8601.
+    pub fn into_json(self) -> Value {
+        match self {
+            V::Null => Value::Null,
+            V::Bool(b) => Value::Bool(b),
+            V::Num(n) => Value::Number(n),
+            V::Str(s) => Value::String(s),
+            V::Dec(d) => Value::String(d.to_string()),
+            V::Date(d) => Value::String(d.format("%Y-%m-%d").to_string()),
+            V::DateTime(t) => Value::String(t.to_rfc3339_opts(SecondsFormat::AutoSi, true)),
+            V::List(items) => Value::Array(items.into_iter().map(V::into_json).collect()),
+            V::Json(j) => j,
+        }
+    }
+
+    /// Missing or blank: what `required`, `default` and coalescing skip.
+    pub fn is_empty(&self) -> bool {
+        match self {
+            V::Null => true,
+            V::Str(s) => s.trim().is_empty(),
+            V::List(l) => l.is_empty(),
+            _ => false,
+        }
+    }
+
+    /// A short rendering of the value for error messages.
+    pub fn shown(&self) -> String {
+        let text = match self {
+            V::Str(s) => format!("{s:?}"),
+            other => other.clone().into_json().to_string(),
+        };
+        cut(&text, 80)
+    }
+
+    fn kind_name(&self) -> &'static str {
+        match self {
+            V::Null => "null",
+            V::Bool(_) => "bool",
+            V::Num(_) => "number",
+            V::Str(_) => "text",
+            V::Dec(_) => "decimal",
+            V::Date(_) => "date",
+            V::DateTime(_) => "timestamp",
+            V::List(_) => "list",
+            V::Json(Value::Array(_)) => "array",
+            V::Json(_) => "object",
+        }
+    }
+}
+
+/// Cuts `text` to at most `max` characters, marking the cut.
+pub fn cut(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &text[..i]),
+        None => text.to_owned(),
+    }
+}
+
+/// Static kinds for load-time checks of a pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Any,
+    Text,
+    Number,
+    Bool,
+    Decimal,
+    Date,
+    DateTime,
+    List,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Any => "any value",
+            Kind::Text => "text",
+            Kind::Number => "number",
+            Kind::Bool => "bool",
+            Kind::Decimal => "decimal",
+            Kind::Date => "date",
+            Kind::DateTime => "timestamp",
+            Kind::List => "list",
+        }
+    }
+}
+
+/// What a code table does with a value it does not list.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fallback {
+    /// The record fails (the default: an unknown status is a question).
+    Error,
+    /// The value passes through unchanged.
+    Pass,
+    /// The value becomes this one.
+    Default(Value),
+}
+
+/// A compiled code table.
+#[derive(Debug)]
+pub struct Table {
+    pub name: String,
+    pub entries: HashMap<String, Value>,
+    pub ignore_case: bool,
+    pub fallback: Fallback,
+}
+
+/// One compiled pipeline step.
+#[derive(Debug, Clone)]
+pub enum Op {
+    Trim,
+    Upper,
+    Lower,
+    Collapse,
+    NullIfEmpty,
+    Replace(Regex, String),
+    Extract(Regex),
+    Split(String),
+    Join(String),
+    Prefix(String),
+    Suffix(String),
+    ToText,
+    ToNumber,
+    ToInt,
+    ToBool,
+    Decimal(DecimalFormat),
+    MinorUnits(u32),
+    Round(u32, RoundingMode),
+    Neg,
+    Abs,
+    Date(DateFormat, Zone),
+    DateTime(DateFormat, Zone),
+    FormatDate(DateFormat, Zone),
+    FormatDecimal(DecimalFormat),
+    Email,
+    Phone(Option<String>),
+    Table(Arc<Table>),
+    Lookup { entity: EntityKind, system: String },
+}
+
+impl Op {
+    /// The transform's name as written in mappings.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Trim => "trim",
+            Op::Upper => "upper",
+            Op::Lower => "lower",
+            Op::Collapse => "collapse",
+            Op::NullIfEmpty => "null_if_empty",
+            Op::Replace(..) => "replace",
+            Op::Extract(_) => "extract",
+            Op::Split(_) => "split",
+            Op::Join(_) => "join",
+            Op::Prefix(_) => "prefix",
+            Op::Suffix(_) => "suffix",
+            Op::ToText => "text",
+            Op::ToNumber => "number",
+            Op::ToInt => "int",
+            Op::ToBool => "bool",
+            Op::Decimal(_) => "decimal",
+            Op::MinorUnits(_) => "minor_units",
+            Op::Round(..) => "round",
+            Op::Neg => "neg",
+            Op::Abs => "abs",
+            Op::Date(..) => "date",
+            Op::DateTime(..) => "datetime",
+            Op::FormatDate(..) => "format_date",
+            Op::FormatDecimal(_) => "format_decimal",
+            Op::Email => "email",
+            Op::Phone(_) => "phone",
+            Op::Table(_) => "table",
+            Op::Lookup { .. } => "lookup",
+        }
+    }
+
+    /// The kinds this step accepts and the kind it produces, for load-time
+    /// checks. `Any` input means the step checks at run time.
+    pub fn signature(&self) -> (&'static [Kind], Kind) {
+        use Kind::*;
+        const TEXT: &[Kind] = &[Any, Text];
+        const DEC: &[Kind] = &[Any, Text, Number, Decimal];
+        const DATE: &[Kind] = &[Any, Text, Number];
+        const DATED: &[Kind] = &[Any, Text, Date, DateTime];
+        const ANY: &[Kind] = &[Any, Text, Number, Bool, Decimal, Date, DateTime, List];
+        const SCALAR: &[Kind] = &[Any, Text, Number, Bool, Decimal, Date, DateTime];
+        match self {
+            Op::Trim | Op::Upper | Op::Lower | Op::Collapse | Op::Email | Op::Phone(_) => {
+                (TEXT, Text)
+            }
+            Op::Replace(..) | Op::Extract(_) | Op::Prefix(_) | Op::Suffix(_) => (TEXT, Text),
+            Op::NullIfEmpty => (ANY, Any),
+            Op::Split(_) => (TEXT, List),
+            Op::Join(_) => (&[Any, List], Text),
+            Op::ToText => (SCALAR, Text),
+            Op::ToNumber | Op::ToInt => (DEC, Number),
+            Op::ToBool => (&[Any, Text, Number, Bool], Bool),
+            Op::Decimal(_) | Op::MinorUnits(_) => (DEC, Decimal),
+            Op::Round(..) | Op::Neg | Op::Abs => (DEC, Decimal),
+            Op::Date(..) => (DATE, Date),
+            Op::DateTime(..) => (DATE, DateTime),
+            Op::FormatDate(..) => (DATED, Text),
+            Op::FormatDecimal(_) => (DEC, Text),
+            Op::Table(_) => (SCALAR, Any),
+            Op::Lookup { .. } => (&[Any, Text, Number], Text),
+        }
+    }
+}
+
+/// How lookups are answered while applying a mapping.
+pub trait Resolver {
+    /// The id linked to `value` of `system` for `entity`: inbound, the
+    /// canonical id of an external id; outbound, the external id of a
+    /// canonical id. `None` when no link exists.
+    fn resolve(&self, entity: EntityKind, system: &str, value: &str) -> Option<String>;
+}
+
+/// Lookups answered from a prepared map (batched from the store, or given
+/// by a sidecar test).
+#[derive(Debug, Default, Clone)]
+pub struct Lookups {
+    known: HashMap<(EntityKind, String, String), String>,
+}
+
+impl Lookups {
+    pub fn insert(&mut self, entity: EntityKind, system: &str, value: &str, id: &str) {
+        self.known
+            .insert((entity, system.to_owned(), value.to_owned()), id.to_owned());
+    }
+
+    pub fn len(&self) -> usize {
+        self.known.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.known.is_empty()
+    }
+}
+
+impl Resolver for Lookups {
+    fn resolve(&self, entity: EntityKind, system: &str, value: &str) -> Option<String> {
+        // Allocation-free probing would need a borrowed key type; lookups
+        // are a small share of fields, so an owned key is fine here.
+        self.known
+            .get(&(entity, system.to_owned(), value.to_owned()))
+            .cloned()
+    }
+}
+
+/// A key a mapping needs resolved, collected before the batch look-up.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct LookupKey {
+    pub entity: EntityKind,
+    pub system: String,
+    pub value: String,
+}
+
+/// Where lookups go during one application.
+pub enum LookupMode<'a> {
+    Resolve(&'a dyn Resolver),
+    /// Record what would be looked up; the value passes through.
+    Collect(&'a std::cell::RefCell<Vec<LookupKey>>),
+}
+
+/// Why a step failed on a value: the message names value and problem.
+pub type StepError = String;
+
+fn text_of(v: &V) -> Option<std::borrow::Cow<'_, str>> {
+    match v {
+        V::Str(s) => Some(std::borrow::Cow::Borrowed(s)),
+        V::Num(n) => Some(std::borrow::Cow::Owned(n.to_string())),
+        V::Bool(b) => Some(std::borrow::Cow::Owned(b.to_string())),
+        V::Dec(d) => Some(std::borrow::Cow::Owned(d.to_string())),
+        V::Date(d) => Some(std::borrow::Cow::Owned(d.format("%Y-%m-%d").to_string())),
+        V::DateTime(t) => Some(std::borrow::Cow::Owned(
+            t.to_rfc3339_opts(SecondsFormat::AutoSi, true),
+        )),
+        _ => None,
+    }
+}
+
+fn wrong_kind(op: &Op, v: &V) -> StepError {
+    format!("{} cannot take {} {}", op.name(), v.kind_name(), v.shown())
+}
+
+fn number_decimal(n: &Number) -> Result<Decimal, StepError> {
+    let text = n.to_string();
+    Decimal::from_str(&text)
+        .or_else(|_| Decimal::from_scientific(&text))
+        .map_err(|_| format!("{text} is not a decimal amount"))
+}
+
+fn as_decimal(op: &Op, v: &V) -> Result<Decimal, StepError> {
+    match v {
+        V::Dec(d) => Ok(*d),
+        V::Num(n) => number_decimal(n),
+        V::Str(s) => parse::parse_decimal(s, &DecimalFormat::plain()).map_err(|e| e.to_string()),
+        other => Err(wrong_kind(op, other)),
+    }
+}
+
+/// Applies one step. `Null` passes through every step but `table` (which
+/// may map a missing value) — a missing field is `required`'s business.
+pub fn apply(op: &Op, v: V, lookups: &LookupMode<'_>) -> Result<V, StepError> {
+    if matches!(v, V::Null) && !matches!(op, Op::Table(_)) {
+        return Ok(V::Null);
+    }
+    // Lists from `split` or `all` flow element-wise through scalar steps.
+    if let V::List(items) = v {
+        if matches!(op, Op::Join(_) | Op::NullIfEmpty) {
+            return apply_list(op, items);
+        }
+        return items
+            .into_iter()
+            .map(|item| apply(op, item, lookups))
+            .collect::<Result<Vec<_>, _>>()
+            .map(V::List);
+    }
+    Ok(match op {
+        Op::Trim => V::Str(need_text(op, &v)?.trim().to_owned()),
+        Op::Upper => V::Str(need_text(op, &v)?.to_uppercase()),
+        Op::Lower => V::Str(need_text(op, &v)?.to_lowercase()),
+        Op::Collapse => V::Str(
+            need_text(op, &v)?
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" "),
+        ),
+        Op::NullIfEmpty => {
+            if v.is_empty() {
+                V::Null
+            } else {
+                v
+            }
+        }
+        Op::Replace(re, with) => V::Str(
+            re.replace_all(&need_text(op, &v)?, with.as_str())
+                .into_owned(),
+        ),
+        Op::Extract(re) => {
+            let text = need_text(op, &v)?;
+            match re.captures(&text) {
+                Some(c) => V::Str(
+                    c.get(1)
+                        .or_else(|| c.get(0))
+                        .map_or("", |m| m.as_str())
+                        .to_owned(),
+                ),
+                None => V::Null,
+            }
+        }
+        Op::Split(sep) => V::List(
+            need_text(op, &v)?
+                .split(sep.as_str())
+                .map(|s| V::Str(s.to_owned()))
+                .collect(),
+        ),
+        Op::Join(_) => v,
+        Op::Prefix(p) => V::Str(format!("{p}{}", need_text(op, &v)?)),
+        Op::Suffix(s) => V::Str(format!("{}{s}", need_text(op, &v)?)),
+        Op::ToText => V::Str(text_of(&v).ok_or_else(|| wrong_kind(op, &v))?.into_owned()),
+        Op::ToNumber => {
+            let d = as_decimal(op, &v)?;
+            V::Num(exact_number(d)?)
+        }
+        Op::ToInt => {
+            let d = as_decimal(op, &v)?;
+            if d.fract() != Decimal::ZERO {
+                return Err(format!("{d} is not a whole number"));
+            }
+            let i = i64::try_from(d.trunc())
+                .map_err(|_| format!("{d} is out of range for a whole number"))?;
+            V::Num(Number::from(i))
+        }
+        Op::ToBool => match &v {
+            V::Bool(b) => V::Bool(*b),
+            V::Num(n) => V::Bool(n.as_f64() != Some(0.0)),
+            V::Str(s) => V::Bool(parse::parse_bool(s).map_err(|e| e.to_string())?),
+            other => return Err(wrong_kind(op, other)),
+        },
+        Op::Decimal(fmt) => match &v {
+            V::Dec(d) => V::Dec(*d),
+            V::Num(n) => V::Dec(number_decimal(n)?),
+            V::Str(s) => V::Dec(parse::parse_decimal(s, fmt).map_err(|e| e.to_string())?),
+            other => return Err(wrong_kind(op, other)),
+        },
+        Op::MinorUnits(scale) => match &v {
+            V::Str(s) => V::Dec(parse::parse_minor_units(s, *scale).map_err(|e| e.to_string())?),
+            V::Num(n) => match n.as_i64() {
+                Some(units) => V::Dec(parse::from_minor_units(units, *scale)),
+                None => return Err(format!("{n} is not a whole number of minor units")),
+            },
+            other => return Err(wrong_kind(op, other)),
+        },
+        Op::Round(scale, mode) => V::Dec(parse::round(as_decimal(op, &v)?, *scale, *mode)),
+        Op::Neg => V::Dec(-as_decimal(op, &v)?),
+        Op::Abs => V::Dec(as_decimal(op, &v)?.abs()),
+        Op::Date(fmt, zone) => match &v {
+            V::Date(d) => V::Date(*d),
+            V::DateTime(t) => V::Date(zone.date_of(*t)),
+            _ => {
+                let text = text_of(&v).ok_or_else(|| wrong_kind(op, &v))?;
+                V::Date(parse::parse_date(&text, fmt, zone).map_err(|e| e.to_string())?)
+            }
+        },
+        Op::DateTime(fmt, zone) => match &v {
+            V::DateTime(t) => V::DateTime(*t),
+            _ => {
+                let text = text_of(&v).ok_or_else(|| wrong_kind(op, &v))?;
+                V::DateTime(parse::parse_datetime(&text, fmt, zone).map_err(|e| e.to_string())?)
+            }
+        },
+        Op::FormatDate(fmt, zone) => match &v {
+            V::Date(d) => V::Str(parse::format_date(*d, fmt)),
+            V::DateTime(t) => V::Str(parse::format_datetime(*t, fmt, zone)),
+            V::Str(s) => {
+                // Canonical dates are ISO text; read them back first.
+                if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+                    V::Str(parse::format_date(d, fmt))
+                } else {
+                    let t = parse::parse_datetime(s, &DateFormat::Iso, zone)
+                        .map_err(|e| e.to_string())?;
+                    V::Str(parse::format_datetime(t, fmt, zone))
+                }
+            }
+            other => return Err(wrong_kind(op, other)),
+        },
+        Op::FormatDecimal(fmt) => V::Str(parse::format_decimal(as_decimal(op, &v)?, fmt)),
+        Op::Email => {
+            V::Str(parse::normalize_email(&need_text(op, &v)?).map_err(|e| e.to_string())?)
+        }
+        Op::Phone(country) => V::Str(
+            parse::normalize_phone(&need_text(op, &v)?, country.as_deref())
+                .map_err(|e| e.to_string())?,
+        ),
+        Op::Table(table) => table_lookup(table, &v)?,
+        Op::Lookup { entity, system } => {
+            let key = text_of(&v).ok_or_else(|| wrong_kind(op, &v))?;
+            match lookups {
+                LookupMode::Collect(keys) => {
+                    keys.borrow_mut().push(LookupKey {
+                        entity: *entity,
+                        system: system.clone(),
+                        value: key.into_owned(),
+                    });
+                    v
+                }
+                LookupMode::Resolve(resolver) => match resolver.resolve(*entity, system, &key) {
+                    Some(id) => V::Str(id),
+                    None => {
+                        return Err(format!(
+                            "no {entity} of {system} is linked to {:?}",
+                            cut(&key, 80)
+                        ));
+                    }
+                },
+            }
+        }
+    })
+}
+
+fn apply_list(op: &Op, items: Vec<V>) -> Result<V, StepError> {
+    match op {
+        Op::Join(sep) => {
+            let parts: Vec<String> = items
+                .iter()
+                .filter(|v| !v.is_empty())
+                .filter_map(|v| text_of(v).map(|t| t.trim().to_owned()))
+                .collect();
+            Ok(if parts.is_empty() {
+                V::Null
+            } else {
+                V::Str(parts.join(sep))
+            })
+        }
+        _ => {
+            let list = V::List(items);
+            Ok(if list.is_empty() { V::Null } else { list })
+        }
+    }
+}
+
+fn need_text<'a>(op: &Op, v: &'a V) -> Result<std::borrow::Cow<'a, str>, StepError> {
+    match v {
+        V::Str(s) => Ok(std::borrow::Cow::Borrowed(s)),
+        V::Num(_) | V::Bool(_) | V::Dec(_) => Ok(text_of(v).unwrap_or_default()),
+        other => Err(wrong_kind(op, other)),
+    }
+}
+
+fn table_lookup(table: &Table, v: &V) -> Result<V, StepError> {
+    let key = if matches!(v, V::Null) {
+        None
+    } else {
+        text_of(v).map(|t| {
+            if table.ignore_case {
+                t.trim().to_lowercase()
+            } else {
+                t.trim().to_owned()
+            }
+        })
+    };
+    if let Some(found) = key.as_ref().and_then(|k| table.entries.get(k)) {
+        return Ok(V::from_json(found));
+    }
+    match &table.fallback {
+        Fallback::Pass => Ok(v.clone()),
+        Fallback::Default(value) => Ok(V::from_json(value)),
+        Fallback::Error => Err(format!("{} is not in table {:?}", v.shown(), table.name)),
+    }
+}
+
+/// A JSON number that reads back as exactly `d`, or an error: outbound
+/// systems that want numbers get them only when no digit is lost.
+fn exact_number(d: Decimal) -> Result<Number, StepError> {
+    if d.fract().is_zero()
+        && let Ok(i) = i64::try_from(d.trunc())
+    {
+        return Ok(Number::from(i));
+    }
+    let f: f64 = d
+        .to_string()
+        .parse()
+        .map_err(|_| format!("{d} is not a number"))?;
+    let back = Decimal::from_str(&f.to_string()).ok();
+    match (Number::from_f64(f), back) {
+        (Some(n), Some(b)) if b == d => Ok(n),
+        _ => Err(format!(
+            "{d} cannot be written as a JSON number without losing digits; send it as text"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(op: Op, v: V) -> Result<V, StepError> {
+        apply(&op, v, &LookupMode::Resolve(&Lookups::default()))
+    }
+
+    fn s(x: &str) -> V {
+        V::Str(x.to_owned())
+    }
+
+    fn dec(x: &str) -> V {
+        V::Dec(Decimal::from_str(x).unwrap())
+    }
+
+    #[test]
+    fn text_steps() {
+        assert_eq!(run(Op::Trim, s("  a b ")), Ok(s("a b")));
+        assert_eq!(run(Op::Upper, s("eur")), Ok(s("EUR")));
+        assert_eq!(run(Op::Lower, s("ÄB")), Ok(s("äb")));
+        assert_eq!(run(Op::Collapse, s(" a \t b\n c ")), Ok(s("a b c")));
+        let re = Regex::new(r"[^0-9]").unwrap();
+        assert_eq!(
+            run(Op::Replace(re, String::new()), s("+49 (30) 1")),
+            Ok(s("49301"))
+        );
+        let re = Regex::new(r"INV-(\d+)").unwrap();
+        assert_eq!(
+            run(Op::Extract(re.clone()), s("pay INV-0042 now")),
+            Ok(s("0042"))
+        );
+        assert_eq!(run(Op::Extract(re), s("nothing")), Ok(V::Null));
+        assert_eq!(
+            run(Op::Split(",".into()), s("a,b")),
+            Ok(V::List(vec![s("a"), s("b")]))
+        );
+        assert_eq!(
+            run(
+                Op::Join(" ".into()),
+                V::List(vec![s("Ada"), V::Null, s(" Lovelace")])
+            ),
+            Ok(s("Ada Lovelace"))
+        );
+        assert_eq!(run(Op::Prefix("RF".into()), s("18")), Ok(s("RF18")));
+        assert_eq!(run(Op::NullIfEmpty, s("  ")), Ok(V::Null));
+        assert_eq!(run(Op::Trim, V::Null), Ok(V::Null));
+        assert!(run(Op::Upper, V::Json(serde_json::json!({"a": 1}))).is_err());
+    }
+
+    #[test]
+    fn coercions() {
+        assert_eq!(run(Op::ToText, V::Num(Number::from(42))), Ok(s("42")));
+        assert_eq!(run(Op::ToInt, s("42")), Ok(V::Num(Number::from(42))));
+        assert!(run(Op::ToInt, s("4.2")).is_err());
+        assert_eq!(run(Op::ToBool, s("ja")), Ok(V::Bool(true)));
+        assert_eq!(
+            run(Op::ToNumber, dec("100.50")).map(V::into_json),
+            Ok(serde_json::json!(100.5))
+        );
+        assert!(run(Op::ToNumber, dec("12345678901234567.89")).is_err());
+        assert_eq!(
+            run(
+                Op::Decimal(DecimalFormat::plain()),
+                V::Num(Number::from_f64(0.1).unwrap())
+            ),
+            Ok(dec("0.1"))
+        );
+        assert_eq!(
+            run(Op::MinorUnits(2), V::Num(Number::from(12345))),
+            Ok(dec("123.45"))
+        );
+        assert_eq!(
+            run(Op::Round(2, RoundingMode::HalfUp), dec("2.345")),
+            Ok(dec("2.35"))
+        );
+        assert_eq!(
+            run(Op::Round(2, RoundingMode::HalfEven), dec("2.345")),
+            Ok(dec("2.34"))
+        );
+        assert_eq!(run(Op::Neg, dec("1.5")), Ok(dec("-1.5")));
+        assert_eq!(
+            run(
+                Op::ToText,
+                V::Date(NaiveDate::from_ymd_opt(2026, 11, 28).unwrap())
+            ),
+            Ok(s("2026-11-28"))
+        );
+    }
+
+    #[test]
+    fn tables_and_fallbacks() {
+        let mut entries = HashMap::new();
+        entries.insert("authorised".to_owned(), serde_json::json!("open"));
+        let mut table = Table {
+            name: "status".into(),
+            entries,
+            ignore_case: true,
+            fallback: Fallback::Error,
+        };
+        assert_eq!(
+            run(
+                Op::Table(Arc::new(Table {
+                    ..clone_table(&table)
+                })),
+                s("AUTHORISED")
+            ),
+            Ok(s("open"))
+        );
+        let err = run(Op::Table(Arc::new(clone_table(&table))), s("DELETED")).unwrap_err();
+        assert!(
+            err.contains("\"DELETED\" is not in table \"status\""),
+            "{err}"
+        );
+        table.fallback = Fallback::Pass;
+        assert_eq!(
+            run(Op::Table(Arc::new(clone_table(&table))), s("X")),
+            Ok(s("X"))
+        );
+        table.fallback = Fallback::Default(serde_json::json!("draft"));
+        assert_eq!(
+            run(Op::Table(Arc::new(clone_table(&table))), V::Null),
+            Ok(s("draft"))
+        );
+    }
+
+    fn clone_table(t: &Table) -> Table {
+        Table {
+            name: t.name.clone(),
+            entries: t.entries.clone(),
+            ignore_case: t.ignore_case,
+            fallback: t.fallback.clone(),
+        }
+    }
+
+    #[test]
+    fn lookups_resolve_or_fail() {
+        let mut lookups = Lookups::default();
+        lookups.insert(EntityKind::Customer, "xero", "c-1", "id-1");
+        let op = Op::Lookup {
+            entity: EntityKind::Customer,
+            system: "xero".into(),
+        };
+        let mode = LookupMode::Resolve(&lookups);
+        assert_eq!(apply(&op, s("c-1"), &mode), Ok(s("id-1")));
+        let err = apply(&op, s("c-2"), &mode).unwrap_err();
+        assert!(
+            err.contains("no customer of xero is linked to \"c-2\""),
+            "{err}"
+        );
+        let keys = std::cell::RefCell::new(Vec::new());
+        apply(&op, s("c-9"), &LookupMode::Collect(&keys)).unwrap();
+        assert_eq!(keys.borrow()[0].value, "c-9");
+    }
+}
