@@ -209,7 +209,11 @@ fn lex(src: &str) -> Result<Vec<(usize, Tok)>, ExprError> {
                 s.push(ch);
             }
             out.push((start, Tok::Str(s)));
-        } else if c.is_ascii_alphabetic() || c == b'_' || c >= 0x80 {
+        } else if src[i..]
+            .chars()
+            .next()
+            .is_some_and(|ch| ch.is_alphabetic() || ch == '_')
+        {
             let start = i;
             while i < bytes.len() {
                 let ch = src[i..].chars().next().unwrap_or(' ');
@@ -411,7 +415,8 @@ impl Parser {
 
     fn call(&mut self, name: &str) -> Result<Expr, ExprError> {
         let Some((func, min, max)) = Func::by_name(name) else {
-            self.pos -= 1;
+            // Point at the name, before its "(".
+            self.pos = self.pos.saturating_sub(2);
             return self.error(format!(
                 "unknown function {name:?}; known: sum, count, exists, empty, coalesce, abs, round, lower, upper, len"
             ));
@@ -849,6 +854,15 @@ mod tests {
         let r = json!({ "a": "x" });
         assert!(parse("a + 1").unwrap().eval(&r).is_err());
         assert!(parse("1 / 0").unwrap().eval(&r).is_err());
+    }
+
+    #[test]
+    fn non_letters_outside_ascii_are_rejected_not_looped_on() {
+        // Found by parsing_never_panics: "€" used to lex as an empty name
+        // forever.
+        assert!(parse("total > 5€").is_err());
+        assert!(parse("\u{a0}").is_err());
+        assert!(parse("größe > 1").is_ok());
     }
 
     proptest::proptest! {
