@@ -22,6 +22,7 @@
 //! # Ok::<(), concord::model::ModelError>(())
 //! ```
 
+pub mod bank;
 pub mod cli;
 pub mod logging;
 pub mod mapping;

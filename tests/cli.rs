@@ -218,3 +218,146 @@ fn status_against_postgres() {
     assert!(text(&out.stdout).contains("applied 0 migration(s)"));
     common::drop_schema(&url, &schema);
 }
+
+/// An MT940 statement whose closing balance is 1.00 off.
+const MT940_OFF_BY_ONE: &str = ":20:STMT-1\r\n:25:DE89370400440532013000\r\n:28C:7/1\r\n:60F:C261127EUR1000,00\r\n:61:2611281128C250,00NTRFNONREF//B1\r\n:86:166?20RE INV-2026-0042?32ACME GMBH\r\n:61:2611281128D100,00NTRFNONREF//B2\r\n:86:177?20Rent\r\n:62F:C261128EUR1151,00\r\n-\r\n";
+
+#[test]
+fn bank_parse_and_import_are_idempotent_and_alert_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("stmt.sta");
+    std::fs::write(&file, MT940_OFF_BY_ONE).unwrap();
+    let file = file.to_str().unwrap();
+
+    let out = concord(dir.path(), &["bank", "parse", file, "-o", "json"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let parsed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let st = &parsed[0];
+    assert_eq!(st["format"], "MT940");
+    assert_eq!(st["transactions"].as_array().unwrap().len(), 2);
+    assert_eq!(st["transactions"][0]["amount"], "250.00");
+    assert_eq!(st["transactions"][1]["amount"], "-100.00");
+    assert_eq!(st["balance_check"]["ok"], false);
+    assert_eq!(st["balance_check"]["difference"], "1.00");
+
+    let out = concord(dir.path(), &["bank", "import", file], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout)
+            .contains("2 transaction(s) imported, 0 already known, 1 balance alert(s)")
+    );
+    let out = concord(dir.path(), &["bank", "import", file], &[]);
+    assert!(
+        text(&out.stdout)
+            .contains("0 transaction(s) imported, 2 already known, 0 balance alert(s)"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = concord(dir.path(), &["status", "-o", "json"], &[]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["records"][0]["entity"], "bank_transaction");
+    assert_eq!(report["records"][0]["count"], 2);
+    assert_eq!(report["open_alerts"], 1);
+}
+
+#[test]
+fn bank_parse_errors_are_located() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.sta");
+    std::fs::write(
+        &file,
+        MT940_OFF_BY_ONE.replace("2611281128C250,00", "2602301128C250,00"),
+    )
+    .unwrap();
+    let out = concord(dir.path(), &["bank", "parse", file.to_str().unwrap()], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("line 5"), "{err}");
+    assert!(!dir.path().join("data").exists(), "parse writes nothing");
+}
+
+#[test]
+fn mapping_commands_report_and_exit_nonzero_on_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("mappings")).unwrap();
+    std::fs::write(
+        dir.path().join("mappings/m.toml"),
+        "[mapping]\nname = \"erp-customer-in\"\nversion = 1\nsystem = \"erp\"\nentity = \"customer\"\ndirection = \"in\"\n[fields]\nname = { from = \"Name\", required = true }\nemail = { from = \"Mail\", pipe = [\"email\"] }\n",
+    )
+    .unwrap();
+    let out = concord(dir.path(), &["mapping", "check"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("ok    erp-customer-in@1"));
+
+    std::fs::write(
+        dir.path().join("in.ndjson"),
+        "{\"Name\": \"Acme\", \"Mail\": \"AP@Acme.Example\"}\nnot json\n{\"Mail\": \"x@y\"}\n\n{\"Name\": \"Globex\"}\n",
+    )
+    .unwrap();
+    let out = concord(
+        dir.path(),
+        &[
+            "mapping",
+            "apply",
+            "erp-customer-in",
+            "--input",
+            "in.ndjson",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let mapped: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        mapped,
+        vec![
+            serde_json::json!({ "name": "Acme", "email": "ap@acme.example" }),
+            serde_json::json!({ "name": "Globex" })
+        ]
+    );
+    let err = text(&out.stderr);
+    let failures: Vec<serde_json::Value> = err
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(failures.len(), 2, "{err}");
+    assert_eq!(failures[0]["record"], 2);
+    assert_eq!(failures[0]["errors"][0]["rule"], "input");
+    assert_eq!(failures[1]["record"], 3);
+    let rules: Vec<&str> = failures[1]["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["rule"].as_str().unwrap())
+        .collect();
+    assert_eq!(rules, vec!["email", "required"]);
+    assert!(err.contains("4 read, 2 mapped, 2 failed"), "{err}");
+
+    std::fs::write(
+        dir.path().join("in.csv"),
+        "Name,Mail\nAcme,ap@acme.example\n",
+    )
+    .unwrap();
+    let out = concord(
+        dir.path(),
+        &["mapping", "apply", "mappings/m.toml", "-i", "in.csv"],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout).trim(),
+        "{\"email\":\"ap@acme.example\",\"name\":\"Acme\"}"
+    );
+
+    std::fs::write(dir.path().join("mappings/m.toml"), "[mapping]\nname = 1\n").unwrap();
+    let out = concord(dir.path(), &["mapping", "check"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("mappings/m.toml:2:8"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -3,6 +3,7 @@
 //! Exit codes mean something: 0 success, 1 the operation failed, 2 the
 //! command line or the configuration is wrong (nothing was attempted).
 
+mod bank;
 mod config;
 mod db;
 mod mapping;
@@ -46,6 +47,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Read and import bank statements (camt.05x, MT940/942, BAI2, OFX, CSV).
+    #[command(subcommand)]
+    Bank(bank::BankCommand),
     /// Inspect the configuration.
     #[command(subcommand)]
     Config(config::ConfigCommand),
@@ -133,6 +137,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         })?;
     runtime.block_on(async {
         match cli.command {
+            Command::Bank(cmd) => bank::run(cmd, &settings).await,
             Command::Config(cmd) => config::run(cmd, &settings),
             Command::Db(cmd) => db::run(cmd, &settings).await,
             Command::Mapping(cmd) => mapping::run(cmd, &settings).await,

@@ -202,6 +202,28 @@ macro_rules! insert_quarantine {
     }};
 }
 
+/// Inserts a [`NewAlert`] through any executor (pool or transaction).
+macro_rules! insert_alert {
+    ($db:ty, $executor:expr, $alert:expr, $now:expr) => {{
+        let alert: &NewAlert = $alert;
+        sqlx::query_scalar::<_, i64>(
+            "INSERT INTO alerts (rule, severity, entity, record_ids, reason, amount, currency, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+        )
+        .bind(&alert.rule)
+        .bind(alert.severity.as_str())
+        .bind(alert.entity.map(EntityKind::as_str))
+        .bind(Json(&alert.record_ids))
+        .bind(&alert.reason)
+        .bind(alert.amount.as_ref().map(|m| <$db>::encode_amount(m.amount())))
+        .bind(alert.amount.as_ref().map(|m| m.currency().as_str().to_owned()))
+        .bind($now)
+        .fetch_one($executor)
+        .await
+        .map_err(StoreError::query("raise alert"))
+    }};
+}
+
 impl Store {
     /// Opens the store described by `settings`: SQLite files are created on
     /// first use (WAL mode, busy timeout); PostgreSQL must be reachable within
@@ -523,6 +545,9 @@ impl Store {
             }
             for item in &batch.quarantine {
                 insert_quarantine!(&mut *tx, item, now)?;
+            }
+            for alert in &batch.alerts {
+                insert_alert!(Db, &mut *tx, alert, now)?;
             }
             for cursor in &batch.cursors {
                 sqlx::query(
@@ -937,23 +962,8 @@ impl Store {
 
     /// Raises a data-quality alert. Returns its id.
     pub async fn raise_alert(&self, alert: &NewAlert) -> Result<i64> {
-        on_pool!(self, |pool, Db| {
-            sqlx::query_scalar(
-                "INSERT INTO alerts (rule, severity, entity, record_ids, reason, amount, currency, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
-            )
-            .bind(&alert.rule)
-            .bind(alert.severity.as_str())
-            .bind(alert.entity.map(EntityKind::as_str))
-            .bind(Json(&alert.record_ids))
-            .bind(&alert.reason)
-            .bind(alert.amount.as_ref().map(|m| Db::encode_amount(m.amount())))
-            .bind(alert.amount.as_ref().map(|m| m.currency().as_str().to_owned()))
-            .bind(Utc::now())
-            .fetch_one(pool)
-            .await
-            .map_err(StoreError::query("raise alert"))
-        })
+        let now = Utc::now();
+        on_pool!(self, |pool, Db| insert_alert!(Db, pool, alert, now))
     }
 
     /// Open alerts, newest first.

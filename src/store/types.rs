@@ -177,6 +177,8 @@ pub struct Batch {
     pub outbox: Vec<OutboxWrite>,
     pub quarantine: Vec<QuarantineItem>,
     pub cursors: Vec<CursorWrite>,
+    /// Data-quality alerts raised by what this batch read.
+    pub alerts: Vec<NewAlert>,
 }
 
 /// What [`Store::commit`](super::Store::commit) did.
