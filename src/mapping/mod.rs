@@ -321,18 +321,13 @@ fn apply_fields(
         let mut value = value;
         let mut failed = false;
         for op in &field.pipe {
-            let shown = if errors.len() < 64 {
-                Some(value.shown())
-            } else {
-                None
-            };
             match ops::apply(op, value, mode) {
                 Ok(v) => value = v,
-                Err(message) => {
+                Err((message, input)) => {
                     errors.push(RecordError {
                         field: child_label(prefix, &field.label),
                         rule: op.name().into(),
-                        value: shown,
+                        value: (!matches!(input, V::Null)).then(|| input.shown()),
                         message,
                     });
                     failed = true;
@@ -364,11 +359,11 @@ fn apply_fields(
                 mode,
             ) {
                 Ok(v) => value = v,
-                Err(message) => {
+                Err((message, input)) => {
                     errors.push(RecordError {
                         field: child_label(prefix, &field.label),
                         rule: "decimal".into(),
-                        value: Some(value.shown()),
+                        value: Some(input.shown()),
                         message,
                     });
                     continue;

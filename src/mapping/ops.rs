@@ -341,14 +341,16 @@ fn as_decimal(op: &Op, v: &V) -> Result<Decimal, StepError> {
 
 /// Applies one step. `Null` passes through every step but `table` (which
 /// may map a missing value) — a missing field is `required`'s business.
-pub fn apply(op: &Op, v: V, lookups: &LookupMode<'_>) -> Result<V, StepError> {
+/// On failure the input comes back with the reason, so callers can show the
+/// offending value without copying every value in advance.
+pub fn apply(op: &Op, v: V, lookups: &LookupMode<'_>) -> Result<V, (StepError, V)> {
     if matches!(v, V::Null) && !matches!(op, Op::Table(_)) {
         return Ok(V::Null);
     }
     // Lists from `split` or `all` flow element-wise through scalar steps.
     if let V::List(items) = v {
         if matches!(op, Op::Join(_) | Op::NullIfEmpty) {
-            return apply_list(op, items);
+            return apply_list(op, items).map_err(|e| (e, V::Null));
         }
         return items
             .into_iter()
@@ -356,29 +358,70 @@ pub fn apply(op: &Op, v: V, lookups: &LookupMode<'_>) -> Result<V, StepError> {
             .collect::<Result<Vec<_>, _>>()
             .map(V::List);
     }
-    Ok(match op {
-        Op::Trim => V::Str(need_text(op, &v)?.trim().to_owned()),
-        Op::Upper => V::Str(need_text(op, &v)?.to_uppercase()),
-        Op::Lower => V::Str(need_text(op, &v)?.to_lowercase()),
-        Op::Collapse => V::Str(
-            need_text(op, &v)?
-                .split_whitespace()
-                .collect::<Vec<_>>()
-                .join(" "),
-        ),
+    match step(op, &v, lookups) {
+        Ok(Some(out)) => Ok(out),
+        Ok(None) => Ok(v),
+        Err(e) => Err((e, v)),
+    }
+}
+
+/// One step on a scalar; `None` means the value passes unchanged.
+fn step(op: &Op, v: &V, lookups: &LookupMode<'_>) -> Result<Option<V>, StepError> {
+    Ok(Some(match op {
+        // Text steps leave clean text alone instead of copying it: most
+        // values are already trimmed, cased and single-spaced.
+        Op::Trim => {
+            let text = need_text(op, v)?;
+            let trimmed = text.trim();
+            if trimmed.len() == text.len() && matches!(v, V::Str(_)) {
+                return Ok(None);
+            }
+            V::Str(trimmed.to_owned())
+        }
+        Op::Upper => {
+            let text = need_text(op, v)?;
+            if matches!(v, V::Str(_)) && !text.chars().any(char::is_lowercase) {
+                return Ok(None);
+            }
+            V::Str(text.to_uppercase())
+        }
+        Op::Lower => {
+            let text = need_text(op, v)?;
+            if matches!(v, V::Str(_)) && !text.chars().any(char::is_uppercase) {
+                return Ok(None);
+            }
+            V::Str(text.to_lowercase())
+        }
+        Op::Collapse => {
+            let text = need_text(op, v)?;
+            let clean = !text.starts_with(char::is_whitespace)
+                && !text.ends_with(char::is_whitespace)
+                && !text
+                    .as_bytes()
+                    .windows(2)
+                    .any(|w| w[0].is_ascii_whitespace() && (w[1].is_ascii_whitespace() || w[0] != b' '))
+                && text.is_ascii();
+            if clean && matches!(v, V::Str(_)) {
+                return Ok(None);
+            }
+            V::Str(text.split_whitespace().collect::<Vec<_>>().join(" "))
+        }
         Op::NullIfEmpty => {
             if v.is_empty() {
                 V::Null
             } else {
-                v
+                return Ok(None);
             }
         }
-        Op::Replace(re, with) => V::Str(
-            re.replace_all(&need_text(op, &v)?, with.as_str())
-                .into_owned(),
-        ),
+        Op::Replace(re, with) => {
+            let text = need_text(op, v)?;
+            match re.replace_all(&text, with.as_str()) {
+                std::borrow::Cow::Borrowed(_) if matches!(v, V::Str(_)) => return Ok(None),
+                replaced => V::Str(replaced.into_owned()),
+            }
+        }
         Op::Extract(re) => {
-            let text = need_text(op, &v)?;
+            let text = need_text(op, v)?;
             match re.captures(&text) {
                 Some(c) => V::Str(
                     c.get(1)
@@ -390,21 +433,21 @@ pub fn apply(op: &Op, v: V, lookups: &LookupMode<'_>) -> Result<V, StepError> {
             }
         }
         Op::Split(sep) => V::List(
-            need_text(op, &v)?
+            need_text(op, v)?
                 .split(sep.as_str())
                 .map(|s| V::Str(s.to_owned()))
                 .collect(),
         ),
-        Op::Join(_) => v,
-        Op::Prefix(p) => V::Str(format!("{p}{}", need_text(op, &v)?)),
-        Op::Suffix(s) => V::Str(format!("{}{s}", need_text(op, &v)?)),
-        Op::ToText => V::Str(text_of(&v).ok_or_else(|| wrong_kind(op, &v))?.into_owned()),
+        Op::Join(_) => return Ok(None),
+        Op::Prefix(p) => V::Str(format!("{p}{}", need_text(op, v)?)),
+        Op::Suffix(s) => V::Str(format!("{}{s}", need_text(op, v)?)),
+        Op::ToText => V::Str(text_of(v).ok_or_else(|| wrong_kind(op, v))?.into_owned()),
         Op::ToNumber => {
-            let d = as_decimal(op, &v)?;
+            let d = as_decimal(op, v)?;
             V::Num(exact_number(d)?)
         }
         Op::ToInt => {
-            let d = as_decimal(op, &v)?;
+            let d = as_decimal(op, v)?;
             if d.fract() != Decimal::ZERO {
                 return Err(format!("{d} is not a whole number"));
             }
@@ -412,19 +455,19 @@ pub fn apply(op: &Op, v: V, lookups: &LookupMode<'_>) -> Result<V, StepError> {
                 .map_err(|_| format!("{d} is out of range for a whole number"))?;
             V::Num(Number::from(i))
         }
-        Op::ToBool => match &v {
+        Op::ToBool => match v {
             V::Bool(b) => V::Bool(*b),
             V::Num(n) => V::Bool(n.as_f64() != Some(0.0)),
             V::Str(s) => V::Bool(parse::parse_bool(s).map_err(|e| e.to_string())?),
             other => return Err(wrong_kind(op, other)),
         },
-        Op::Decimal(fmt) => match &v {
+        Op::Decimal(fmt) => match v {
             V::Dec(d) => V::Dec(*d),
             V::Num(n) => V::Dec(number_decimal(n)?),
             V::Str(s) => V::Dec(parse::parse_decimal(s, fmt).map_err(|e| e.to_string())?),
             other => return Err(wrong_kind(op, other)),
         },
-        Op::MinorUnits(scale) => match &v {
+        Op::MinorUnits(scale) => match v {
             V::Str(s) => V::Dec(parse::parse_minor_units(s, *scale).map_err(|e| e.to_string())?),
             V::Num(n) => match n.as_i64() {
                 Some(units) => V::Dec(parse::from_minor_units(units, *scale)),
@@ -432,25 +475,25 @@ pub fn apply(op: &Op, v: V, lookups: &LookupMode<'_>) -> Result<V, StepError> {
             },
             other => return Err(wrong_kind(op, other)),
         },
-        Op::Round(scale, mode) => V::Dec(parse::round(as_decimal(op, &v)?, *scale, *mode)),
-        Op::Neg => V::Dec(-as_decimal(op, &v)?),
-        Op::Abs => V::Dec(as_decimal(op, &v)?.abs()),
-        Op::Date(fmt, zone) => match &v {
+        Op::Round(scale, mode) => V::Dec(parse::round(as_decimal(op, v)?, *scale, *mode)),
+        Op::Neg => V::Dec(-as_decimal(op, v)?),
+        Op::Abs => V::Dec(as_decimal(op, v)?.abs()),
+        Op::Date(fmt, zone) => match v {
             V::Date(d) => V::Date(*d),
             V::DateTime(t) => V::Date(zone.date_of(*t)),
             _ => {
-                let text = text_of(&v).ok_or_else(|| wrong_kind(op, &v))?;
+                let text = text_of(v).ok_or_else(|| wrong_kind(op, v))?;
                 V::Date(parse::parse_date(&text, fmt, zone).map_err(|e| e.to_string())?)
             }
         },
-        Op::DateTime(fmt, zone) => match &v {
+        Op::DateTime(fmt, zone) => match v {
             V::DateTime(t) => V::DateTime(*t),
             _ => {
-                let text = text_of(&v).ok_or_else(|| wrong_kind(op, &v))?;
+                let text = text_of(v).ok_or_else(|| wrong_kind(op, v))?;
                 V::DateTime(parse::parse_datetime(&text, fmt, zone).map_err(|e| e.to_string())?)
             }
         },
-        Op::FormatDate(fmt, zone) => match &v {
+        Op::FormatDate(fmt, zone) => match v {
             V::Date(d) => V::Str(parse::format_date(*d, fmt)),
             V::DateTime(t) => V::Str(parse::format_datetime(*t, fmt, zone)),
             V::Str(s) => {
@@ -465,17 +508,17 @@ pub fn apply(op: &Op, v: V, lookups: &LookupMode<'_>) -> Result<V, StepError> {
             }
             other => return Err(wrong_kind(op, other)),
         },
-        Op::FormatDecimal(fmt) => V::Str(parse::format_decimal(as_decimal(op, &v)?, fmt)),
+        Op::FormatDecimal(fmt) => V::Str(parse::format_decimal(as_decimal(op, v)?, fmt)),
         Op::Email => {
-            V::Str(parse::normalize_email(&need_text(op, &v)?).map_err(|e| e.to_string())?)
+            V::Str(parse::normalize_email(&need_text(op, v)?).map_err(|e| e.to_string())?)
         }
         Op::Phone(country) => V::Str(
-            parse::normalize_phone(&need_text(op, &v)?, country.as_deref())
+            parse::normalize_phone(&need_text(op, v)?, country.as_deref())
                 .map_err(|e| e.to_string())?,
         ),
-        Op::Table(table) => table_lookup(table, &v)?,
+        Op::Table(table) => table_lookup(table, v)?,
         Op::Lookup { entity, system } => {
-            let key = text_of(&v).ok_or_else(|| wrong_kind(op, &v))?;
+            let key = text_of(v).ok_or_else(|| wrong_kind(op, v))?;
             match lookups {
                 LookupMode::Collect(keys) => {
                     keys.borrow_mut().push(LookupKey {
@@ -483,7 +526,7 @@ pub fn apply(op: &Op, v: V, lookups: &LookupMode<'_>) -> Result<V, StepError> {
                         system: system.clone(),
                         value: key.into_owned(),
                     });
-                    v
+                    return Ok(None);
                 }
                 LookupMode::Resolve(resolver) => match resolver.resolve(*entity, system, &key) {
                     Some(id) => V::Str(id),
@@ -496,7 +539,7 @@ pub fn apply(op: &Op, v: V, lookups: &LookupMode<'_>) -> Result<V, StepError> {
                 },
             }
         }
-    })
+    }))
 }
 
 fn apply_list(op: &Op, items: Vec<V>) -> Result<V, StepError> {
@@ -576,7 +619,7 @@ mod tests {
     use super::*;
 
     fn run(op: Op, v: V) -> Result<V, StepError> {
-        apply(&op, v, &LookupMode::Resolve(&Lookups::default()))
+        apply(&op, v, &LookupMode::Resolve(&Lookups::default())).map_err(|(e, _)| e)
     }
 
     fn s(x: &str) -> V {
@@ -716,7 +759,8 @@ mod tests {
         };
         let mode = LookupMode::Resolve(&lookups);
         assert_eq!(apply(&op, s("c-1"), &mode), Ok(s("id-1")));
-        let err = apply(&op, s("c-2"), &mode).unwrap_err();
+        let (err, input) = apply(&op, s("c-2"), &mode).unwrap_err();
+        assert_eq!(input, s("c-2"));
         assert!(
             err.contains("no customer of xero is linked to \"c-2\""),
             "{err}"
