@@ -47,7 +47,10 @@ fn write_camt(path: &Path, entries: usize) -> std::io::Result<()> {
 
 fn write_mt940(path: &Path, entries: usize) -> std::io::Result<()> {
     let mut w = BufWriter::new(std::fs::File::create(path)?);
-    write!(w, ":20:BENCH\r\n:25:DE89370400440532013000\r\n:28C:1/1\r\n:60F:C261127EUR0,00\r\n")?;
+    write!(
+        w,
+        ":20:BENCH\r\n:25:DE89370400440532013000\r\n:28C:1/1\r\n:60F:C261127EUR0,00\r\n"
+    )?;
     let mut sum: i64 = 0;
     for i in 0..entries {
         let cents = 1_000 + (i as i64 % 900_000);
@@ -109,7 +112,10 @@ fn main() {
     let mt940 = dir.path().join("bench.sta");
     write_camt(&camt, entries).expect("write camt");
     write_mt940(&mt940, entries).expect("write mt940");
-    println!("{entries} entries per file; peak RSS before parsing {:.0} MB", peak_rss_mb().unwrap_or(f64::NAN));
+    println!(
+        "{entries} entries per file; peak RSS before parsing {:.0} MB",
+        peak_rss_mb().unwrap_or(f64::NAN)
+    );
     run("camt.053", &camt, Format::Camt053, entries);
     run("MT940", &mt940, Format::Mt940, entries);
 }

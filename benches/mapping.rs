@@ -48,7 +48,11 @@ fn main() {
     let m = mapping::load_file(&path).unwrap_or_else(|e| panic!("{e:#?}"));
     let lookups = Lookups::default();
     let records: Vec<Value> = (0..10_000).map(record).collect();
-    assert!(m.apply_canonical(&records[0], &lookups).is_ok(), "{:?}", m.apply_canonical(&records[0], &lookups));
+    assert!(
+        m.apply_canonical(&records[0], &lookups).is_ok(),
+        "{:?}",
+        m.apply_canonical(&records[0], &lookups)
+    );
 
     // "hot": 64 distinct records cycling, as in the pipeline where a record
     // is mapped right after it was parsed and is still in cache. "cold":

@@ -443,3 +443,118 @@ mod never_panics {
         }
     }
 }
+
+mod regression {
+    //! Bugs found while writing the shipped mappings, one test each.
+    use super::*;
+
+    const HEAD_IN: &str = "[mapping]\nname = \"m\"\nversion = 1\nsystem = \"crm\"\nentity = \"customer\"\ndirection = \"in\"\n";
+    const HEAD_OUT: &str = "[mapping]\nname = \"m\"\nversion = 1\nsystem = \"crm\"\nentity = \"customer\"\ndirection = \"out\"\n";
+
+    #[test]
+    fn rules_on_extra_fields_fire() {
+        let m = compile(&format!(
+            "{HEAD_IN}[fields]\nname = {{ from = \"N\" }}\n\"extra.kind\" = {{ from = \"Kind\" }}\n[[validate]]\nfield = \"extra.kind\"\nenum = [\"ok\"]\n[[validate]]\nrule = \"extra.kind != 'worse'\"\n"
+        ));
+        assert!(
+            m.apply(&json!({ "N": "a", "Kind": "ok" }), &Lookups::default())
+                .is_ok()
+        );
+        let errors = m
+            .apply(&json!({ "N": "a", "Kind": "worse" }), &Lookups::default())
+            .unwrap_err();
+        let rules: Vec<&str> = errors.iter().map(|e| e.rule.as_str()).collect();
+        assert_eq!(rules, vec!["enum", "rule"], "{errors:?}");
+    }
+
+    #[test]
+    fn outbound_reads_extra_fields() {
+        let m = compile(&format!(
+            "{HEAD_OUT}[fields]\n\"properties.name\" = {{ from = \"name\" }}\n\"properties.domain\" = {{ from = \"extra.domain\" }}\n\"properties.tag\" = {{ expr = \"concat('d:', extra.domain)\" }}\n"
+        ));
+        let out = m
+            .apply(
+                &json!({ "name": "Acme", "domain": "acme.example" }),
+                &Lookups::default(),
+            )
+            .unwrap();
+        assert_eq!(
+            out,
+            json!({ "properties": { "name": "Acme", "domain": "acme.example", "tag": "d:acme.example" } })
+        );
+    }
+
+    #[test]
+    fn list_fields_take_whole_lists_and_single_elements() {
+        let m = compile(&format!(
+            "{HEAD_IN}[fields]\nname = {{ from = \"N\" }}\nbank_accounts = {{ from = \"Ibans\", pipe = [{{ split = \",\" }}, \"trim\"] }}\n"
+        ));
+        let out = m
+            .apply_canonical(
+                &json!({ "N": "a", "Ibans": "DE89370400440532013000, GB82WEST12345698765432" }),
+                &Lookups::default(),
+            )
+            .unwrap();
+        assert_eq!(
+            out["bank_accounts"],
+            json!(["DE89370400440532013000", "GB82WEST12345698765432"])
+        );
+        let m = compile(&format!(
+            "{HEAD_IN}[fields]\nname = {{ from = \"N\" }}\n\"bank_accounts[0]\" = {{ from = \"Iban\", pipe = [\"trim\"] }}\n"
+        ));
+        let out = m
+            .apply_canonical(
+                &json!({ "N": "a", "Iban": " DE89370400440532013000" }),
+                &Lookups::default(),
+            )
+            .unwrap();
+        assert_eq!(out["bank_accounts"], json!(["DE89370400440532013000"]));
+    }
+
+    #[test]
+    fn every_element_rules_fail_on_one_bad_element() {
+        let m = compile(
+            "[mapping]\nname = \"m\"\nversion = 1\nsystem = \"erp\"\nentity = \"order\"\ndirection = \"in\"\n[fields]\nnumber = { from = \"No\" }\ncurrency = { value = \"EUR\" }\n[fields.lines]\neach = \"Items\"\nfields = { quantity = { from = \"Q\", pipe = [\"decimal\"] }, unit_price = { value = \"1\" } }\n[[validate]]\nname = \"positive_quantities\"\nrule = \"lines[*].quantity > 0\"\n",
+        );
+        let errors = m
+            .apply(
+                &json!({ "No": "1", "Items": [{ "Q": 1 }, { "Q": -5 }] }),
+                &Lookups::default(),
+            )
+            .unwrap_err();
+        assert_eq!(errors[0].rule, "positive_quantities");
+        assert!(
+            m.apply(
+                &json!({ "No": "1", "Items": [{ "Q": 1 }] }),
+                &Lookups::default()
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn two_fields_writing_one_place_are_a_load_error() {
+        let errors = load_errors(&format!(
+            "{HEAD_IN}[fields]\nname = {{ from = \"A\" }}\n'[\"name\"]' = {{ from = \"B\" }}\n"
+        ));
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("one of them would be lost")),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn missing_values_pass_tables_without_a_default() {
+        let m = compile(&format!(
+            "{HEAD_IN}[fields]\nname = {{ from = \"N\" }}\nstatus = {{ from = \"S\", pipe = [{{ table = \"t\" }}] }}\n[tables.t]\nmap = {{ A = \"active\" }}\n"
+        ));
+        let out = m.apply(&json!({ "N": "a" }), &Lookups::default()).unwrap();
+        assert!(out.get("status").is_none());
+        assert!(
+            m.apply(&json!({ "N": "a", "S": "Z" }), &Lookups::default())
+                .is_err()
+        );
+    }
+}

@@ -394,10 +394,33 @@ impl Compiler {
         ctx: &FieldCtx,
     ) -> Vec<FieldPlan> {
         self.system = ctx.system.clone();
-        specs
-            .iter()
-            .filter_map(|(target, spec)| self.field(target, spec, ctx, ctx.targets, ctx.sources))
-            .collect()
+        self.field_list(specs, ctx, ctx.targets, ctx.sources)
+    }
+
+    /// Compiles sibling fields; two that write the same place are an error.
+    fn field_list(
+        &mut self,
+        specs: &BTreeMap<Spanned<String>, Spanned<FieldSpec>>,
+        ctx: &FieldCtx,
+        targets: Option<&'static [(&'static str, FieldKind)]>,
+        sources: Option<&'static [(&'static str, FieldKind)]>,
+    ) -> Vec<FieldPlan> {
+        let mut plans: Vec<FieldPlan> = Vec::with_capacity(specs.len());
+        for (target, spec) in specs {
+            let Some(plan) = self.field(target, spec, ctx, targets, sources) else {
+                continue;
+            };
+            if let Some(other) = plans.iter().find(|p| p.target == plan.target) {
+                let message = format!(
+                    "field {:?} writes {} like field {:?}; one of them would be lost",
+                    plan.label, plan.target, other.label
+                );
+                self.error(target, message);
+                continue;
+            }
+            plans.push(plan);
+        }
+        plans
     }
 
     fn field(
@@ -422,6 +445,11 @@ impl Compiler {
         if let Some(fields) = targets {
             let keys = keys_of(&target);
             match schema::lookup(fields, &keys) {
+                Ok(Some(FieldKind::List(inner)))
+                    if matches!(target.segments().last(), Some(Segment::Index(_))) =>
+                {
+                    target_kind = Some(*inner);
+                }
                 Ok(kind) => target_kind = kind,
                 Err(e) => {
                     self.error(target_name, format!("target {label:?}: {e}"));
@@ -503,7 +531,7 @@ impl Compiler {
             }
             // The element schemas: what each element maps into and from.
             let sub_targets = match (targets, target_kind) {
-                (Some(_), Some(FieldKind::Object(o))) => Some(o),
+                (Some(_), Some(FieldKind::List(FieldKind::Object(o)))) => Some(*o),
                 (Some(_), Some(other)) => {
                     self.error(
                         target_name,
@@ -518,15 +546,12 @@ impl Compiler {
             };
             let sub_sources = match sources {
                 Some(fields) => match schema::lookup(fields, &keys_of(&path)) {
-                    Ok(Some(FieldKind::Object(o))) => Some(o),
+                    Ok(Some(FieldKind::List(FieldKind::Object(o)))) => Some(*o),
                     _ => None,
                 },
                 None => None,
             };
-            let plans: Vec<FieldPlan> = sub
-                .iter()
-                .filter_map(|(t, f)| self.field(t, f, ctx, sub_targets, sub_sources))
-                .collect();
+            let plans = self.field_list(sub, ctx, sub_targets, sub_sources);
             return Some(FieldPlan {
                 target,
                 label,
@@ -569,11 +594,16 @@ impl Compiler {
     ) -> Option<FieldPath> {
         match FieldPath::parse(text) {
             Ok(p) => {
-                if let Some(fields) = sources
-                    && let Err(e) = schema::lookup(fields, &keys_of(&p))
-                {
-                    self.error(at, format!("source {text:?}: {e}"));
-                    return None;
+                if let Some(fields) = sources {
+                    let keys = keys_of(&p);
+                    if let Err(e) = schema::lookup(fields, &keys) {
+                        self.error(at, format!("source {text:?}: {e}"));
+                        return None;
+                    }
+                    // `extra.NAME` of a canonical record is its top-level NAME.
+                    if keys.first() == Some(&schema::EXTRA) {
+                        return FieldPath::from_segments(p.segments()[1..].to_vec());
+                    }
                 }
                 Some(p)
             }
@@ -605,6 +635,10 @@ impl Compiler {
                             return None;
                         }
                     }
+                    // `extra.NAME` of a canonical record is its top-level NAME.
+                    let mut e = e;
+                    e.strip_leading_key(schema::EXTRA);
+                    return Some(e);
                 }
                 Some(e)
             }

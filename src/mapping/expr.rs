@@ -95,6 +95,8 @@ pub enum Func {
     Lower,
     Upper,
     Len,
+    If,
+    Concat,
 }
 
 impl Func {
@@ -111,6 +113,8 @@ impl Func {
             "lower" => (Func::Lower, 1, 1),
             "upper" => (Func::Upper, 1, 1),
             "len" => (Func::Len, 1, 1),
+            "if" => (Func::If, 3, 3),
+            "concat" => (Func::Concat, 1, usize::MAX),
             _ => return None,
         })
     }
@@ -418,7 +422,7 @@ impl Parser {
             // Point at the name, before its "(".
             self.pos = self.pos.saturating_sub(2);
             return self.error(format!(
-                "unknown function {name:?}; known: sum, count, exists, empty, coalesce, abs, round, lower, upper, len"
+                "unknown function {name:?}; known: sum, count, exists, empty, coalesce, abs, round, lower, upper, len, if, concat"
             ));
         };
         let mut args = Vec::new();
@@ -596,6 +600,25 @@ impl Expr {
         })
     }
 
+    /// Drops `key` from the front of every path that starts with it and
+    /// goes on (`extra.domain` → `domain`).
+    pub fn strip_leading_key(&mut self, key: &str) {
+        match self {
+            Expr::Lit(_) => {}
+            Expr::Path(steps) => {
+                if steps.len() > 1 && matches!(&steps[0], Step::Key(k) if k == key) {
+                    steps.remove(0);
+                }
+            }
+            Expr::Not(e) | Expr::Neg(e) => e.strip_leading_key(key),
+            Expr::And(a, b) | Expr::Or(a, b) | Expr::Cmp(_, a, b) | Expr::Arith(_, a, b) => {
+                a.strip_leading_key(key);
+                b.strip_leading_key(key);
+            }
+            Expr::Call(_, args) => args.iter_mut().for_each(|a| a.strip_leading_key(key)),
+        }
+    }
+
     /// Every path the expression reads, as written (for load-time checks).
     pub fn paths(&self) -> Vec<&[Step]> {
         let mut out = Vec::new();
@@ -648,6 +671,13 @@ fn resolve(steps: &[Step], value: &Value) -> Val {
 /// Compares two values as [`Expr`] does: numerically, by date, or as text;
 /// unknown (null) when either side is missing, except for `==` and `!=`.
 pub fn compare(op: CmpOp, a: Val, b: Val) -> Val {
+    // `lines[*].quantity > 0` holds when it holds for every element.
+    if let Val::Many(items) = a {
+        return all_of(items.into_iter().map(|x| compare(op, x, b.clone())));
+    }
+    if let Val::Many(items) = b {
+        return all_of(items.into_iter().map(|y| compare(op, a.clone(), y)));
+    }
     let ordering = match (&a, &b) {
         (Val::Null, Val::Null) => Some(Ordering::Equal),
         (Val::Null, _) | (_, Val::Null) => {
@@ -689,6 +719,19 @@ pub fn compare(op: CmpOp, a: Val, b: Val) -> Val {
     })
 }
 
+/// True when every result is true, false when any is false, else unknown.
+fn all_of(results: impl Iterator<Item = Val>) -> Val {
+    let mut unknown = false;
+    for r in results {
+        match r {
+            Val::Bool(true) => {}
+            Val::Bool(false) => return Val::Bool(false),
+            _ => unknown = true,
+        }
+    }
+    if unknown { Val::Null } else { Val::Bool(true) }
+}
+
 fn arith(op: ArithOp, a: Val, b: Val) -> Result<Val, EvalError> {
     if matches!(a, Val::Null) || matches!(b, Val::Null) {
         return Ok(Val::Null);
@@ -720,6 +763,13 @@ fn flatten(v: Val, out: &mut Vec<Val>) {
 }
 
 fn call(f: Func, args: &[Expr], record: &Value) -> Result<Val, EvalError> {
+    if f == Func::If {
+        // Only the chosen branch is evaluated.
+        return match args.first().map(|c| c.eval(record)).transpose()? {
+            Some(Val::Bool(true)) => args.get(1).map_or(Ok(Val::Null), |a| a.eval(record)),
+            _ => args.get(2).map_or(Ok(Val::Null), |a| a.eval(record)),
+        };
+    }
     let mut vals = Vec::with_capacity(args.len());
     for a in args {
         vals.push(a.eval(record)?);
@@ -778,6 +828,20 @@ fn call(f: Func, args: &[Expr], record: &Value) -> Result<Val, EvalError> {
                 Val::Dec(x.round_dp_with_strategy(scale, RoundingStrategy::MidpointAwayFromZero))
             }
         }
+        Func::If => Val::Null,
+        Func::Concat => {
+            let mut out = String::new();
+            for v in vals {
+                match v {
+                    Val::Null => {}
+                    Val::Str(s) => out.push_str(&s),
+                    Val::Dec(d) => out.push_str(&d.to_string()),
+                    Val::Bool(b) => out.push_str(if b { "true" } else { "false" }),
+                    other => out.push_str(&other.into_json().to_string()),
+                }
+            }
+            Val::Str(out)
+        }
         Func::Lower | Func::Upper => match vals.into_iter().next() {
             Some(Val::Str(s)) if f == Func::Lower => Val::Str(s.to_lowercase()),
             Some(Val::Str(s)) => Val::Str(s.to_uppercase()),
@@ -808,6 +872,27 @@ mod tests {
         assert!(eval("Type == 'ACCREC' and total > 0", &r).is_true());
         assert!(eval("not (Type != \"ACCREC\")", &r).is_true());
         assert!(eval("0.1 + 0.2 == 0.3", &r).is_true());
+    }
+
+    #[test]
+    fn conditionals_concat_and_every_element() {
+        let r =
+            json!({ "Type": "SPEND", "Total": "12.50", "lines": [{ "q": "2" }, { "q": "-5" }] });
+        assert_eq!(
+            eval("if(Type == 'RECEIVE', Total, -Total)", &r),
+            Val::Dec(Decimal::from_str("-12.50").unwrap())
+        );
+        assert_eq!(
+            eval("concat('RF', 18, '-', Type)", &r),
+            Val::Str("RF18-SPEND".into())
+        );
+        assert!(!eval("lines[*].q > 0", &r).is_true());
+        assert_eq!(eval("lines[*].q > 0", &r), Val::Bool(false));
+        assert!(eval("lines[*].q != 0", &r).is_true());
+        assert_eq!(
+            eval("if(missing > 1, 1, 2)", &r),
+            Val::Dec(Decimal::from(2))
+        );
     }
 
     #[test]

@@ -339,13 +339,21 @@ fn as_decimal(op: &Op, v: &V) -> Result<Decimal, StepError> {
     }
 }
 
-/// Applies one step. `Null` passes through every step but `table` (which
-/// may map a missing value) — a missing field is `required`'s business.
+/// Applies one step. `Null` passes through every step but a `table` with a
+/// default — a missing field is `required`'s business.
 /// On failure the input comes back with the reason, so callers can show the
 /// offending value without copying every value in advance.
 pub fn apply(op: &Op, v: V, lookups: &LookupMode<'_>) -> Result<V, (StepError, V)> {
-    if matches!(v, V::Null) && !matches!(op, Op::Table(_)) {
-        return Ok(V::Null);
+    if matches!(v, V::Null) {
+        // Only a table with a default maps a missing value; otherwise a
+        // missing value stays missing and `required` decides.
+        return match op {
+            Op::Table(t) => match &t.fallback {
+                Fallback::Default(d) => Ok(V::from_json(d)),
+                _ => Ok(V::Null),
+            },
+            _ => Ok(V::Null),
+        };
     }
     // Lists from `split` or `all` flow element-wise through scalar steps.
     if let V::List(items) = v {
@@ -396,10 +404,9 @@ fn step(op: &Op, v: &V, lookups: &LookupMode<'_>) -> Result<Option<V>, StepError
             let text = need_text(op, v)?;
             let clean = !text.starts_with(char::is_whitespace)
                 && !text.ends_with(char::is_whitespace)
-                && !text
-                    .as_bytes()
-                    .windows(2)
-                    .any(|w| w[0].is_ascii_whitespace() && (w[1].is_ascii_whitespace() || w[0] != b' '))
+                && !text.as_bytes().windows(2).any(|w| {
+                    w[0].is_ascii_whitespace() && (w[1].is_ascii_whitespace() || w[0] != b' ')
+                })
                 && text.is_ascii();
             if clean && matches!(v, V::Str(_)) {
                 return Ok(None);
@@ -509,9 +516,7 @@ fn step(op: &Op, v: &V, lookups: &LookupMode<'_>) -> Result<Option<V>, StepError
             other => return Err(wrong_kind(op, other)),
         },
         Op::FormatDecimal(fmt) => V::Str(parse::format_decimal(as_decimal(op, v)?, fmt)),
-        Op::Email => {
-            V::Str(parse::normalize_email(&need_text(op, v)?).map_err(|e| e.to_string())?)
-        }
+        Op::Email => V::Str(parse::normalize_email(&need_text(op, v)?).map_err(|e| e.to_string())?),
         Op::Phone(country) => V::Str(
             parse::normalize_phone(&need_text(op, v)?, country.as_deref())
                 .map_err(|e| e.to_string())?,

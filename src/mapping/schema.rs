@@ -160,11 +160,13 @@ pub fn lookup(
         ));
     };
     let mut kind = *kind;
+    if rest.is_empty() {
+        // The whole field; a list stays a list (callers unwrap it when the
+        // path goes on with an index).
+        return Ok(Some(kind));
+    }
     if let List(inner) = kind {
         kind = *inner;
-    }
-    if rest.is_empty() {
-        return Ok(Some(kind));
     }
     match kind {
         Object(sub) => lookup(sub, rest),
@@ -185,6 +187,7 @@ mod tests {
         let f = fields(EntityKind::Order);
         assert_eq!(lookup(f, &["lines", "quantity"]), Ok(Some(Decimal)));
         assert_eq!(lookup(f, &["order_date"]), Ok(Some(Date)));
+        assert!(matches!(lookup(f, &["lines"]), Ok(Some(List(_)))));
         assert_eq!(lookup(f, &["extra", "erp_region"]), Ok(None));
         let err = lookup(f, &["totl"]).unwrap_err();
         assert!(err.contains("unknown field \"totl\"") && err.contains("total"));
