@@ -27,10 +27,9 @@ fn write_camt(path: &Path, entries: usize) -> std::io::Result<()> {
     for i in 0..entries {
         let cents = 1_000 + (i as i64 % 900_000);
         sum += cents;
-        write!(
+        writeln!(
             w,
-            r#"<Ntry><NtryRef>{i}</NtryRef><Amt Ccy="EUR">{}.{:02}</Amt><CdtDbtInd>CRDT</CdtDbtInd><Sts>BOOK</Sts><BookgDt><Dt>2026-11-28</Dt></BookgDt><ValDt><Dt>2026-11-28</Dt></ValDt><AcctSvcrRef>REF{i:010}</AcctSvcrRef><BkTxCd><Domn><Cd>PMNT</Cd><Fmly><Cd>RCDT</Cd><SubFmlyCd>ESCT</SubFmlyCd></Fmly></Domn></BkTxCd><NtryDtls><TxDtls><Refs><EndToEndId>E2E-{i}</EndToEndId></Refs><RltdPties><Dbtr><Nm>Customer {i} GmbH</Nm></Dbtr><DbtrAcct><Id><IBAN>GB82WEST12345698765432</IBAN></Id></DbtrAcct></RltdPties><RmtInf><Ustrd>Invoice INV-2026-{i:06} thank you</Ustrd></RmtInf></TxDtls></NtryDtls></Ntry>
-"#,
+            r#"<Ntry><NtryRef>{i}</NtryRef><Amt Ccy="EUR">{}.{:02}</Amt><CdtDbtInd>CRDT</CdtDbtInd><Sts>BOOK</Sts><BookgDt><Dt>2026-11-28</Dt></BookgDt><ValDt><Dt>2026-11-28</Dt></ValDt><AcctSvcrRef>REF{i:010}</AcctSvcrRef><BkTxCd><Domn><Cd>PMNT</Cd><Fmly><Cd>RCDT</Cd><SubFmlyCd>ESCT</SubFmlyCd></Fmly></Domn></BkTxCd><NtryDtls><TxDtls><Refs><EndToEndId>E2E-{i}</EndToEndId></Refs><RltdPties><Dbtr><Nm>Customer {i} GmbH</Nm></Dbtr><DbtrAcct><Id><IBAN>GB82WEST12345698765432</IBAN></Id></DbtrAcct></RltdPties><RmtInf><Ustrd>Invoice INV-2026-{i:06} thank you</Ustrd></RmtInf></TxDtls></NtryDtls></Ntry>"#,
             cents / 100,
             cents % 100
         )?;

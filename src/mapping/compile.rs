@@ -62,7 +62,11 @@ impl SourceFile {
     fn error(&self, span: Option<Range<usize>>, message: impl Into<String>) -> LoadError {
         let (line, column) = match span {
             Some(span) => {
-                let at = span.start.min(self.text.len());
+                let mut at = span.start.min(self.text.len());
+                // Offsets computed inside escaped strings may land mid-character.
+                while !self.text.is_char_boundary(at) {
+                    at -= 1;
+                }
                 let before = &self.text[..at];
                 let line = before.matches('\n').count() + 1;
                 let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;

@@ -518,7 +518,7 @@ impl Val {
 
     fn as_date(&self) -> Option<NaiveDate> {
         match self {
-            Val::Str(s) if s.len() >= 10 => NaiveDate::parse_from_str(&s[..10], "%Y-%m-%d").ok(),
+            Val::Str(s) => NaiveDate::parse_from_str(s.get(..10)?, "%Y-%m-%d").ok(),
             _ => None,
         }
     }
@@ -939,6 +939,14 @@ mod tests {
         let r = json!({ "a": "x" });
         assert!(parse("a + 1").unwrap().eval(&r).is_err());
         assert!(parse("1 / 0").unwrap().eval(&r).is_err());
+    }
+
+    #[test]
+    fn comparing_text_cut_inside_a_character_does_not_panic() {
+        // Found by shipped_mappings_never_panic: a date probe sliced text
+        // at byte 10, inside a four-byte character.
+        let r = json!({ "a": "*'Ѩm<'\\'𑤄𝉄>", "b": "2026-01-01" });
+        assert!(!eval("a >= b", &r).is_true());
     }
 
     #[test]
