@@ -201,41 +201,51 @@ async fn apply(args: ApplyArgs, settings: &Settings) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut tally = Tally::default();
     let batch_size = args.batch.max(1);
-    let mut batch: Vec<(u64, Result<Value, String>)> = Vec::with_capacity(batch_size);
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut batch: Vec<(u64, Result<Raw, String>)> = Vec::with_capacity(batch_size);
     let mut records = read_records(reader, format)?;
     loop {
         batch.clear();
-        for item in records.by_ref().take(batch_size) {
-            batch.push(item);
-        }
+        batch.extend(records.by_ref().take(batch_size));
         if batch.is_empty() {
             break;
         }
+        // Parsing and mapping run on every core, a slice of the batch each;
+        // output keeps the input order.
+        let parsed: Vec<(u64, Result<Value, String>)> =
+            in_parallel(std::mem::take(&mut batch), workers, |(at, raw)| {
+                (at, raw.and_then(|r| r.parse(at)))
+            });
         let lookups = match &store {
-            Some(store) => resolve(&mapping, store, &batch).await?,
+            Some(store) => resolve(&mapping, store, &parsed).await?,
             None => Lookups::default(),
         };
-        for (at, record) in &batch {
-            tally.read += 1;
-            let result = match record {
-                Ok(value) => mapping
-                    .apply_canonical(value, &lookups)
-                    .map_err(|errors| json!({ "record": at, "errors": errors })),
-                Err(reason) => Err(json!({
-                    "record": at,
-                    "errors": [{ "field": "", "rule": "input", "message": reason }]
-                })),
-            };
-            match result {
-                Ok(mapped) => {
-                    tally.mapped += 1;
-                    serde_json::to_writer(&mut out, &mapped)?;
-                    out.write_all(b"\n")?;
+        let rendered: Vec<Result<Vec<u8>, Vec<u8>>> =
+            in_parallel(parsed, workers, |(at, record)| {
+                let result = match record {
+                    Ok(value) => mapping
+                        .apply_canonical(&value, &lookups)
+                        .map_err(|errors| json!({ "record": at, "errors": errors })),
+                    Err(reason) => Err(json!({
+                        "record": at,
+                        "errors": [{ "field": "", "rule": "input", "message": reason }]
+                    })),
+                };
+                match result {
+                    Ok(mapped) => Ok(line_of(&mapped)),
+                    Err(failure) => Err(line_of(&failure)),
                 }
-                Err(failure) => {
+            });
+        for item in rendered {
+            tally.read += 1;
+            match item {
+                Ok(line) => {
+                    tally.mapped += 1;
+                    out.write_all(&line)?;
+                }
+                Err(line) => {
                     tally.failed += 1;
-                    serde_json::to_writer(&mut failures, &failure)?;
-                    failures.write_all(b"\n")?;
+                    failures.write_all(&line)?;
                 }
             }
         }
@@ -263,6 +273,66 @@ async fn apply(args: ApplyArgs, settings: &Settings) -> anyhow::Result<()> {
         )));
     }
     Ok(())
+}
+
+/// A JSON value as one NDJSON line.
+fn line_of(value: &Value) -> Vec<u8> {
+    let mut line = serde_json::to_vec(value)
+        .unwrap_or_else(|e| format!("{{\"error\":{:?}}}", e.to_string()).into_bytes());
+    line.push(b'\n');
+    line
+}
+
+/// Maps `items` with `f` on up to `workers` threads, keeping their order.
+fn in_parallel<T: Send, U: Send>(
+    items: Vec<T>,
+    workers: usize,
+    f: impl Fn(T) -> U + Sync,
+) -> Vec<U> {
+    if workers <= 1 || items.len() < 64 {
+        return items.into_iter().map(f).collect();
+    }
+    let per = items.len().div_ceil(workers);
+    let mut chunks: Vec<Vec<T>> = Vec::with_capacity(workers);
+    let mut items = items.into_iter();
+    loop {
+        let chunk: Vec<T> = items.by_ref().take(per).collect();
+        if chunk.is_empty() {
+            break;
+        }
+        chunks.push(chunk);
+    }
+    let f = &f;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = chunks
+            .into_iter()
+            .map(|chunk| scope.spawn(move || chunk.into_iter().map(f).collect::<Vec<U>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| {
+                h.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    })
+}
+
+/// A record as read: a line still to parse, or an already parsed value.
+enum Raw {
+    Line(String),
+    Value(Value),
+}
+
+impl Raw {
+    fn parse(self, at: u64) -> Result<Value, String> {
+        match self {
+            Raw::Value(v) => Ok(v),
+            Raw::Line(text) => {
+                serde_json::from_str(&text).map_err(|e| format!("line {at}: not JSON: {e}"))
+            }
+        }
+    }
 }
 
 /// Resolves every lookup of a batch with one store query per entity and
@@ -333,7 +403,7 @@ fn resolve_format(format: InputFormat, input: &Path) -> InputFormat {
     }
 }
 
-type Records = Box<dyn Iterator<Item = (u64, Result<Value, String>)>>;
+type Records = Box<dyn Iterator<Item = (u64, Result<Raw, String>)>>;
 
 /// Input records, each with its line (NDJSON, CSV) or index (JSON array);
 /// a record that cannot be read is an `Err` with the reason, and reading
@@ -364,7 +434,7 @@ fn read_records(
                 items
                     .into_iter()
                     .enumerate()
-                    .map(|(i, v)| (i as u64 + 1, Ok(v))),
+                    .map(|(i, v)| (i as u64 + 1, Ok(Raw::Value(v)))),
             )
         }
         InputFormat::Csv => {
@@ -384,7 +454,7 @@ fn read_records(
                             .zip(row.iter())
                             .map(|(h, v)| (h.to_owned(), Value::String(v.to_owned())))
                             .collect();
-                        Value::Object(fields)
+                        Raw::Value(Value::Object(fields))
                     });
                 (line, record)
             }))
@@ -407,7 +477,7 @@ struct NdjsonRecords {
 const MAX_LINE: usize = 16 * 1024 * 1024;
 
 impl Iterator for NdjsonRecords {
-    type Item = (u64, Result<Value, String>);
+    type Item = (u64, Result<Raw, String>);
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
@@ -431,11 +501,12 @@ impl Iterator for NdjsonRecords {
                     )),
                 ));
             }
-            return Some((
-                self.line,
-                serde_json::from_str(text)
-                    .map_err(|e| format!("line {}: not JSON: {e}", self.line)),
-            ));
+            let line = if text.len() == self.buf.len() {
+                std::mem::take(&mut self.buf)
+            } else {
+                text.to_owned()
+            };
+            return Some((self.line, Ok(Raw::Line(line))));
         }
     }
 }
