@@ -552,6 +552,14 @@ async fn quarantine_conflicts_and_alerts_show_in_status(store: &TestStore) {
                 entity: EntityKind::Customer,
                 cursor: "c1".into(),
             }],
+            alerts: vec![NewAlert {
+                rule: "duplicate_customer".into(),
+                severity: Severity::Info,
+                entity: Some(EntityKind::Customer),
+                record_ids: vec![id.to_string()],
+                reason: "same tax id as another customer".into(),
+                amount: None,
+            }],
             ..Batch::default()
         })
         .await
@@ -560,7 +568,7 @@ async fn quarantine_conflicts_and_alerts_show_in_status(store: &TestStore) {
     let status = store.status().await.unwrap();
     assert_eq!(status.open_quarantine, 2);
     assert_eq!(status.open_conflicts, 1);
-    assert_eq!(status.open_alerts, 1);
+    assert_eq!(status.open_alerts, 2);
     assert_eq!(status.records.len(), 1);
     assert_eq!(
         (status.records[0].entity.as_str(), status.records[0].count),
