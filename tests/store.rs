@@ -261,6 +261,16 @@ async fn links_are_found_both_ways(store: &TestStore) {
         .map(|l| (l.system.as_str(), l.external_id.as_str()))
         .collect();
     assert_eq!(systems, vec![("crm", "hs-101"), ("erp", "CUST-0042")]);
+    let outbound = store
+        .external_links(
+            EntityKind::Customer,
+            "erp",
+            &[id.clone(), CanonicalId::new()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(outbound.len(), 1);
+    assert_eq!(outbound[0].external_id, "CUST-0042");
 
     // Re-linking updates in place.
     let mut moved = link(&id, "erp", "CUST-0042");

@@ -734,42 +734,17 @@ impl Store {
             .pop())
     }
 
-    /// Links of many external ids of one system, in one query per [`LOOKUP_CHUNK`] ids
-    /// (lookups in mappings are batched, never one query per record).
+    /// Links of many external ids of one system, in one query per
+    /// [`LOOKUP_CHUNK`] ids (lookups in mappings are batched, never one
+    /// query per record).
     pub async fn find_links(
         &self,
         entity: EntityKind,
         system: &str,
         external_ids: &[String],
     ) -> Result<Vec<Link>> {
-        let mut links = Vec::with_capacity(external_ids.len());
-        for chunk in external_ids.chunks(LOOKUP_CHUNK) {
-            on_pool!(self, |pool, Db| {
-                let mut q = sqlx::QueryBuilder::<Db>::new(concat!(
-                    "SELECT ",
-                    link_columns!(),
-                    " FROM links WHERE entity = "
-                ));
-                q.push_bind(entity.as_str())
-                    .push(" AND system = ")
-                    .push_bind(system)
-                    .push(" AND external_id IN (");
-                let mut list = q.separated(", ");
-                for id in chunk {
-                    list.push_bind(id.as_str());
-                }
-                q.push(")");
-                let rows = q
-                    .build()
-                    .fetch_all(pool)
-                    .await
-                    .map_err(StoreError::query("read links"))?;
-                for row in &rows {
-                    links.push(link_from_row!(entity, row)?);
-                }
-            });
-        }
-        Ok(links)
+        let values: Vec<&str> = external_ids.iter().map(String::as_str).collect();
+        self.links_by(entity, system, "external_id", &values).await
     }
 
     /// The links of many canonical records to one system, in one query per
@@ -780,8 +755,21 @@ impl Store {
         system: &str,
         canonical_ids: &[CanonicalId],
     ) -> Result<Vec<Link>> {
-        let mut links = Vec::with_capacity(canonical_ids.len());
-        for chunk in canonical_ids.chunks(LOOKUP_CHUNK) {
+        let values: Vec<&str> = canonical_ids.iter().map(CanonicalId::as_str).collect();
+        self.links_by(entity, system, "canonical_id", &values).await
+    }
+
+    /// Links of one system whose `column` (a fixed column name, never
+    /// input) is one of `values`.
+    async fn links_by(
+        &self,
+        entity: EntityKind,
+        system: &str,
+        column: &'static str,
+        values: &[&str],
+    ) -> Result<Vec<Link>> {
+        let mut links = Vec::with_capacity(values.len());
+        for chunk in values.chunks(LOOKUP_CHUNK) {
             on_pool!(self, |pool, Db| {
                 let mut q = sqlx::QueryBuilder::<Db>::new(concat!(
                     "SELECT ",
@@ -791,10 +779,12 @@ impl Store {
                 q.push_bind(entity.as_str())
                     .push(" AND system = ")
                     .push_bind(system)
-                    .push(" AND canonical_id IN (");
+                    .push(" AND ")
+                    .push(column)
+                    .push(" IN (");
                 let mut list = q.separated(", ");
-                for id in chunk {
-                    list.push_bind(id.as_str());
+                for value in chunk {
+                    list.push_bind(*value);
                 }
                 q.push(")");
                 let rows = q
