@@ -97,7 +97,7 @@ fn read_statements(args: &FileArgs) -> anyhow::Result<Vec<Statement>> {
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
     if size > bank::MAX_WHOLE_FILE as u64 {
         bail!(
-            "{} is {size} bytes; files above {} bytes are imported through the streaming bank connector",
+            "{} is {size} bytes; this command reads files of up to {} bytes whole (split the file, or wait for the streaming bank connector)",
             args.file.display(),
             bank::MAX_WHOLE_FILE
         );
