@@ -169,7 +169,7 @@ async fn apply(args: ApplyArgs, settings: &Settings) -> anyhow::Result<()> {
         std::fs::metadata(&args.input).ok().map(|m| m.len())
     };
     let reader: Box<dyn Read> = if args.input.as_os_str() == "-" {
-        Box::new(std::io::stdin().lock())
+        stdin_reader()
     } else {
         Box::new(
             std::fs::File::open(&args.input)
@@ -273,6 +273,16 @@ async fn apply(args: ApplyArgs, settings: &Settings) -> anyhow::Result<()> {
         )));
     }
     Ok(())
+}
+
+/// Standard input for bulk reading. On Unix, the descriptor itself: reading
+/// through `Stdin`'s own small buffer halved `mapping apply` throughput.
+fn stdin_reader() -> Box<dyn Read> {
+    #[cfg(unix)]
+    if let Ok(fd) = std::os::fd::AsFd::as_fd(&std::io::stdin()).try_clone_to_owned() {
+        return Box::new(std::fs::File::from(fd));
+    }
+    Box::new(std::io::stdin().lock())
 }
 
 /// A JSON value as one NDJSON line.
