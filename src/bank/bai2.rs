@@ -8,6 +8,7 @@
 //! rather than guessed. Control totals and record counts in 49/98/99 are
 //! checked and reported as warnings.
 
+use super::read_capped_line;
 use std::io::BufRead;
 
 use chrono::{NaiveDate, NaiveDateTime};
@@ -20,7 +21,6 @@ use super::{
 };
 use crate::model::Currency;
 
-const MAX_LINE: usize = 64 * 1024;
 const MAX_RECORD: usize = 256 * 1024;
 const RECORD_CODES: &[&str] = &["01", "02", "03", "16", "49", "88", "98", "99"];
 
@@ -106,24 +106,10 @@ pub(crate) fn parse<R: BufRead, E>(
     // The previous physical line ended inside a record (no `/`).
     let mut open = false;
     loop {
-        buf.clear();
-        let n = {
-            use std::io::Read;
-            (&mut reader)
-                .take(MAX_LINE as u64 + 1)
-                .read_until(b'\n', &mut buf)
-                .map_err(|e| err(line_no + 1, ErrorKind::Io(e.to_string())))?
-        };
-        if n == 0 {
-            break;
-        }
-        line_no += 1;
-        if buf.len() > MAX_LINE && !buf.ends_with(b"\n") {
-            return Err(err(
-                line_no,
-                ErrorKind::Limit(format!("line longer than {MAX_LINE} bytes")),
-            )
-            .into());
+        match read_capped_line(&mut reader, &mut buf) {
+            Ok(true) => line_no += 1,
+            Ok(false) => break,
+            Err(kind) => return Err(err(line_no + 1, kind).into()),
         }
         let text = String::from_utf8_lossy(&buf);
         let line = text

@@ -729,6 +729,30 @@ pub fn line_keys(st: &Statement) -> Vec<String> {
 // ---------------------------------------------------------------------------
 // Shared helpers
 
+/// Longest physical line the line-based formats (MT940, BAI2) accept.
+pub(crate) const MAX_LINE: usize = 64 * 1024;
+
+/// Reads one line of at most [`MAX_LINE`] bytes into `buf` (cleared first).
+/// `Ok(false)` at the end of the input.
+pub(crate) fn read_capped_line<R: BufRead>(
+    reader: &mut R,
+    buf: &mut Vec<u8>,
+) -> Result<bool, ErrorKind> {
+    use std::io::Read;
+    buf.clear();
+    let n = reader
+        .by_ref()
+        .take(MAX_LINE as u64 + 1)
+        .read_until(b'\n', buf)
+        .map_err(|e| ErrorKind::Io(e.to_string()))?;
+    if buf.len() > MAX_LINE && !buf.ends_with(b"\n") {
+        return Err(ErrorKind::Limit(format!(
+            "line longer than {MAX_LINE} bytes"
+        )));
+    }
+    Ok(n > 0)
+}
+
 /// Longest excerpt of input copied into messages.
 const SNIPPET_CHARS: usize = 80;
 

@@ -12,6 +12,7 @@
 //! several `:86:` per line, and tag-like text inside `:86:` (only known tags
 //! start a field).
 
+use super::read_capped_line;
 use std::collections::BTreeMap;
 use std::io::BufRead;
 
@@ -27,7 +28,6 @@ use super::{
 use crate::model::{BankTransaction, Currency};
 
 /// Longest physical line accepted.
-const MAX_LINE: usize = 64 * 1024;
 /// Longest field (all its lines) accepted.
 const MAX_FIELD: usize = 256 * 1024;
 
@@ -106,25 +106,10 @@ pub(crate) fn parse<R: BufRead, E>(
     let mut line_no: u64 = 0;
     let mut field: Option<Field> = None;
     loop {
-        buf.clear();
-        let n = {
-            use std::io::Read;
-            (&mut reader)
-                .take(MAX_LINE as u64 + 1)
-                .read_until(b'\n', &mut buf)
-                .map_err(|e| st.err(line_no + 1, ErrorKind::Io(e.to_string())))?
-        };
-        if n == 0 {
-            break;
-        }
-        line_no += 1;
-        if buf.len() > MAX_LINE && !buf.ends_with(b"\n") {
-            return Err(st
-                .err(
-                    line_no,
-                    ErrorKind::Limit(format!("line longer than {MAX_LINE} bytes")),
-                )
-                .into());
+        match read_capped_line(&mut reader, &mut buf) {
+            Ok(true) => line_no += 1,
+            Ok(false) => break,
+            Err(kind) => return Err(st.err(line_no + 1, kind).into()),
         }
         let line = decode_line(&buf);
         let mut l = line.trim_end_matches(['\r', '\n', ' ', '\t', '\u{0}']);

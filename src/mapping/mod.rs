@@ -234,12 +234,7 @@ fn apply_fields(
                 Ok(v) if v.is_true() => {}
                 Ok(_) => continue,
                 Err(e) => {
-                    errors.push(RecordError {
-                        field: child_label(prefix, &field.label),
-                        rule: "when".into(),
-                        value: None,
-                        message: e.to_string(),
-                    });
+                    errors.push(field_error(prefix, field, "when", None, e.to_string()));
                     continue;
                 }
             }
@@ -262,12 +257,7 @@ fn apply_fields(
             Source::Expr(e) => match e.eval(record) {
                 Ok(v) => from_expr(v),
                 Err(e) => {
-                    errors.push(RecordError {
-                        field: child_label(prefix, &field.label),
-                        rule: "expr".into(),
-                        value: None,
-                        message: e.to_string(),
-                    });
+                    errors.push(field_error(prefix, field, "expr", None, e.to_string()));
                     continue;
                 }
             },
@@ -380,13 +370,23 @@ fn apply_fields(
             (out, _) => field.target.set(out, json).map(|_| ()),
         };
         if let Err(e) = set {
-            errors.push(RecordError {
-                field: child_label(prefix, &field.label),
-                rule: "target".into(),
-                value: None,
-                message: e.to_string(),
-            });
+            errors.push(field_error(prefix, field, "target", None, e.to_string()));
         }
+    }
+}
+
+fn field_error(
+    prefix: &str,
+    field: &FieldPlan,
+    rule: &str,
+    value: Option<String>,
+    message: String,
+) -> RecordError {
+    RecordError {
+        field: child_label(prefix, &field.label),
+        rule: rule.to_owned(),
+        value,
+        message,
     }
 }
 
