@@ -24,6 +24,8 @@
 
 pub mod bank;
 pub mod cli;
+pub mod connector;
+pub mod located;
 pub mod logging;
 pub mod mapping;
 pub mod model;

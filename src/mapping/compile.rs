@@ -21,71 +21,13 @@ use super::spec::{
     TableSpec,
 };
 use super::{FieldPlan, LoadError, Mapping, RecordError, Source};
+use crate::located::SourceFile;
 use crate::model::{Currency, EntityKind, FieldPath, Iban, Segment};
-
-/// Files larger than this are refused before parsing.
-const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
 
 /// Shared files (tables and pipelines for `include`) end in this.
 pub const SHARED_SUFFIX: &str = ".shared.toml";
 /// Sidecar test files end in this.
 pub const TEST_SUFFIX: &str = ".test.toml";
-
-/// Source text of one file, to turn byte spans into lines and columns.
-struct SourceFile {
-    path: PathBuf,
-    text: String,
-}
-
-impl SourceFile {
-    fn read(path: &Path) -> Result<SourceFile, LoadError> {
-        let fail = |message: String| LoadError {
-            file: path.to_owned(),
-            line: 0,
-            column: 0,
-            message,
-        };
-        let meta = std::fs::metadata(path).map_err(|e| fail(format!("cannot read: {e}")))?;
-        if meta.len() > MAX_FILE_BYTES {
-            return Err(fail(format!(
-                "file is {} bytes; mappings are limited to {MAX_FILE_BYTES}",
-                meta.len()
-            )));
-        }
-        let text = std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read: {e}")))?;
-        Ok(SourceFile {
-            path: path.to_owned(),
-            text,
-        })
-    }
-
-    fn error(&self, span: Option<Range<usize>>, message: impl Into<String>) -> LoadError {
-        let (line, column) = match span {
-            Some(span) => {
-                let mut at = span.start.min(self.text.len());
-                // Offsets computed inside escaped strings may land mid-character.
-                while !self.text.is_char_boundary(at) {
-                    at -= 1;
-                }
-                let before = &self.text[..at];
-                let line = before.matches('\n').count() + 1;
-                let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-                (line, column)
-            }
-            None => (1, 1),
-        };
-        LoadError {
-            file: self.path.clone(),
-            line,
-            column,
-            message: message.into(),
-        }
-    }
-
-    fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T, LoadError> {
-        toml::from_str(&self.text).map_err(|e| self.error(e.span(), e.message().trim().to_owned()))
-    }
-}
 
 /// Loads and compiles one mapping file, reporting every problem in it.
 pub fn load_file(path: &Path) -> Result<Mapping, Vec<LoadError>> {

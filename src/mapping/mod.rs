@@ -29,15 +29,7 @@ pub use ops::{LookupKey, Lookups, Resolver};
 use ops::{LookupMode, Op, V};
 pub use spec::Direction;
 
-/// A mapping file that could not be loaded, located in its file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
-#[error("{}:{line}:{column}: {message}", file.display())]
-pub struct LoadError {
-    pub file: PathBuf,
-    pub line: usize,
-    pub column: usize,
-    pub message: String,
-}
+pub use crate::located::LoadError;
 
 /// Why one record could not be mapped or failed validation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
