@@ -6,6 +6,7 @@
 //! Secrets are [`SecretString`]s: they never reach logs, errors or `concord
 //! config check`, and passwords inside URLs are masked.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use config::{Config, Environment, File, FileFormat};
@@ -30,7 +31,7 @@ pub enum SettingsError {
         source: config::ConfigError,
     },
     #[error("invalid configuration: {key}: {reason}")]
-    Value { key: &'static str, reason: String },
+    Value { key: String, reason: String },
 }
 
 /// All of concord's settings.
@@ -41,6 +42,95 @@ pub struct Settings {
     pub store: StoreSettings,
     /// Logging.
     pub log: LogSettings,
+    /// Where system definitions live.
+    pub connectors: ConnectorsSettings,
+    /// System instances: `[systems.xero_main]`, one per account concord
+    /// talks to.
+    #[serde(serialize_with = "serialize_systems")]
+    pub systems: BTreeMap<String, SystemSettings>,
+}
+
+/// Where system definitions live.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConnectorsSettings {
+    /// The folder of `*.toml` system definitions, relative to the working
+    /// directory.
+    pub dir: PathBuf,
+}
+
+impl Default for ConnectorsSettings {
+    fn default() -> Self {
+        ConnectorsSettings {
+            dir: PathBuf::from("connectors"),
+        }
+    }
+}
+
+/// One account of a system: which definition it uses, and the values the
+/// definition's `${…}` placeholders take.
+///
+/// ```toml
+/// [systems.xero_main]
+/// connector = "xero"
+/// tenant_id = "${XERO_TENANT_ID}"
+/// client_secret = "${XERO_CLIENT_SECRET}"
+/// ```
+///
+/// Every key besides `connector` and `base_url` is such a value. Values
+/// may name environment variables (`${XERO_CLIENT_SECRET}`), which keeps
+/// secrets out of files; a literal value is treated as a secret and masked
+/// wherever settings are shown.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SystemSettings {
+    /// The definition's name: `connectors/<connector>.toml`.
+    pub connector: String,
+    /// Replaces the definition's base URL (a sandbox, a mock server).
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// Values for the definition's placeholders.
+    #[serde(flatten)]
+    pub vars: BTreeMap<String, SecretString>,
+}
+
+impl SystemSettings {
+    /// The connector instance these settings describe.
+    pub fn instance(&self, name: &str) -> crate::connector::Instance {
+        crate::connector::Instance {
+            name: name.to_owned(),
+            base_url: self.base_url.clone(),
+            vars: self.vars.clone(),
+        }
+    }
+}
+
+fn serialize_systems<S: Serializer>(
+    systems: &BTreeMap<String, SystemSettings>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    use secrecy::ExposeSecret;
+    use serde::ser::SerializeMap;
+    let mut outer = s.serialize_map(Some(systems.len()))?;
+    for (name, system) in systems {
+        let mut shown = BTreeMap::new();
+        shown.insert("connector".to_owned(), system.connector.clone());
+        if let Some(url) = &system.base_url {
+            shown.insert("base_url".to_owned(), redact_url(url));
+        }
+        for (key, value) in &system.vars {
+            let value = value.expose_secret();
+            let placeholder_only =
+                value.starts_with("${") && value.ends_with('}') && value.matches("${").count() == 1;
+            let shown_value = if placeholder_only {
+                value.to_owned()
+            } else {
+                MASK.to_owned()
+            };
+            shown.insert(key.clone(), shown_value);
+        }
+        outer.serialize_entry(name, &shown)?;
+    }
+    outer.end()
 }
 
 /// The store: SQLite by default, PostgreSQL for production.
@@ -175,7 +265,7 @@ impl Settings {
             || url.starts_with("postgresql:"))
         {
             return Err(SettingsError::Value {
-                key: "store.url",
+                key: "store.url".to_owned(),
                 reason: format!(
                     "{:?} is not a store URL: expected sqlite://PATH, sqlite::memory: or postgres://USER@HOST/DB",
                     redact_url(url)
@@ -190,7 +280,7 @@ impl Settings {
                     .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
             if !plain {
                 return Err(SettingsError::Value {
-                    key: "store.schema",
+                    key: "store.schema".to_owned(),
                     reason: format!(
                         "{schema:?} is not a plain schema name: use lower-case letters, digits and _ (at most 63)"
                     ),
@@ -199,15 +289,39 @@ impl Settings {
         }
         if self.store.max_connections == 0 {
             return Err(SettingsError::Value {
-                key: "store.max_connections",
+                key: "store.max_connections".to_owned(),
                 reason: "must be at least 1".to_owned(),
             });
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(SettingsError::Value {
-                key: "log.level",
+                key: "log.level".to_owned(),
                 reason: format!("{:?} is not a log filter: {e}", self.log.level),
             });
+        }
+        for (name, system) in &self.systems {
+            let key = format!("systems.{name}");
+            if !crate::connector::valid_name(name) {
+                return Err(SettingsError::Value {
+                    key,
+                    reason: "system names are 1-64 lowercase letters, digits, `_` or `-`"
+                        .to_owned(),
+                });
+            }
+            if !crate::connector::valid_name(&system.connector) {
+                return Err(SettingsError::Value {
+                    key: format!("{key}.connector"),
+                    reason: format!("{:?} is not a connector definition name", system.connector),
+                });
+            }
+            if let Some(url) = &system.base_url
+                && url::Url::parse(url).is_err()
+            {
+                return Err(SettingsError::Value {
+                    key: format!("{key}.base_url"),
+                    reason: format!("{:?} is not a URL", redact_url(url)),
+                });
+            }
         }
         Ok(())
     }

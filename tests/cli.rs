@@ -361,3 +361,71 @@ fn mapping_commands_report_and_exit_nonzero_on_failure() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn connectors_check_locates_problems_and_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let defs = dir.path().join("connectors");
+    std::fs::create_dir(&defs).unwrap();
+    std::fs::write(
+        defs.join("acme.toml"),
+        "name = \"acme\"\n# a driver concord does not have\ndriver = \"carrier-pigeon\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        defs.join("other.toml"),
+        "name = \"wrong\"\ndriver = \"x\"\n",
+    )
+    .unwrap();
+    std::fs::write(defs.join("broken.toml"), "name = \"broken\"\ndriver = [\n").unwrap();
+    let out = concord(dir.path(), &["connectors", "check"], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("acme.toml:3:10: unknown driver `carrier-pigeon`"),
+        "{err}"
+    );
+    assert!(err.contains("broken.toml:2:"), "{err}");
+    assert!(err.contains("other.toml:"), "{err}");
+    assert!(err.contains("3 error(s) in connector definitions"), "{err}");
+}
+
+#[test]
+fn config_shows_system_placeholders_and_masks_literal_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        "[systems.xero_main]\nconnector = \"xero\"\nclient_secret = \"${XERO_CLIENT_SECRET}\"\n",
+    )
+    .unwrap();
+    let out = concord(
+        dir.path(),
+        &["--config", cfg.to_str().unwrap(), "config", "check"],
+        &[(
+            "CONCORD__SYSTEMS__XERO_MAIN__TENANT_ID",
+            "tenant-literal-value",
+        )],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let shown = text(&out.stdout);
+    assert!(
+        shown.contains("client_secret = \"${XERO_CLIENT_SECRET}\""),
+        "{shown}"
+    );
+    assert!(!shown.contains("tenant-literal-value"), "{shown}");
+    assert!(shown.contains("tenant_id = \"********\""), "{shown}");
+
+    std::fs::write(&cfg, "[systems.Xero]\nconnector = \"xero\"\n").unwrap();
+    let out = concord(
+        dir.path(),
+        &["--config", cfg.to_str().unwrap(), "config", "check"],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("systems.Xero"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -5,6 +5,7 @@
 
 mod bank;
 mod config;
+mod connectors;
 mod db;
 mod mapping;
 mod status;
@@ -53,6 +54,9 @@ enum Command {
     /// Inspect the configuration.
     #[command(subcommand)]
     Config(config::ConfigCommand),
+    /// Validate system definitions and check configured systems.
+    #[command(subcommand)]
+    Connectors(connectors::ConnectorsCommand),
     /// Manage the store's schema.
     #[command(subcommand)]
     Db(db::DbCommand),
@@ -139,6 +143,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         match cli.command {
             Command::Bank(cmd) => bank::run(cmd, &settings).await,
             Command::Config(cmd) => config::run(cmd, &settings),
+            Command::Connectors(cmd) => connectors::run(cmd, &settings).await,
             Command::Db(cmd) => db::run(cmd, &settings).await,
             Command::Mapping(cmd) => mapping::run(cmd, &settings).await,
             Command::Status(args) => status::run(args, &settings).await,
