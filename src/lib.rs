@@ -31,3 +31,4 @@ pub mod mapping;
 pub mod model;
 pub mod settings;
 pub mod store;
+pub mod sync;
