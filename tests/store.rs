@@ -8,8 +8,8 @@ use std::str::FromStr;
 use common::TestStore;
 use concord::model::{CanonicalId, Currency, EntityKind, Money};
 use concord::store::{
-    Batch, Cause, CursorWrite, InboxEvent, LinkWrite, NewAlert, NewConflict, OutboxWrite,
-    Provenance, QuarantineItem, RecordWrite, Severity, StoreError,
+    Batch, Cause, CursorWrite, Delivery, IdentityKeyWrite, InboxEvent, LinkWrite, NewAlert,
+    NewConflict, OutboxWrite, Provenance, QuarantineItem, RecordWrite, Severity, StoreError,
 };
 use rust_decimal::Decimal;
 use serde_json::json;
@@ -27,6 +27,9 @@ on_both_backends!(
     record_heads_skip_data,
     quarantine_conflicts_and_alerts_show_in_status,
     migrate_twice_applies_nothing,
+    identity_keys_and_conflicts_commit_with_their_batch,
+    outbox_delivery_settles_with_the_link,
+    records_are_read_in_batches,
 );
 
 fn eur(amount: &str) -> Money {
@@ -132,7 +135,7 @@ async fn stale_version_rolls_back_the_whole_batch(store: &TestStore) {
         }],
         cursors: vec![CursorWrite {
             system: "crm".into(),
-            entity: EntityKind::Customer,
+            entity: "customer".into(),
             cursor: "2026-11-28T00:00:00Z|42".into(),
         }],
         ..Batch::default()
@@ -154,13 +157,7 @@ async fn stale_version_rolls_back_the_whole_batch(store: &TestStore) {
             .unwrap()
             .is_none()
     );
-    assert_eq!(
-        store
-            .load_cursor("crm", EntityKind::Customer)
-            .await
-            .unwrap(),
-        None
-    );
+    assert_eq!(store.load_cursor("crm", "customer").await.unwrap(), None);
     assert!(store.outbox_due(10).await.unwrap().is_empty());
     let current = store
         .get_record(EntityKind::Customer, &id)
@@ -318,10 +315,7 @@ async fn many_links_are_found_in_batches(store: &TestStore) {
 }
 
 async fn cursor_commits_with_its_records(store: &TestStore) {
-    assert_eq!(
-        store.load_cursor("erp", EntityKind::Invoice).await.unwrap(),
-        None
-    );
+    assert_eq!(store.load_cursor("erp", "invoice").await.unwrap(), None);
     let id = CanonicalId::new();
     let page = Batch {
         records: vec![RecordWrite {
@@ -334,7 +328,7 @@ async fn cursor_commits_with_its_records(store: &TestStore) {
         }],
         cursors: vec![CursorWrite {
             system: "erp".into(),
-            entity: EntityKind::Invoice,
+            entity: "invoice".into(),
             cursor: "2026-11-28T08:00:00Z|INV-1".into(),
         }],
         ..Batch::default()
@@ -342,7 +336,7 @@ async fn cursor_commits_with_its_records(store: &TestStore) {
     store.commit(&page).await.unwrap();
     assert_eq!(
         store
-            .load_cursor("erp", EntityKind::Invoice)
+            .load_cursor("erp", "invoice")
             .await
             .unwrap()
             .as_deref(),
@@ -364,7 +358,7 @@ async fn cursor_commits_with_its_records(store: &TestStore) {
     assert!(store.commit(&failing).await.is_err());
     assert_eq!(
         store
-            .load_cursor("erp", EntityKind::Invoice)
+            .load_cursor("erp", "invoice")
             .await
             .unwrap()
             .as_deref(),
@@ -559,7 +553,7 @@ async fn quarantine_conflicts_and_alerts_show_in_status(store: &TestStore) {
             links: vec![link(&id, "crm", "hs-1")],
             cursors: vec![CursorWrite {
                 system: "crm".into(),
-                entity: EntityKind::Customer,
+                entity: "customer".into(),
                 cursor: "c1".into(),
             }],
             alerts: vec![NewAlert {
@@ -598,4 +592,202 @@ async fn migrate_twice_applies_nothing(store: &TestStore) {
     assert!(known >= 1);
     assert_eq!(store.migrate().await.unwrap(), 0);
     store.ping().await.unwrap();
+}
+
+async fn identity_keys_and_conflicts_commit_with_their_batch(store: &TestStore) {
+    let a = CanonicalId::new();
+    let b = CanonicalId::new();
+    let key = |id: &CanonicalId, value: &str| IdentityKeyWrite {
+        entity: EntityKind::Customer,
+        key_name: "tax_id".into(),
+        key_value: value.into(),
+        canonical_id: id.clone(),
+    };
+    let conflict = NewConflict {
+        entity: EntityKind::Customer,
+        canonical_id: a.clone(),
+        field_path: "credit_limit".into(),
+        base: Some(json!("1000")),
+        ours: Some(json!("2000")),
+        theirs: Some(json!("5000")),
+        source_system: "crm".into(),
+    };
+    // A failing batch (stale version) leaves neither keys nor conflicts.
+    let failing = Batch {
+        records: vec![customer(&a, 3, "Acme", "crm")],
+        identity_keys: vec![key(&a, "CHE-1")],
+        conflicts: vec![conflict.clone()],
+        ..Batch::default()
+    };
+    assert!(store.commit(&failing).await.is_err());
+    assert!(
+        store
+            .find_identities(EntityKind::Customer, "tax_id", &["CHE-1".into()])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.status().await.unwrap().open_conflicts, 0);
+
+    store
+        .commit(&Batch {
+            records: vec![
+                customer(&a, 0, "Acme", "crm"),
+                customer(&b, 0, "Acme Two", "erp"),
+            ],
+            identity_keys: vec![
+                key(&a, "CHE-1"),
+                key(&b, "CHE-2"),
+                key(&b, "CHE-1"),
+                key(&a, "CHE-1"),
+            ],
+            conflicts: vec![conflict],
+            ..Batch::default()
+        })
+        .await
+        .unwrap();
+    let mut found = store
+        .find_identities(
+            EntityKind::Customer,
+            "tax_id",
+            &["CHE-1".into(), "CHE-2".into(), "CHE-3".into()],
+        )
+        .await
+        .unwrap();
+    found.sort();
+    let mut want = vec![
+        ("CHE-1".to_string(), a.clone()),
+        ("CHE-1".to_string(), b.clone()),
+        ("CHE-2".to_string(), b.clone()),
+    ];
+    want.sort();
+    assert_eq!(
+        found, want,
+        "the duplicate key is stored once; two records may share a key"
+    );
+    assert_eq!(store.status().await.unwrap().open_conflicts, 1);
+}
+
+async fn outbox_delivery_settles_with_the_link(store: &TestStore) {
+    let id = CanonicalId::new();
+    let entry = |version| OutboxWrite {
+        entity: EntityKind::Customer,
+        canonical_id: id.clone(),
+        version,
+        target_system: "erp".into(),
+    };
+    store
+        .commit(&Batch {
+            records: vec![customer(&id, 0, "Acme", "crm")],
+            outbox: vec![
+                entry(1),
+                OutboxWrite {
+                    target_system: "books".into(),
+                    ..entry(1)
+                },
+            ],
+            ..Batch::default()
+        })
+        .await
+        .unwrap();
+    let due = store.outbox_due_for("erp", 10).await.unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].idempotency_key, format!("customer:{id}:1:erp"));
+
+    // A retry later is not due now; dead letters are listed and requeued.
+    let later = chrono::Utc::now() + chrono::Duration::hours(1);
+    store
+        .outbox_settle(
+            due[0].id,
+            &Delivery::Retry {
+                at: later,
+                error: "HTTP 503".into(),
+            },
+        )
+        .await
+        .unwrap();
+    assert!(store.outbox_due_for("erp", 10).await.unwrap().is_empty());
+    store
+        .outbox_settle(
+            due[0].id,
+            &Delivery::Dead {
+                error: "HTTP 422: name too long".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let dead = store.outbox_dead(Some("erp"), 10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].attempts, 2);
+    assert_eq!(
+        dead[0].last_error.as_deref(),
+        Some("HTTP 422: name too long")
+    );
+    assert_eq!(store.outbox_requeue(Some("erp"), &[]).await.unwrap(), 1);
+
+    let due = store.outbox_due_for("erp", 10).await.unwrap();
+    assert_eq!(due.len(), 1);
+    let link = LinkWrite {
+        entity: EntityKind::Customer,
+        system: "erp".into(),
+        external_id: "CUST-7".into(),
+        canonical_id: id.clone(),
+        synced_version: Some(1),
+        synced_data: Some(json!({"name": "Acme"})),
+        remote_updated_at: None,
+    };
+    store
+        .outbox_settle(due[0].id, &Delivery::Delivered { link })
+        .await
+        .unwrap();
+    assert!(store.outbox_due_for("erp", 10).await.unwrap().is_empty());
+    assert_eq!(store.outbox_due_for("books", 10).await.unwrap().len(), 1);
+    let link = store
+        .find_link(EntityKind::Customer, "erp", "CUST-7")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(link.canonical_id, id);
+    assert_eq!(link.synced_version, Some(1));
+    assert!(link.synced_hash.is_some());
+}
+
+async fn records_are_read_in_batches(store: &TestStore) {
+    let ids: Vec<CanonicalId> = (0..250).map(|_| CanonicalId::new()).collect();
+    let writes: Vec<RecordWrite> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| customer(id, 0, &format!("c{i}"), "crm"))
+        .collect();
+    store.commit(&batch_of(writes)).await.unwrap();
+    store
+        .commit(&batch_of(vec![customer(&ids[7], 1, "renamed", "crm")]))
+        .await
+        .unwrap();
+    let mut wanted = ids.clone();
+    wanted.push(CanonicalId::new()); // unknown: simply absent
+    let got = store
+        .get_records(EntityKind::Customer, &wanted)
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 250);
+    let seven = got.iter().find(|r| r.id == ids[7]).unwrap();
+    assert_eq!(
+        (seven.version, seven.data["name"].as_str()),
+        (2, Some("renamed"))
+    );
+    assert_eq!(
+        store
+            .get_version(EntityKind::Customer, &ids[7], 1)
+            .await
+            .unwrap(),
+        Some(json!({ "name": "c7", "email": "ap@acme.example" }))
+    );
+    assert_eq!(
+        store
+            .get_version(EntityKind::Customer, &ids[7], 3)
+            .await
+            .unwrap(),
+        None
+    );
 }

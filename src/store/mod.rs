@@ -18,7 +18,7 @@ mod types;
 use std::str::FromStr;
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde_json::Value;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
@@ -177,6 +177,28 @@ macro_rules! link_from_row {
             remote_updated_at: row.try_get("remote_updated_at").map_err(q())?,
             updated_at: row.try_get("updated_at").map_err(q())?,
         })
+    }};
+}
+
+/// Inserts a [`NewConflict`] through any executor (pool or transaction).
+macro_rules! insert_conflict {
+    ($executor:expr, $conflict:expr, $now:expr) => {{
+        let conflict: &NewConflict = $conflict;
+        sqlx::query_scalar::<_, i64>(
+            "INSERT INTO conflicts (entity, canonical_id, field_path, base, ours, theirs, source_system, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+        )
+        .bind(conflict.entity.as_str())
+        .bind(conflict.canonical_id.as_str())
+        .bind(&conflict.field_path)
+        .bind(conflict.base.as_ref().map(Json))
+        .bind(conflict.ours.as_ref().map(Json))
+        .bind(conflict.theirs.as_ref().map(Json))
+        .bind(&conflict.source_system)
+        .bind($now)
+        .fetch_one($executor)
+        .await
+        .map_err(StoreError::query("open conflict"))
     }};
 }
 
@@ -549,13 +571,29 @@ impl Store {
             for alert in &batch.alerts {
                 insert_alert!(Db, &mut *tx, alert, now)?;
             }
+            for conflict in &batch.conflicts {
+                insert_conflict!(&mut *tx, conflict, now)?;
+            }
+            for key in &batch.identity_keys {
+                sqlx::query(
+                    "INSERT INTO identity_keys (entity, key_name, key_value, canonical_id) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (entity, key_name, key_value, canonical_id) DO NOTHING",
+                )
+                .bind(key.entity.as_str())
+                .bind(&key.key_name)
+                .bind(&key.key_value)
+                .bind(key.canonical_id.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::query("write identity key"))?;
+            }
             for cursor in &batch.cursors {
                 sqlx::query(
                     "INSERT INTO cursors (system, entity, cursor, updated_at) VALUES ($1, $2, $3, $4)
                      ON CONFLICT (system, entity) DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at",
                 )
                 .bind(&cursor.system)
-                .bind(cursor.entity.as_str())
+                .bind(&cursor.entity)
                 .bind(&cursor.cursor)
                 .bind(now)
                 .execute(&mut *tx)
@@ -822,11 +860,11 @@ impl Store {
     }
 
     /// The cursor saved for a system's entity, if any.
-    pub async fn load_cursor(&self, system: &str, entity: EntityKind) -> Result<Option<String>> {
+    pub async fn load_cursor(&self, system: &str, entity: &str) -> Result<Option<String>> {
         on_pool!(self, |pool, _Db| {
             sqlx::query_scalar("SELECT cursor FROM cursors WHERE system = $1 AND entity = $2")
                 .bind(system)
-                .bind(entity.as_str())
+                .bind(entity)
                 .fetch_optional(pool)
                 .await
                 .map_err(StoreError::query("read cursor"))
@@ -856,36 +894,260 @@ impl Store {
 
     /// Outbox entries waiting for delivery (pending and due), oldest first.
     pub async fn outbox_due(&self, limit: u32) -> Result<Vec<OutboxEntry>> {
+        self.outbox_query(None, limit).await
+    }
+
+    /// [`Store::outbox_due`] for one target system.
+    pub async fn outbox_due_for(&self, target: &str, limit: u32) -> Result<Vec<OutboxEntry>> {
+        self.outbox_query(Some(target), limit).await
+    }
+
+    async fn outbox_query(&self, target: Option<&str>, limit: u32) -> Result<Vec<OutboxEntry>> {
         on_pool!(self, |pool, _Db| {
             let rows = sqlx::query(
-                "SELECT id, idempotency_key, entity, canonical_id, version, target_system, status, attempts, next_attempt_at, last_error
-                 FROM outbox WHERE status = 'pending' AND next_attempt_at <= $1 ORDER BY id LIMIT $2",
+                "SELECT id, idempotency_key, entity, canonical_id, version, target_system, status, attempts, next_attempt_at, last_error, external_id
+                 FROM outbox WHERE status = 'pending' AND next_attempt_at <= $1
+                   AND ($3 IS NULL OR target_system = $3)
+                 ORDER BY id LIMIT $2",
             )
             .bind(Utc::now())
             .bind(i64::from(limit))
+            .bind(target)
             .fetch_all(pool)
             .await
             .map_err(StoreError::query("read outbox"))?;
-            rows.iter()
-                .map(|row| {
-                    let q = || StoreError::query("read outbox");
-                    let entity: String = row.try_get("entity").map_err(q())?;
-                    let id: String = row.try_get("canonical_id").map_err(q())?;
-                    Ok(OutboxEntry {
-                        id: row.try_get("id").map_err(q())?,
-                        idempotency_key: row.try_get("idempotency_key").map_err(q())?,
-                        entity: parse_entity("outbox", &entity)?,
-                        canonical_id: parse_id("outbox", &id)?,
-                        version: row.try_get("version").map_err(q())?,
-                        target_system: row.try_get("target_system").map_err(q())?,
-                        status: row.try_get("status").map_err(q())?,
-                        attempts: row.try_get("attempts").map_err(q())?,
-                        next_attempt_at: row.try_get("next_attempt_at").map_err(q())?,
-                        last_error: row.try_get("last_error").map_err(q())?,
-                    })
-                })
-                .collect()
+            rows.iter().map(outbox_from_row).collect()
         })
+    }
+
+    /// Dead-lettered outbox entries, oldest first.
+    pub async fn outbox_dead(&self, target: Option<&str>, limit: u32) -> Result<Vec<OutboxEntry>> {
+        on_pool!(self, |pool, _Db| {
+            let rows = sqlx::query(
+                "SELECT id, idempotency_key, entity, canonical_id, version, target_system, status, attempts, next_attempt_at, last_error, external_id
+                 FROM outbox WHERE status = 'dead' AND ($2 IS NULL OR target_system = $2)
+                 ORDER BY id LIMIT $1",
+            )
+            .bind(i64::from(limit))
+            .bind(target)
+            .fetch_all(pool)
+            .await
+            .map_err(StoreError::query("read outbox"))?;
+            rows.iter().map(outbox_from_row).collect()
+        })
+    }
+
+    /// Records how a delivery attempt ended. A delivery writes the target's
+    /// link in the same transaction, so what the target holds and what the
+    /// outbox says never disagree.
+    pub async fn outbox_settle(&self, entry_id: i64, delivery: &Delivery) -> Result<()> {
+        let now = Utc::now();
+        on_pool!(self, |pool, _Db| {
+            let mut tx = pool.begin().await.map_err(StoreError::query("begin"))?;
+            let (status, at, error, external_id) = match delivery {
+                Delivery::Delivered { link } => {
+                    let hash = link.synced_data.as_ref().map(crate::model::content_hash);
+                    sqlx::query(
+                        "INSERT INTO links (entity, system, external_id, canonical_id, synced_version, synced_data, synced_hash, remote_updated_at, updated_at)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                         ON CONFLICT (entity, system, external_id) DO UPDATE SET
+                           canonical_id = excluded.canonical_id,
+                           synced_version = excluded.synced_version,
+                           synced_data = excluded.synced_data,
+                           synced_hash = excluded.synced_hash,
+                           updated_at = excluded.updated_at",
+                    )
+                    .bind(link.entity.as_str())
+                    .bind(&link.system)
+                    .bind(&link.external_id)
+                    .bind(link.canonical_id.as_str())
+                    .bind(link.synced_version)
+                    .bind(link.synced_data.as_ref().map(Json))
+                    .bind(hash)
+                    .bind(link.remote_updated_at)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(StoreError::query("write link"))?;
+                    ("delivered", now, None, Some(link.external_id.as_str()))
+                }
+                Delivery::Retry { at, error } => ("pending", *at, Some(error.as_str()), None),
+                Delivery::Dead { error } => ("dead", now, Some(error.as_str()), None),
+                Delivery::Superseded => ("superseded", now, None, None),
+            };
+            let counts_attempt = !matches!(delivery, Delivery::Superseded);
+            sqlx::query(
+                "UPDATE outbox SET status = $2, next_attempt_at = $3, last_error = COALESCE($4, last_error),
+                   external_id = COALESCE($5, external_id), attempts = attempts + $6, updated_at = $7,
+                   delivered_at = CASE WHEN $2 = 'delivered' THEN $7 ELSE delivered_at END
+                 WHERE id = $1",
+            )
+            .bind(entry_id)
+            .bind(status)
+            .bind(at)
+            .bind(error)
+            .bind(external_id)
+            .bind(i64::from(counts_attempt))
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::query("settle outbox entry"))?;
+            tx.commit().await.map_err(StoreError::query("commit"))?;
+            Ok(())
+        })
+    }
+
+    /// Puts dead-lettered entries back in line (all of a target, or the ids
+    /// given). Returns how many.
+    pub async fn outbox_requeue(&self, target: Option<&str>, ids: &[i64]) -> Result<u64> {
+        let now = Utc::now();
+        let mut total = 0;
+        let all = ids.is_empty();
+        let chunks: Vec<&[i64]> = if all {
+            vec![&[]]
+        } else {
+            ids.chunks(LOOKUP_CHUNK).collect()
+        };
+        for chunk in chunks {
+            on_pool!(self, |pool, Db| {
+                let mut q = sqlx::QueryBuilder::<Db>::new(
+                    "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = ",
+                );
+                q.push_bind(now).push(", updated_at = ").push_bind(now);
+                q.push(" WHERE status = 'dead'");
+                if let Some(target) = target {
+                    q.push(" AND target_system = ").push_bind(target);
+                }
+                if !all {
+                    q.push(" AND id IN (");
+                    let mut list = q.separated(", ");
+                    for id in chunk {
+                        list.push_bind(*id);
+                    }
+                    q.push(")");
+                }
+                total += q
+                    .build()
+                    .execute(pool)
+                    .await
+                    .map_err(StoreError::query("requeue dead letters"))?
+                    .rows_affected();
+            });
+        }
+        Ok(total)
+    }
+
+    /// The current version of many records with their data, in one query
+    /// per [`LOOKUP_CHUNK`] ids.
+    pub async fn get_records(
+        &self,
+        entity: EntityKind,
+        ids: &[CanonicalId],
+    ) -> Result<Vec<StoredRecord>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(LOOKUP_CHUNK) {
+            on_pool!(self, |pool, Db| {
+                let mut q = sqlx::QueryBuilder::<Db>::new(
+                    "SELECT r.id, r.version, r.content_hash, r.amount, r.currency, r.created_at, r.updated_at, v.data
+                     FROM records r JOIN record_versions v
+                       ON v.entity = r.entity AND v.id = r.id AND v.version = r.version
+                     WHERE r.entity = ",
+                );
+                q.push_bind(entity.as_str()).push(" AND r.id IN (");
+                let mut list = q.separated(", ");
+                for id in chunk {
+                    list.push_bind(id.as_str());
+                }
+                q.push(")");
+                let rows = q
+                    .build()
+                    .fetch_all(pool)
+                    .await
+                    .map_err(StoreError::query("read records"))?;
+                for row in &rows {
+                    let q = || StoreError::query("read records");
+                    let id: String = row.try_get("id").map_err(q())?;
+                    let Json(data): Json<Value> = row.try_get("data").map_err(q())?;
+                    out.push(StoredRecord {
+                        entity,
+                        id: parse_id("records", &id)?,
+                        version: row.try_get("version").map_err(q())?,
+                        content_hash: row.try_get("content_hash").map_err(q())?,
+                        amount: decode_money::<Db>(
+                            "records",
+                            row.try_get("amount").map_err(q())?,
+                            row.try_get("currency").map_err(q())?,
+                        )?,
+                        data,
+                        created_at: row.try_get("created_at").map_err(q())?,
+                        updated_at: row.try_get("updated_at").map_err(q())?,
+                    });
+                }
+            });
+        }
+        Ok(out)
+    }
+
+    /// The data of one version of a record, if it exists.
+    pub async fn get_version(
+        &self,
+        entity: EntityKind,
+        id: &CanonicalId,
+        version: i64,
+    ) -> Result<Option<Value>> {
+        on_pool!(self, |pool, _Db| {
+            let data: Option<Json<Value>> = sqlx::query_scalar(
+                "SELECT data FROM record_versions WHERE entity = $1 AND id = $2 AND version = $3",
+            )
+            .bind(entity.as_str())
+            .bind(id.as_str())
+            .bind(version)
+            .fetch_optional(pool)
+            .await
+            .map_err(StoreError::query("read record version"))?;
+            Ok(data.map(|Json(v)| v))
+        })
+    }
+
+    /// Canonical records holding any of `values` as business key
+    /// `key_name`: `(value, id)` pairs, in one query per [`LOOKUP_CHUNK`].
+    pub async fn find_identities(
+        &self,
+        entity: EntityKind,
+        key_name: &str,
+        values: &[String],
+    ) -> Result<Vec<(String, CanonicalId)>> {
+        let mut out = Vec::new();
+        for chunk in values.chunks(LOOKUP_CHUNK) {
+            on_pool!(self, |pool, Db| {
+                let mut q = sqlx::QueryBuilder::<Db>::new(
+                    "SELECT key_value, canonical_id FROM identity_keys WHERE entity = ",
+                );
+                q.push_bind(entity.as_str())
+                    .push(" AND key_name = ")
+                    .push_bind(key_name)
+                    .push(" AND key_value IN (");
+                let mut list = q.separated(", ");
+                for v in chunk {
+                    list.push_bind(v.as_str());
+                }
+                q.push(")");
+                let rows = q
+                    .build()
+                    .fetch_all(pool)
+                    .await
+                    .map_err(StoreError::query("read identity keys"))?;
+                for row in &rows {
+                    let q = || StoreError::query("read identity keys");
+                    let id: String = row.try_get("canonical_id").map_err(q())?;
+                    out.push((
+                        row.try_get("key_value").map_err(q())?,
+                        parse_id("identity_keys", &id)?,
+                    ));
+                }
+            });
+        }
+        Ok(out)
     }
 
     /// Puts one record aside with its reason (outside a batch).
@@ -931,23 +1193,8 @@ impl Store {
 
     /// Opens a conflict for the operator. Returns its id.
     pub async fn open_conflict(&self, conflict: &NewConflict) -> Result<i64> {
-        on_pool!(self, |pool, _Db| {
-            sqlx::query_scalar(
-                "INSERT INTO conflicts (entity, canonical_id, field_path, base, ours, theirs, source_system, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
-            )
-            .bind(conflict.entity.as_str())
-            .bind(conflict.canonical_id.as_str())
-            .bind(&conflict.field_path)
-            .bind(conflict.base.as_ref().map(Json))
-            .bind(conflict.ours.as_ref().map(Json))
-            .bind(conflict.theirs.as_ref().map(Json))
-            .bind(&conflict.source_system)
-            .bind(Utc::now())
-            .fetch_one(pool)
-            .await
-            .map_err(StoreError::query("open conflict"))
-        })
+        let now = Utc::now();
+        on_pool!(self, |pool, _Db| insert_conflict!(pool, conflict, now))
     }
 
     /// Raises a data-quality alert. Returns its id.
@@ -1119,6 +1366,32 @@ fn decode_money<Db: Dialect>(
     Money::new(amount, currency)
         .map(Some)
         .map_err(|e| corrupt("amount", e.to_string()))
+}
+
+fn outbox_from_row<R: sqlx::Row>(row: &R) -> Result<OutboxEntry>
+where
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> Option<String>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> DateTime<Utc>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
+    let q = || StoreError::query("read outbox");
+    let entity: String = row.try_get("entity").map_err(q())?;
+    let id: String = row.try_get("canonical_id").map_err(q())?;
+    Ok(OutboxEntry {
+        id: row.try_get("id").map_err(q())?,
+        idempotency_key: row.try_get("idempotency_key").map_err(q())?,
+        entity: parse_entity("outbox", &entity)?,
+        canonical_id: parse_id("outbox", &id)?,
+        version: row.try_get("version").map_err(q())?,
+        target_system: row.try_get("target_system").map_err(q())?,
+        status: row.try_get("status").map_err(q())?,
+        attempts: row.try_get("attempts").map_err(q())?,
+        next_attempt_at: row.try_get("next_attempt_at").map_err(q())?,
+        last_error: row.try_get("last_error").map_err(q())?,
+        external_id: row.try_get("external_id").map_err(q())?,
+    })
 }
 
 fn parse_entity(table: &'static str, value: &str) -> Result<EntityKind> {

@@ -152,7 +152,9 @@ impl OutboxWrite {
 #[derive(Debug, Clone)]
 pub struct CursorWrite {
     pub system: String,
-    pub entity: EntityKind,
+    /// The source's entity name (`company`, `Sales Invoice`), which may
+    /// differ from the canonical kind it maps to.
+    pub entity: String,
     pub cursor: String,
 }
 
@@ -179,6 +181,34 @@ pub struct Batch {
     pub cursors: Vec<CursorWrite>,
     /// Data-quality alerts raised by what this batch read.
     pub alerts: Vec<NewAlert>,
+    /// Fields waiting for the operator, opened with the versions above.
+    pub conflicts: Vec<NewConflict>,
+    /// Business keys of the records above, for identity matching.
+    pub identity_keys: Vec<IdentityKeyWrite>,
+}
+
+/// A normalised business key of a canonical record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityKeyWrite {
+    pub entity: EntityKind,
+    /// The canonical field the key came from (`tax_id`, `email`).
+    pub key_name: String,
+    /// Its normalised value.
+    pub key_value: String,
+    pub canonical_id: CanonicalId,
+}
+
+/// How a delivery attempt ended, for [`Store::outbox_settle`](super::Store::outbox_settle).
+#[derive(Debug, Clone)]
+pub enum Delivery {
+    /// The target has it; the link records what it holds now.
+    Delivered { link: LinkWrite },
+    /// Try again at `at`.
+    Retry { at: DateTime<Utc>, error: String },
+    /// Give up: the entry waits in dead letters for an operator.
+    Dead { error: String },
+    /// A newer version of the record is queued for the same target.
+    Superseded,
 }
 
 /// What [`Store::commit`](super::Store::commit) did.
@@ -259,6 +289,8 @@ pub struct OutboxEntry {
     pub attempts: i64,
     pub next_attempt_at: DateTime<Utc>,
     pub last_error: Option<String>,
+    /// The target's id of the record, once delivered.
+    pub external_id: Option<String>,
 }
 
 /// A quarantined record as stored.
