@@ -48,6 +48,30 @@ pub struct Settings {
     /// talks to.
     #[serde(serialize_with = "serialize_systems")]
     pub systems: BTreeMap<String, SystemSettings>,
+    /// Where mappings live.
+    pub mappings: MappingsSettings,
+    /// Sync jobs: `[[jobs]]`, each from one source to its targets.
+    pub jobs: Vec<crate::sync::JobSettings>,
+    /// Merge policies per canonical entity: `[merge.customer]`.
+    pub merge: BTreeMap<crate::model::EntityKind, crate::sync::merge::MergePolicies>,
+    /// Delivery to targets.
+    pub delivery: crate::sync::DeliverySettings,
+}
+
+/// Where mappings live.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MappingsSettings {
+    /// The folder of mapping files (searched recursively).
+    pub dir: PathBuf,
+}
+
+impl Default for MappingsSettings {
+    fn default() -> Self {
+        MappingsSettings {
+            dir: PathBuf::from("mappings"),
+        }
+    }
 }
 
 /// Where system definitions live.
@@ -298,6 +322,31 @@ impl Settings {
                 key: "log.level".to_owned(),
                 reason: format!("{:?} is not a log filter: {e}", self.log.level),
             });
+        }
+        let mut job_names = std::collections::BTreeSet::new();
+        for (i, job) in self.jobs.iter().enumerate() {
+            job.validate(&self.systems)
+                .map_err(|(field, reason)| SettingsError::Value {
+                    key: format!(
+                        "jobs[{i}]{}{field}",
+                        if field.is_empty() { "" } else { "." }
+                    ),
+                    reason,
+                })?;
+            if !job_names.insert(job.name.as_str()) {
+                return Err(SettingsError::Value {
+                    key: format!("jobs[{i}].name"),
+                    reason: format!("job {:?} is defined twice", job.name),
+                });
+            }
+        }
+        for (entity, policies) in &self.merge {
+            policies
+                .validate()
+                .map_err(|(field, reason)| SettingsError::Value {
+                    key: format!("merge.{entity}.{field}"),
+                    reason,
+                })?;
         }
         for (name, system) in &self.systems {
             let key = format!("systems.{name}");

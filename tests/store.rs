@@ -600,7 +600,7 @@ async fn identity_keys_and_conflicts_commit_with_their_batch(store: &TestStore) 
     let key = |id: &CanonicalId, value: &str| IdentityKeyWrite {
         entity: EntityKind::Customer,
         key_name: "tax_id".into(),
-        key_value: value.into(),
+        key_value: Some(value.into()),
         canonical_id: id.clone(),
     };
     let conflict = NewConflict {
@@ -690,7 +690,7 @@ async fn outbox_delivery_settles_with_the_link(store: &TestStore) {
         })
         .await
         .unwrap();
-    let due = store.outbox_due_for("erp", 10).await.unwrap();
+    let due = store.outbox_due_for("erp", None, 10).await.unwrap();
     assert_eq!(due.len(), 1);
     assert_eq!(due[0].idempotency_key, format!("customer:{id}:1:erp"));
 
@@ -706,7 +706,13 @@ async fn outbox_delivery_settles_with_the_link(store: &TestStore) {
         )
         .await
         .unwrap();
-    assert!(store.outbox_due_for("erp", 10).await.unwrap().is_empty());
+    assert!(
+        store
+            .outbox_due_for("erp", None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     store
         .outbox_settle(
             due[0].id,
@@ -725,7 +731,7 @@ async fn outbox_delivery_settles_with_the_link(store: &TestStore) {
     );
     assert_eq!(store.outbox_requeue(Some("erp"), &[]).await.unwrap(), 1);
 
-    let due = store.outbox_due_for("erp", 10).await.unwrap();
+    let due = store.outbox_due_for("erp", None, 10).await.unwrap();
     assert_eq!(due.len(), 1);
     let link = LinkWrite {
         entity: EntityKind::Customer,
@@ -740,8 +746,21 @@ async fn outbox_delivery_settles_with_the_link(store: &TestStore) {
         .outbox_settle(due[0].id, &Delivery::Delivered { link })
         .await
         .unwrap();
-    assert!(store.outbox_due_for("erp", 10).await.unwrap().is_empty());
-    assert_eq!(store.outbox_due_for("books", 10).await.unwrap().len(), 1);
+    assert!(
+        store
+            .outbox_due_for("erp", None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .outbox_due_for("books", Some(EntityKind::Customer), 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
     let link = store
         .find_link(EntityKind::Customer, "erp", "CUST-7")
         .await

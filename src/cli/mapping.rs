@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 
-use crate::mapping::{self, Direction, LookupKey, Lookups, Mapping, sidecar};
+use crate::mapping::{self, Lookups, Mapping, sidecar};
 use crate::settings::Settings;
 
 #[derive(Debug, Subcommand)]
@@ -352,53 +352,8 @@ async fn resolve(
     store: &crate::store::Store,
     batch: &[(u64, Result<Value, String>)],
 ) -> anyhow::Result<Lookups> {
-    let mut keys: Vec<LookupKey> = batch
-        .iter()
-        .filter_map(|(_, r)| r.as_ref().ok())
-        .flat_map(|r| mapping.lookup_keys(r))
-        .collect();
-    keys.sort_by(|a, b| {
-        (a.entity.as_str(), &a.system, &a.value).cmp(&(b.entity.as_str(), &b.system, &b.value))
-    });
-    keys.dedup();
-    let mut lookups = Lookups::default();
-    let mut i = 0;
-    while i < keys.len() {
-        let (entity, system) = (keys[i].entity, keys[i].system.clone());
-        let group: Vec<String> = keys[i..]
-            .iter()
-            .take_while(|k| k.entity == entity && k.system == system)
-            .map(|k| k.value.clone())
-            .collect();
-        i += group.len();
-        match mapping.direction {
-            Direction::In => {
-                for link in store.find_links(entity, &system, &group).await? {
-                    lookups.insert(
-                        entity,
-                        &system,
-                        &link.external_id,
-                        link.canonical_id.as_str(),
-                    );
-                }
-            }
-            Direction::Out => {
-                let ids: Vec<crate::model::CanonicalId> = group
-                    .iter()
-                    .filter_map(|v| crate::model::CanonicalId::parse(v).ok())
-                    .collect();
-                for link in store.external_links(entity, &system, &ids).await? {
-                    lookups.insert(
-                        entity,
-                        &system,
-                        link.canonical_id.as_str(),
-                        &link.external_id,
-                    );
-                }
-            }
-        }
-    }
-    Ok(lookups)
+    let records = batch.iter().filter_map(|(_, r)| r.as_ref().ok());
+    crate::sync::engine::resolve_lookups(store, mapping, records, &Default::default()).await
 }
 
 fn resolve_format(format: InputFormat, input: &Path) -> InputFormat {

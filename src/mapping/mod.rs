@@ -126,6 +126,13 @@ impl Mapping {
         out
     }
 
+    /// The fields this mapping writes (inbound: canonical paths). The
+    /// merge only considers these: a field the mapping never produces is
+    /// not "deleted" by a record that lacks it.
+    pub fn target_paths(&self) -> Vec<FieldPath> {
+        self.fields.iter().map(|f| f.target.clone()).collect()
+    }
+
     /// Whether applying needs lookups resolved (see [`Mapping::lookup_keys`]).
     pub fn has_lookups(&self) -> bool {
         self.has_lookups

@@ -576,16 +576,26 @@ impl Store {
             }
             for key in &batch.identity_keys {
                 sqlx::query(
-                    "INSERT INTO identity_keys (entity, key_name, key_value, canonical_id) VALUES ($1, $2, $3, $4)
-                     ON CONFLICT (entity, key_name, key_value, canonical_id) DO NOTHING",
+                    "DELETE FROM identity_keys WHERE entity = $1 AND canonical_id = $2 AND key_name = $3",
                 )
                 .bind(key.entity.as_str())
-                .bind(&key.key_name)
-                .bind(&key.key_value)
                 .bind(key.canonical_id.as_str())
+                .bind(&key.key_name)
                 .execute(&mut *tx)
                 .await
                 .map_err(StoreError::query("write identity key"))?;
+                if let Some(value) = &key.key_value {
+                    sqlx::query(
+                        "INSERT INTO identity_keys (entity, key_name, key_value, canonical_id) VALUES ($1, $2, $3, $4)",
+                    )
+                    .bind(key.entity.as_str())
+                    .bind(&key.key_name)
+                    .bind(value)
+                    .bind(key.canonical_id.as_str())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(StoreError::query("write identity key"))?;
+                }
             }
             for cursor in &batch.cursors {
                 sqlx::query(
@@ -613,7 +623,7 @@ impl Store {
     ) -> Result<Option<StoredRecord>> {
         on_pool!(self, |pool, Db| {
             let row = sqlx::query(
-                "SELECT r.version, r.content_hash, r.amount, r.currency, r.created_at, r.updated_at, v.data
+                "SELECT r.version, r.content_hash, r.amount, r.currency, r.created_at, r.updated_at, v.data, v.source_system
                  FROM records r JOIN record_versions v
                    ON v.entity = r.entity AND v.id = r.id AND v.version = r.version
                  WHERE r.entity = $1 AND r.id = $2",
@@ -645,6 +655,9 @@ impl Store {
                     .map_err(StoreError::query("read record"))?,
                 amount,
                 data,
+                source_system: row
+                    .try_get("source_system")
+                    .map_err(StoreError::query("read record"))?,
                 created_at: row
                     .try_get("created_at")
                     .map_err(StoreError::query("read record"))?,
@@ -894,25 +907,36 @@ impl Store {
 
     /// Outbox entries waiting for delivery (pending and due), oldest first.
     pub async fn outbox_due(&self, limit: u32) -> Result<Vec<OutboxEntry>> {
-        self.outbox_query(None, limit).await
+        self.outbox_query(None, None, limit).await
     }
 
-    /// [`Store::outbox_due`] for one target system.
-    pub async fn outbox_due_for(&self, target: &str, limit: u32) -> Result<Vec<OutboxEntry>> {
-        self.outbox_query(Some(target), limit).await
+    /// [`Store::outbox_due`] for one target system (and one entity).
+    pub async fn outbox_due_for(
+        &self,
+        target: &str,
+        entity: Option<EntityKind>,
+        limit: u32,
+    ) -> Result<Vec<OutboxEntry>> {
+        self.outbox_query(Some(target), entity, limit).await
     }
 
-    async fn outbox_query(&self, target: Option<&str>, limit: u32) -> Result<Vec<OutboxEntry>> {
+    async fn outbox_query(
+        &self,
+        target: Option<&str>,
+        entity: Option<EntityKind>,
+        limit: u32,
+    ) -> Result<Vec<OutboxEntry>> {
         on_pool!(self, |pool, _Db| {
             let rows = sqlx::query(
                 "SELECT id, idempotency_key, entity, canonical_id, version, target_system, status, attempts, next_attempt_at, last_error, external_id
                  FROM outbox WHERE status = 'pending' AND next_attempt_at <= $1
-                   AND ($3 IS NULL OR target_system = $3)
+                   AND ($3 IS NULL OR target_system = $3) AND ($4 IS NULL OR entity = $4)
                  ORDER BY id LIMIT $2",
             )
             .bind(Utc::now())
             .bind(i64::from(limit))
             .bind(target)
+            .bind(entity.map(EntityKind::as_str))
             .fetch_all(pool)
             .await
             .map_err(StoreError::query("read outbox"))?;
@@ -974,8 +998,9 @@ impl Store {
                 Delivery::Retry { at, error } => ("pending", *at, Some(error.as_str()), None),
                 Delivery::Dead { error } => ("dead", now, Some(error.as_str()), None),
                 Delivery::Superseded => ("superseded", now, None, None),
+                Delivery::Hold { at, reason } => ("pending", *at, Some(reason.as_str()), None),
             };
-            let counts_attempt = !matches!(delivery, Delivery::Superseded);
+            let counts_attempt = !matches!(delivery, Delivery::Superseded | Delivery::Hold { .. });
             sqlx::query(
                 "UPDATE outbox SET status = $2, next_attempt_at = $3, last_error = COALESCE($4, last_error),
                    external_id = COALESCE($5, external_id), attempts = attempts + $6, updated_at = $7,
@@ -1048,7 +1073,7 @@ impl Store {
         for chunk in ids.chunks(LOOKUP_CHUNK) {
             on_pool!(self, |pool, Db| {
                 let mut q = sqlx::QueryBuilder::<Db>::new(
-                    "SELECT r.id, r.version, r.content_hash, r.amount, r.currency, r.created_at, r.updated_at, v.data
+                    "SELECT r.id, r.version, r.content_hash, r.amount, r.currency, r.created_at, r.updated_at, v.data, v.source_system
                      FROM records r JOIN record_versions v
                        ON v.entity = r.entity AND v.id = r.id AND v.version = r.version
                      WHERE r.entity = ",
@@ -1079,6 +1104,7 @@ impl Store {
                             row.try_get("currency").map_err(q())?,
                         )?,
                         data,
+                        source_system: row.try_get("source_system").map_err(q())?,
                         created_at: row.try_get("created_at").map_err(q())?,
                         updated_at: row.try_get("updated_at").map_err(q())?,
                     });
@@ -1195,6 +1221,44 @@ impl Store {
     pub async fn open_conflict(&self, conflict: &NewConflict) -> Result<i64> {
         let now = Utc::now();
         on_pool!(self, |pool, _Db| insert_conflict!(pool, conflict, now))
+    }
+
+    /// Records (of `ids`) with an open conflict raised by `system`.
+    pub async fn open_conflicts_from(
+        &self,
+        entity: EntityKind,
+        system: &str,
+        ids: &[CanonicalId],
+    ) -> Result<Vec<CanonicalId>> {
+        let mut out = Vec::new();
+        for chunk in ids.chunks(LOOKUP_CHUNK) {
+            on_pool!(self, |pool, Db| {
+                let mut q = sqlx::QueryBuilder::<Db>::new(
+                    "SELECT DISTINCT canonical_id FROM conflicts WHERE status = 'open' AND entity = ",
+                );
+                q.push_bind(entity.as_str())
+                    .push(" AND source_system = ")
+                    .push_bind(system)
+                    .push(" AND canonical_id IN (");
+                let mut list = q.separated(", ");
+                for id in chunk {
+                    list.push_bind(id.as_str());
+                }
+                q.push(")");
+                let rows = q
+                    .build()
+                    .fetch_all(pool)
+                    .await
+                    .map_err(StoreError::query("read conflicts"))?;
+                for row in &rows {
+                    let id: String = row
+                        .try_get("canonical_id")
+                        .map_err(StoreError::query("read conflicts"))?;
+                    out.push(parse_id("conflicts", &id)?);
+                }
+            });
+        }
+        Ok(out)
     }
 
     /// Raises a data-quality alert. Returns its id.

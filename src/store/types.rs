@@ -187,14 +187,15 @@ pub struct Batch {
     pub identity_keys: Vec<IdentityKeyWrite>,
 }
 
-/// A normalised business key of a canonical record.
+/// A normalised business key of a canonical record. It replaces the
+/// record's earlier value of that key; `None` removes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdentityKeyWrite {
     pub entity: EntityKind,
     /// The canonical field the key came from (`tax_id`, `email`).
     pub key_name: String,
-    /// Its normalised value.
-    pub key_value: String,
+    /// Its normalised value, or `None` when the record no longer has one.
+    pub key_value: Option<String>,
     pub canonical_id: CanonicalId,
 }
 
@@ -209,6 +210,9 @@ pub enum Delivery {
     Dead { error: String },
     /// A newer version of the record is queued for the same target.
     Superseded,
+    /// Not attempted: wait until `at` (an open conflict with the target,
+    /// say). Does not count as an attempt.
+    Hold { at: DateTime<Utc>, reason: String },
 }
 
 /// What [`Store::commit`](super::Store::commit) did.
@@ -230,6 +234,8 @@ pub struct StoredRecord {
     pub content_hash: String,
     pub amount: Option<Money>,
     pub data: Value,
+    /// The system the current version came from (none for operator edits).
+    pub source_system: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }

@@ -175,7 +175,9 @@ impl Merged {
     }
 }
 
-/// Merges `theirs` into `ours` against `base`, field by field.
+/// Merges `theirs` into `ours` against `base`, field by field. With a
+/// `scope`, only fields under those paths are considered (the fields the
+/// incoming system's mapping can produce).
 pub fn merge(
     base: Option<&Value>,
     ours: &Value,
@@ -183,11 +185,12 @@ pub fn merge(
     theirs: &Value,
     theirs_origin: &Origin,
     policies: &MergePolicies,
+    scope: Option<&[FieldPath]>,
 ) -> Merged {
     let empty = Value::Object(Default::default());
-    let base_units = units(base.unwrap_or(&empty));
-    let our_units = units(ours);
-    let their_units = units(theirs);
+    let base_units = in_scope(units(base.unwrap_or(&empty)), scope);
+    let our_units = in_scope(units(ours), scope);
+    let their_units = in_scope(units(theirs), scope);
     let paths: BTreeSet<&String> = base_units
         .keys()
         .chain(our_units.keys())
@@ -273,6 +276,16 @@ pub fn merge(
     merged
 }
 
+/// Whether two records agree on every field in `scope` (on everything
+/// when `None`): whether a system holding `b` already holds `a`.
+pub fn same_in_scope(a: &Value, b: &Value, scope: Option<&[FieldPath]>) -> bool {
+    let a = in_scope(units(a), scope);
+    let b = in_scope(units(b), scope);
+    a.len() == b.len()
+        && a.iter()
+            .all(|(k, (_, v))| b.get(k).is_some_and(|(_, w)| v == w))
+}
+
 /// Applies a policy to a field both sides changed; `None` means manual.
 fn decide(
     policy: &Policy,
@@ -321,6 +334,20 @@ fn by_priority(priority: &[String], ours: &Origin, theirs: &Origin) -> (Winner, 
             Winner::Ours,
             format!("priority: {} ranks above {}", ours.system, theirs.system),
         )
+    }
+}
+
+/// The units under (or above) one of the scope's paths.
+fn in_scope<'a>(
+    units: BTreeMap<String, (FieldPath, &'a Value)>,
+    scope: Option<&[FieldPath]>,
+) -> BTreeMap<String, (FieldPath, &'a Value)> {
+    match scope {
+        None => units,
+        Some(scope) => units
+            .into_iter()
+            .filter(|(_, (p, _))| scope.iter().any(|s| p.starts_with(s) || s.starts_with(p)))
+            .collect(),
     }
 }
 
@@ -432,6 +459,7 @@ mod tests {
             &theirs,
             &crm("2026-11-02T10:00:00Z"),
             &MergePolicies::default(),
+            None,
         );
         assert_eq!(
             m.value,
@@ -458,6 +486,7 @@ mod tests {
             &theirs,
             &crm("2026-11-03T00:00:00Z"),
             &p,
+            None,
         );
         assert_eq!(m.value["name"], "Acme AG", "erp ranks above crm");
         assert_eq!(m.value["email"], "c@x.test", "email override: crm first");
@@ -484,6 +513,7 @@ mod tests {
             &theirs,
             &crm("2026-11-03T00:00:00Z"),
             &latest,
+            None,
         );
         assert_eq!(m.value, theirs, "theirs is newer everywhere");
         let m = merge(
@@ -493,6 +523,7 @@ mod tests {
             &theirs,
             &crm("2026-11-03T00:00:00Z"),
             &latest,
+            None,
         );
         assert_eq!(m.value, ours, "ours is newer everywhere");
     }
@@ -504,11 +535,27 @@ mod tests {
         let theirs = json!({"phone": "3"});
         let same = "2026-11-02T00:00:00Z";
         let p = policies(r#"policy = "latest""#);
-        let m = merge(Some(&base), &ours, &erp(same), &theirs, &crm(same), &p);
+        let m = merge(
+            Some(&base),
+            &ours,
+            &erp(same),
+            &theirs,
+            &crm(same),
+            &p,
+            None,
+        );
         assert_eq!(m.value["phone"], "2");
         let mut p = policies(r#"policy = { priority = ["crm_main"] }"#);
         p.fields.insert("phone".into(), Policy::LATEST);
-        let m = merge(Some(&base), &ours, &erp(same), &theirs, &crm(same), &p);
+        let m = merge(
+            Some(&base),
+            &ours,
+            &erp(same),
+            &theirs,
+            &crm(same),
+            &p,
+            None,
+        );
         assert_eq!(m.value["phone"], "3", "{:?}", m.settled);
     }
 
@@ -524,6 +571,7 @@ mod tests {
             &theirs,
             &crm("2026-11-02T00:00:00Z"),
             &policies(r#"policy = "manual""#),
+            None,
         );
         assert_eq!(m.conflicts.len(), 1);
         assert_eq!(m.conflicts[0].field, "lines");
@@ -542,6 +590,7 @@ mod tests {
             &theirs,
             &crm("2026-11-02T00:00:00Z"),
             &MergePolicies::default(),
+            None,
         );
         assert_eq!(m.value, theirs);
         // And back from a scalar to an object.
@@ -552,6 +601,7 @@ mod tests {
             &base,
             &crm("2026-11-02T00:00:00Z"),
             &MergePolicies::default(),
+            None,
         );
         assert_eq!(m.value, base);
     }
@@ -567,10 +617,64 @@ mod tests {
             &theirs,
             &crm("2026-11-02T00:00:00Z"),
             &MergePolicies::default(),
+            None,
         );
         assert_eq!(
             m.value,
             json!({"name": "Acme", "tax_id": "CHE-1", "email": "a@acme.test"})
+        );
+    }
+
+    #[test]
+    fn scope_limits_the_merge_to_what_the_mapping_produces() {
+        let base = json!({"name": "Acme", "billing": {"city": "Bern"}});
+        let ours =
+            json!({"name": "Acme", "tax_id": "CHE-1", "billing": {"city": "Bern", "zip": "3000"}});
+        let theirs = json!({"name": "Acme AG", "billing": {"city": "Bern"}});
+        let scope = [
+            FieldPath::parse("name").unwrap(),
+            FieldPath::parse("billing.city").unwrap(),
+        ];
+        let m = merge(
+            Some(&base),
+            &ours,
+            &erp("2026-11-01T00:00:00Z"),
+            &theirs,
+            &crm("2026-11-02T00:00:00Z"),
+            &MergePolicies::default(),
+            Some(&scope),
+        );
+        assert_eq!(
+            m.value,
+            json!({"name": "Acme AG", "tax_id": "CHE-1", "billing": {"city": "Bern", "zip": "3000"}})
+        );
+        // Without the scope, zip and tax_id would count as deleted by theirs? No:
+        // they were absent from base too, so they are ours' additions and stay.
+        let m = merge(
+            Some(&ours),
+            &ours,
+            &erp("2026-11-01T00:00:00Z"),
+            &theirs,
+            &crm("2026-11-02T00:00:00Z"),
+            &MergePolicies::default(),
+            None,
+        );
+        assert_eq!(
+            m.value, theirs,
+            "unscoped, fields theirs dropped since the base are deleted"
+        );
+        let m = merge(
+            Some(&ours),
+            &ours,
+            &erp("2026-11-01T00:00:00Z"),
+            &theirs,
+            &crm("2026-11-02T00:00:00Z"),
+            &MergePolicies::default(),
+            Some(&scope),
+        );
+        assert_eq!(
+            m.value["tax_id"], "CHE-1",
+            "scoped, a field the mapping never writes is kept"
         );
     }
 
@@ -625,12 +729,12 @@ mod tests {
             let t = crm("2026-11-02T00:00:00Z");
             let p = MergePolicies::default();
             // Theirs unchanged: ours stays.
-            prop_assert_eq!(merge(Some(&base), &ours, &o, &base, &t, &p).value, ours.clone());
+            prop_assert_eq!(merge(Some(&base), &ours, &o, &base, &t, &p, None).value, ours.clone());
             // Ours unchanged: theirs arrives whole.
-            prop_assert_eq!(merge(Some(&base), &base, &o, &theirs, &t, &p).value, theirs.clone());
+            prop_assert_eq!(merge(Some(&base), &base, &o, &theirs, &t, &p, None).value, theirs.clone());
             // Merging the result again changes nothing (the sync settles).
-            let once = merge(Some(&base), &ours, &o, &theirs, &t, &p);
-            let twice = merge(Some(&theirs), &once.value, &o, &theirs, &t, &p);
+            let once = merge(Some(&base), &ours, &o, &theirs, &t, &p, None);
+            let twice = merge(Some(&theirs), &once.value, &o, &theirs, &t, &p, None);
             prop_assert_eq!(twice.value, once.value);
             prop_assert!(twice.conflicts.is_empty());
         }

@@ -1,0 +1,1222 @@
+//! Running jobs: ingest pages from a source, deliver the outbox to targets.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+use chrono::Utc;
+use futures_util::StreamExt;
+use serde::Serialize;
+use serde_json::Value;
+
+use super::identity::key_value;
+use super::merge::{self, Origin};
+use super::{Endpoint, JobSettings};
+use crate::connector::{self, Change, Connector, Cursor, Definition, PushOutcome, RawRecord};
+use crate::mapping::{self, Direction, LookupKey, Lookups, Mapping};
+use crate::model::{CanonicalId, Entity, EntityKind, content_hash};
+use crate::settings::Settings;
+use crate::store::{
+    Batch, CursorWrite, Delivery, IdentityKeyWrite, LinkWrite, NewAlert, NewConflict, OutboxEntry,
+    OutboxWrite, Provenance, QuarantineItem, RecordWrite, Severity, Store, StoreError,
+};
+
+/// How often a page is retried when another writer changed one of its
+/// records between our read and our commit.
+const VERSION_RETRIES: usize = 3;
+
+/// The conflict field that stands for "which record is this?".
+pub const IDENTITY_FIELD: &str = "(identity)";
+
+/// Options of one run.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    /// Ignore the saved cursor and read the source from the beginning.
+    pub full: bool,
+    /// Compute and report every change, write nothing, acknowledge nothing.
+    pub dry_run: bool,
+    /// Skip delivery to targets after ingesting.
+    pub no_deliver: bool,
+}
+
+/// What a run did (or, dry, would do).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct JobReport {
+    pub job: String,
+    pub pages: usize,
+    pub pulled: usize,
+    pub created: usize,
+    pub updated: usize,
+    pub unchanged: usize,
+    pub quarantined: usize,
+    pub conflicts: usize,
+    pub delivered: usize,
+    pub delivery_skipped: usize,
+    pub retry_later: usize,
+    pub dead_lettered: usize,
+    /// Held back: the record has an open conflict with the target.
+    pub held: usize,
+    /// Changes read from a target before writing to it (two-way syncs).
+    pub merged_from_targets: usize,
+    /// Dry runs: each change, per record and field.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<PlannedChange>,
+}
+
+/// One record's change in a dry run.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedChange {
+    pub external_id: String,
+    pub action: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub canonical_id: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<FieldChange>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FieldChange {
+    pub field: String,
+    pub from: Option<Value>,
+    pub to: Option<Value>,
+}
+
+/// Jobs, their systems and mappings, over one store.
+pub struct Engine {
+    store: Store,
+    settings: Settings,
+    definitions: BTreeMap<String, Definition>,
+    /// Why the definitions folder could not be read, if it could not.
+    definitions_error: Option<String>,
+    mappings: BTreeMap<String, Arc<Mapping>>,
+    connectors: Mutex<HashMap<String, Arc<dyn Connector>>>,
+}
+
+impl Engine {
+    /// Loads definitions and mappings and checks every job against them.
+    /// Fails, before anything connects, naming each problem.
+    pub fn new(settings: Settings, store: Store) -> anyhow::Result<Engine> {
+        Self::with_connectors(settings, store, HashMap::new())
+    }
+
+    /// [`Engine::new`] with some systems' connectors given instead of
+    /// opened from their definitions (tests, embedding).
+    pub fn with_connectors(
+        settings: Settings,
+        store: Store,
+        connectors: HashMap<String, Arc<dyn Connector>>,
+    ) -> anyhow::Result<Engine> {
+        let mut problems = Vec::new();
+        // An unreadable folder matters only to the systems that need a
+        // definition from it; their checks below say so.
+        let (definitions, definitions_error) = match connector::check_dir(&settings.connectors.dir)
+        {
+            Ok((defs, errors)) => {
+                problems.extend(errors.iter().map(ToString::to_string));
+                (
+                    defs.into_iter().map(|d| (d.name.clone(), d)).collect(),
+                    None,
+                )
+            }
+            Err(e) => (BTreeMap::new(), Some(e.message)),
+        };
+        let (loaded, errors) = if settings.jobs.is_empty() {
+            (Vec::new(), Vec::new())
+        } else {
+            mapping::load_dir(&settings.mappings.dir)
+        };
+        problems.extend(errors.iter().map(ToString::to_string));
+        let mappings: BTreeMap<String, Arc<Mapping>> = loaded
+            .into_iter()
+            .map(|m| (m.name.clone(), Arc::new(m)))
+            .collect();
+        let engine = Engine {
+            store,
+            settings,
+            definitions,
+            definitions_error,
+            mappings,
+            connectors: Mutex::new(connectors),
+        };
+        for job in &engine.settings.jobs {
+            if let Err(e) = engine.check_job(job) {
+                problems.push(format!("job {}: {e}", job.name));
+            }
+        }
+        if !problems.is_empty() {
+            bail!("the configuration cannot run:\n  {}", problems.join("\n  "));
+        }
+        Ok(engine)
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The jobs configured, in order.
+    pub fn jobs(&self) -> &[JobSettings] {
+        &self.settings.jobs
+    }
+
+    fn job(&self, name: &str) -> anyhow::Result<&JobSettings> {
+        self.settings
+            .jobs
+            .iter()
+            .find(|j| j.name == name)
+            .ok_or_else(|| {
+                let known: Vec<&str> = self.settings.jobs.iter().map(|j| j.name.as_str()).collect();
+                anyhow!(
+                    "no job named {name:?}; configured jobs: {}",
+                    known.join(", ")
+                )
+            })
+    }
+
+    /// The definition behind a system instance.
+    fn definition_of(&self, system: &str) -> anyhow::Result<&Definition> {
+        let settings = self
+            .settings
+            .systems
+            .get(system)
+            .ok_or_else(|| anyhow!("no system {system:?} in [systems]"))?;
+        self.definitions.get(&settings.connector).ok_or_else(|| {
+            anyhow!(
+                "system {system:?} uses connector {:?}, which is not defined in {}{}",
+                settings.connector,
+                self.settings.connectors.dir.display(),
+                self.definitions_error
+                    .as_ref()
+                    .map(|e| format!(" ({e})"))
+                    .unwrap_or_default()
+            )
+        })
+    }
+
+    fn mapping(&self, endpoint: &Endpoint, direction: Direction) -> anyhow::Result<Arc<Mapping>> {
+        let m = self.mappings.get(&endpoint.mapping).ok_or_else(|| {
+            anyhow!(
+                "no mapping named {:?} in {}",
+                endpoint.mapping,
+                self.settings.mappings.dir.display()
+            )
+        })?;
+        if m.direction != direction {
+            bail!(
+                "mapping {:?} maps {}, but this end of the job needs one that maps {}",
+                m.name,
+                m.direction.as_str(),
+                direction.as_str()
+            );
+        }
+        let connector = &self
+            .settings
+            .systems
+            .get(&endpoint.system)
+            .ok_or_else(|| anyhow!("no system {:?} in [systems]", endpoint.system))?
+            .connector;
+        if &m.system != connector {
+            bail!(
+                "mapping {:?} is for system {:?}, but {:?} is a {:?} system",
+                m.name,
+                m.system,
+                endpoint.system,
+                connector
+            );
+        }
+        Ok(m.clone())
+    }
+
+    fn check_job(&self, job: &JobSettings) -> anyhow::Result<()> {
+        let attached = self.connectors.lock().expect("connector cache");
+        for end in std::iter::once(&job.source).chain(&job.targets) {
+            if !attached.contains_key(&end.system) {
+                self.definition_of(&end.system)?;
+            }
+        }
+        drop(attached);
+        let source = self.mapping(&job.source, Direction::In)?;
+        for target in &job.targets {
+            let m = self.mapping(target, Direction::Out)?;
+            if m.entity != source.entity {
+                bail!(
+                    "target mapping {:?} writes {}, but the source mapping {:?} reads {}",
+                    m.name,
+                    m.entity,
+                    source.name,
+                    source.entity
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The connector of a system instance, opened on first use.
+    pub fn connector(&self, system: &str) -> anyhow::Result<Arc<dyn Connector>> {
+        if let Some(c) = self.connectors.lock().expect("connector cache").get(system) {
+            return Ok(c.clone());
+        }
+        let def = self.definition_of(system)?;
+        let instance = self.settings.systems[system].instance(system);
+        let opened = (def.driver.open)(def, &instance)?;
+        self.connectors
+            .lock()
+            .expect("connector cache")
+            .insert(system.to_owned(), opened.clone());
+        Ok(opened)
+    }
+
+    /// Runs one job: ingests everything new at the source, then delivers
+    /// the outbox to the job's targets.
+    pub async fn run_job(&self, name: &str, options: RunOptions) -> anyhow::Result<JobReport> {
+        let job = self.job(name)?;
+        let mut report = JobReport {
+            job: job.name.clone(),
+            ..JobReport::default()
+        };
+        self.ingest(job, options, &mut report)
+            .await
+            .with_context(|| {
+                format!(
+                    "job {}: reading {} {}",
+                    job.name, job.source.system, job.source.entity
+                )
+            })?;
+        if !options.dry_run && !options.no_deliver {
+            for target in &job.targets {
+                // Pull before push: a target that is also a source (a
+                // two-way sync) is read first, so that its own recent
+                // changes are merged instead of overwritten.
+                for reverse in self.settings.jobs.iter().filter(|j| {
+                    j.name != job.name
+                        && j.source.system == target.system
+                        && self.mappings.get(&j.source.mapping).map(|m| m.entity)
+                            == self.mappings.get(&target.mapping).map(|m| m.entity)
+                }) {
+                    let mut quiet = JobReport::default();
+                    self.ingest(reverse, RunOptions::default(), &mut quiet)
+                        .await
+                        .with_context(|| {
+                            format!(
+                                "job {}: reading {} before writing to it",
+                                job.name, target.system
+                            )
+                        })?;
+                    report.merged_from_targets += quiet.created + quiet.updated;
+                    report.conflicts += quiet.conflicts;
+                }
+                self.deliver(job, target, &mut report)
+                    .await
+                    .with_context(|| {
+                        format!("job {}: delivering to {}", job.name, target.system)
+                    })?;
+            }
+        }
+        Ok(report)
+    }
+
+    async fn ingest(
+        &self,
+        job: &JobSettings,
+        options: RunOptions,
+        report: &mut JobReport,
+    ) -> anyhow::Result<()> {
+        let source = self.connector(&job.source.system)?;
+        let mapping = self.mapping(&job.source, Direction::In)?;
+        let cursor = if options.full {
+            None
+        } else {
+            match self
+                .store
+                .load_cursor(&job.source.system, &job.source.entity)
+                .await?
+            {
+                None => None,
+                Some(text) => Some(Cursor::from_json(&text).with_context(|| {
+                    format!(
+                        "the saved cursor of {} {} is not readable: {text:?}",
+                        job.source.system, job.source.entity
+                    )
+                })?),
+            }
+        };
+        let mut pages = source.pull(&job.source.entity, cursor);
+        while let Some(page) = pages.next().await {
+            let page = page?;
+            report.pages += 1;
+            report.pulled += page.records.len();
+            let mut attempt = 0;
+            loop {
+                let (batch, stats) = self
+                    .ingest_page(job, &mapping, &page.records, &page.cursor, options.dry_run)
+                    .await?;
+                if options.dry_run {
+                    stats.add_to(report);
+                    break;
+                }
+                match self.store.commit(&batch).await {
+                    Ok(_) => {
+                        stats.add_to(report);
+                        break;
+                    }
+                    Err(StoreError::VersionConflict { .. }) if attempt < VERSION_RETRIES => {
+                        attempt += 1;
+                        tracing::debug!(message = "A record changed under the page; reading it again.", job = %job.name, attempt);
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            if let Some(ack) = page.ack {
+                if options.dry_run {
+                    ack.nack(true, "dry run").await?;
+                } else {
+                    ack.ack().await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Turns one page into a batch: mapped, identified, merged.
+    async fn ingest_page(
+        &self,
+        job: &JobSettings,
+        mapping: &Mapping,
+        records: &[RawRecord],
+        cursor: &Cursor,
+        dry_run: bool,
+    ) -> anyhow::Result<(Batch, PageStats)> {
+        let kind = mapping.entity;
+        let system = job.source.system.as_str();
+        let mut batch = Batch::default();
+        let mut stats = PageStats::default();
+
+        // The same record twice in one page: the later read wins.
+        let mut latest: BTreeMap<&str, &RawRecord> = BTreeMap::new();
+        for r in records {
+            latest.insert(r.external_id.as_str(), r);
+        }
+        let records: Vec<&RawRecord> = latest.into_values().collect();
+
+        let rename = BTreeMap::from([(mapping.system.clone(), system.to_owned())]);
+        let lookups = resolve_lookups(
+            &self.store,
+            mapping,
+            records.iter().map(|r| &r.data),
+            &rename,
+        )
+        .await?;
+
+        let mut mapped: Vec<(&RawRecord, Value)> = Vec::with_capacity(records.len());
+        for raw in &records {
+            match mapping.apply_canonical(&raw.data, &lookups) {
+                Ok(v) => mapped.push((raw, v)),
+                Err(errors) => {
+                    let first = errors.first();
+                    let reason = errors
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("; ");
+                    stats.plan(
+                        dry_run,
+                        raw,
+                        "quarantine",
+                        None,
+                        Vec::new(),
+                        Some(reason.clone()),
+                    );
+                    batch.quarantine.push(QuarantineItem {
+                        system: system.to_owned(),
+                        entity: kind,
+                        external_id: Some(raw.external_id.to_string()),
+                        raw: raw.data.clone(),
+                        reason,
+                        rule: first.map(|e| e.rule.clone()),
+                        field_path: first.map(|e| e.field.clone()),
+                    });
+                    stats.quarantined += 1;
+                }
+            }
+        }
+
+        let ids: Vec<String> = mapped
+            .iter()
+            .map(|(r, _)| r.external_id.to_string())
+            .collect();
+        let links: HashMap<String, crate::store::Link> = self
+            .store
+            .find_links(kind, system, &ids)
+            .await?
+            .into_iter()
+            .map(|l| (l.external_id.clone(), l))
+            .collect();
+
+        // Unchanged since we last saw them: nothing to do.
+        let mut work: Vec<(&RawRecord, Value, Option<&crate::store::Link>)> = Vec::new();
+        for (raw, theirs) in mapped {
+            let link = links.get(raw.external_id.as_str());
+            if let Some(l) = link
+                && l.synced_hash.as_deref() == Some(content_hash(&theirs).as_str())
+            {
+                stats.unchanged += 1;
+                continue;
+            }
+            work.push((raw, theirs, link));
+        }
+
+        // Identity: records not linked yet, by business keys.
+        let unlinked: Vec<&Value> = work
+            .iter()
+            .filter(|(_, _, l)| l.is_none())
+            .map(|(_, v, _)| v)
+            .collect();
+        let mut known_keys: HashMap<(String, String), BTreeSet<CanonicalId>> = HashMap::new();
+        for key in &job.identity {
+            let values: Vec<String> = unlinked
+                .iter()
+                .filter_map(|v| key_value(v, key))
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            if values.is_empty() {
+                continue;
+            }
+            for (value, id) in self.store.find_identities(kind, key, &values).await? {
+                known_keys
+                    .entry((key.clone(), value))
+                    .or_default()
+                    .insert(id);
+            }
+        }
+
+        // Current canonical records: those linked, and identity candidates.
+        let mut wanted: BTreeSet<CanonicalId> = work
+            .iter()
+            .filter_map(|(_, _, l)| l.map(|l| l.canonical_id.clone()))
+            .collect();
+        for ids in known_keys.values() {
+            wanted.extend(ids.iter().cloned());
+        }
+        let wanted: Vec<CanonicalId> = wanted.into_iter().collect();
+        let mut ours: HashMap<CanonicalId, crate::store::StoredRecord> = self
+            .store
+            .get_records(kind, &wanted)
+            .await?
+            .into_iter()
+            .map(|r| (r.id.clone(), r))
+            .collect();
+        // Which candidates this system already links (to another record).
+        let already_linked: HashMap<CanonicalId, String> = self
+            .store
+            .external_links(kind, system, &wanted)
+            .await?
+            .into_iter()
+            .map(|l| (l.canonical_id, l.external_id))
+            .collect();
+
+        let policies = self.settings.merge.get(&kind).cloned().unwrap_or_default();
+        let scope = mapping.target_paths();
+        // When the source is also written to by some job (a two-way sync),
+        // a merge that leaves it behind (its change lost to a policy, or
+        // another system's change it lacks) sends the result back to it.
+        let source_is_target = self.settings.jobs.iter().any(|j| {
+            j.targets.iter().any(|t| {
+                t.system == system
+                    && self
+                        .mappings
+                        .get(&t.mapping)
+                        .is_some_and(|m| m.entity == kind)
+            })
+        });
+        let mapping_version = mapping.version_tag();
+        // Records created earlier in this page, by business key.
+        let mut created_keys: HashMap<(String, String), CanonicalId> = HashMap::new();
+        // Canonical records this page already claimed for this system.
+        let mut claimed: HashMap<CanonicalId, String> = HashMap::new();
+
+        for (raw, theirs, link) in work {
+            let external_id = raw.external_id.to_string();
+            let theirs_origin = Origin {
+                system: system.to_owned(),
+                at: raw.updated_at,
+            };
+            let provenance = Provenance {
+                mapping_version: Some(mapping_version.clone()),
+                ..Provenance::pull(system)
+            };
+            // Which canonical record is this?
+            let target: Option<CanonicalId> = match link {
+                Some(l) => Some(l.canonical_id.clone()),
+                None => {
+                    let mut found: Option<BTreeSet<CanonicalId>> = None;
+                    let mut via = String::new();
+                    for key in &job.identity {
+                        let Some(value) = key_value(&theirs, key) else {
+                            continue;
+                        };
+                        let mut ids = known_keys
+                            .get(&(key.clone(), value.clone()))
+                            .cloned()
+                            .unwrap_or_default();
+                        if let Some(id) = created_keys.get(&(key.clone(), value.clone())) {
+                            ids.insert(id.clone());
+                        }
+                        if !ids.is_empty() {
+                            via = format!("{key} = {value}");
+                            found = Some(ids);
+                            break;
+                        }
+                    }
+                    match found {
+                        None => None,
+                        Some(ids) if ids.len() == 1 => {
+                            let id = ids.into_iter().next().expect("one id");
+                            let taken = already_linked.get(&id).or_else(|| claimed.get(&id));
+                            if let Some(other) = taken.filter(|other| **other != external_id) {
+                                let reason = format!(
+                                    "{system} {external_id} matches record {id} by {via}, which is already linked to {system} {other}: a duplicate in {system}?"
+                                );
+                                self.identity_conflict(
+                                    &mut batch,
+                                    &mut stats,
+                                    dry_run,
+                                    raw,
+                                    &theirs,
+                                    kind,
+                                    system,
+                                    &[id],
+                                    reason,
+                                );
+                                continue;
+                            }
+                            Some(id)
+                        }
+                        Some(ids) => {
+                            let ids: Vec<CanonicalId> = ids.into_iter().collect();
+                            let reason = format!(
+                                "{system} {external_id} matches {} records by {via}: {}",
+                                ids.len(),
+                                ids.iter()
+                                    .map(CanonicalId::as_str)
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            );
+                            self.identity_conflict(
+                                &mut batch, &mut stats, dry_run, raw, &theirs, kind, system, &ids,
+                                reason,
+                            );
+                            continue;
+                        }
+                    }
+                }
+            };
+            let existing = target.as_ref().and_then(|id| ours.get(id));
+            let (id, expected, new_value, conflicts, fields) = match existing {
+                None => {
+                    let id = target.unwrap_or_else(CanonicalId::new);
+                    let fields = diff(None, &theirs);
+                    (id, 0, theirs.clone(), Vec::new(), fields)
+                }
+                Some(current) => {
+                    let ours_origin = Origin {
+                        system: current
+                            .source_system
+                            .clone()
+                            .unwrap_or_else(|| "operator".into()),
+                        at: Some(current.updated_at),
+                    };
+                    let base = link.and_then(|l| l.synced_data.as_ref());
+                    let merged = merge::merge(
+                        base,
+                        &current.data,
+                        &ours_origin,
+                        &theirs,
+                        &theirs_origin,
+                        &policies,
+                        Some(&scope),
+                    );
+                    let fields = diff(Some(&current.data), &merged.value);
+                    (
+                        current.id.clone(),
+                        current.version,
+                        merged.value,
+                        merged.conflicts,
+                        fields,
+                    )
+                }
+            };
+            for c in &conflicts {
+                batch.conflicts.push(NewConflict {
+                    entity: kind,
+                    canonical_id: id.clone(),
+                    field_path: c.field.clone(),
+                    base: c.base.clone(),
+                    ours: c.ours.clone(),
+                    theirs: c.theirs.clone(),
+                    source_system: system.to_owned(),
+                });
+            }
+            stats.conflicts += conflicts.len();
+            let changed = expected == 0 || existing.is_some_and(|c| c.data != new_value);
+            let mut version = existing.map_or(0, |c| c.version);
+            // Does the source now hold the canonical record (as far as its
+            // mapping reaches)? Only then may its link claim the version.
+            let in_sync = merge::same_in_scope(&new_value, &theirs, Some(&scope));
+            if changed {
+                let entity = match Entity::from_value(kind, new_value.clone()) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        let reason = format!("the merged record is not a valid {kind}: {e}");
+                        stats.plan(
+                            dry_run,
+                            raw,
+                            "quarantine",
+                            Some(&id),
+                            Vec::new(),
+                            Some(reason.clone()),
+                        );
+                        batch.quarantine.push(QuarantineItem {
+                            system: system.to_owned(),
+                            entity: kind,
+                            external_id: Some(external_id.clone()),
+                            raw: raw.data.clone(),
+                            reason,
+                            rule: Some("canonical".into()),
+                            field_path: None,
+                        });
+                        stats.quarantined += 1;
+                        continue;
+                    }
+                };
+                batch
+                    .records
+                    .push(RecordWrite::of(&entity, id.clone(), expected, provenance));
+                version = expected + 1;
+                for target in &job.targets {
+                    batch.outbox.push(OutboxWrite {
+                        entity: kind,
+                        canonical_id: id.clone(),
+                        version,
+                        target_system: target.system.clone(),
+                    });
+                }
+                for key in &job.identity {
+                    let value = key_value(&new_value, key);
+                    if let Some(v) = &value {
+                        created_keys.insert((key.clone(), v.clone()), id.clone());
+                    }
+                    batch.identity_keys.push(IdentityKeyWrite {
+                        entity: kind,
+                        key_name: key.clone(),
+                        key_value: value,
+                        canonical_id: id.clone(),
+                    });
+                }
+                if expected == 0 {
+                    stats.created += 1;
+                    stats.plan(dry_run, raw, "create", Some(&id), fields, None);
+                } else {
+                    stats.updated += 1;
+                    stats.plan(dry_run, raw, "update", Some(&id), fields, None);
+                }
+                // Later duplicates in this page see the new version.
+                ours.insert(
+                    id.clone(),
+                    crate::store::StoredRecord {
+                        entity: kind,
+                        id: id.clone(),
+                        version,
+                        content_hash: content_hash(&new_value),
+                        amount: entity.principal_amount(),
+                        data: new_value,
+                        source_system: Some(system.to_owned()),
+                        created_at: Utc::now(),
+                        updated_at: Utc::now(),
+                    },
+                );
+            } else {
+                stats.unchanged += 1;
+                if !conflicts.is_empty() {
+                    stats.plan(
+                        dry_run,
+                        raw,
+                        "conflict",
+                        Some(&id),
+                        Vec::new(),
+                        Some(format!(
+                            "{} field(s) wait for the operator",
+                            conflicts.len()
+                        )),
+                    );
+                }
+            }
+            if !in_sync && source_is_target && version > 0 {
+                batch.outbox.push(OutboxWrite {
+                    entity: kind,
+                    canonical_id: id.clone(),
+                    version,
+                    target_system: system.to_owned(),
+                });
+            }
+            claimed.insert(id.clone(), external_id.clone());
+            let synced_version = if in_sync {
+                Some(version)
+            } else {
+                link.and_then(|l| l.synced_version)
+            };
+            batch.links.push(LinkWrite {
+                entity: kind,
+                system: system.to_owned(),
+                external_id,
+                canonical_id: id,
+                synced_version,
+                synced_data: Some(theirs),
+                remote_updated_at: raw.updated_at,
+            });
+        }
+        batch.cursors.push(CursorWrite {
+            system: system.to_owned(),
+            entity: job.source.entity.clone(),
+            cursor: cursor.to_json(),
+        });
+        Ok((batch, stats))
+    }
+
+    /// A record that could be one of several canonical records (or one
+    /// already taken): the operator decides; nothing is guessed.
+    #[allow(clippy::too_many_arguments)]
+    fn identity_conflict(
+        &self,
+        batch: &mut Batch,
+        stats: &mut PageStats,
+        dry_run: bool,
+        raw: &RawRecord,
+        theirs: &Value,
+        kind: EntityKind,
+        system: &str,
+        candidates: &[CanonicalId],
+        reason: String,
+    ) {
+        stats.plan(
+            dry_run,
+            raw,
+            "conflict",
+            None,
+            Vec::new(),
+            Some(reason.clone()),
+        );
+        batch.conflicts.push(NewConflict {
+            entity: kind,
+            canonical_id: candidates[0].clone(),
+            field_path: IDENTITY_FIELD.to_owned(),
+            base: Some(
+                serde_json::json!({ "external_id": raw.external_id.as_str(), "reason": reason }),
+            ),
+            ours: Some(Value::from(
+                candidates
+                    .iter()
+                    .map(|c| Value::from(c.as_str()))
+                    .collect::<Vec<_>>(),
+            )),
+            theirs: Some(theirs.clone()),
+            source_system: system.to_owned(),
+        });
+        batch.alerts.push(NewAlert {
+            rule: "ambiguous_identity".into(),
+            severity: Severity::Warning,
+            entity: Some(kind),
+            record_ids: candidates.iter().map(|c| c.to_string()).collect(),
+            reason,
+            amount: None,
+        });
+        stats.conflicts += 1;
+    }
+
+    /// Delivers the job's entity to one target: the latest version of each
+    /// record, once, with its idempotency key.
+    async fn deliver(
+        &self,
+        job: &JobSettings,
+        target: &Endpoint,
+        report: &mut JobReport,
+    ) -> anyhow::Result<()> {
+        let mapping = self.mapping(target, Direction::Out)?;
+        let kind = mapping.entity;
+        let connector = self.connector(&target.system)?;
+        let delivery = &self.settings.delivery;
+        let limit = u32::try_from(delivery.batch_size.max(1)).unwrap_or(100);
+        loop {
+            let due = self
+                .store
+                .outbox_due_for(&target.system, Some(kind), limit)
+                .await?;
+            if due.is_empty() {
+                return Ok(());
+            }
+            let ids: Vec<CanonicalId> = due
+                .iter()
+                .map(|e| e.canonical_id.clone())
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            let heads: HashMap<CanonicalId, crate::store::StoredRecord> = self
+                .store
+                .get_records(kind, &ids)
+                .await?
+                .into_iter()
+                .map(|r| (r.id.clone(), r))
+                .collect();
+            let links: HashMap<CanonicalId, crate::store::Link> = self
+                .store
+                .external_links(kind, &target.system, &ids)
+                .await?
+                .into_iter()
+                .map(|l| (l.canonical_id.clone(), l))
+                .collect();
+
+            let held: BTreeSet<CanonicalId> = self
+                .store
+                .open_conflicts_from(kind, &target.system, &ids)
+                .await?
+                .into_iter()
+                .collect();
+            let mut sendable: Vec<(&OutboxEntry, &crate::store::StoredRecord)> = Vec::new();
+            let mut newest: HashMap<&CanonicalId, i64> = HashMap::new();
+            for e in &due {
+                let m = newest.entry(&e.canonical_id).or_insert(e.version);
+                *m = (*m).max(e.version);
+            }
+            for entry in &due {
+                let Some(head) = heads.get(&entry.canonical_id) else {
+                    self.store
+                        .outbox_settle(
+                            entry.id,
+                            &Delivery::Dead {
+                                error: "the record no longer exists".into(),
+                            },
+                        )
+                        .await?;
+                    report.dead_lettered += 1;
+                    continue;
+                };
+                // One delivery per record, and always of its current (head)
+                // version: an older version never overwrites a newer one at
+                // the target, and a change that arrived meanwhile from
+                // another system is not lost.
+                if entry.version < newest[&entry.canonical_id] {
+                    self.store
+                        .outbox_settle(entry.id, &Delivery::Superseded)
+                        .await?;
+                    report.delivery_skipped += 1;
+                    continue;
+                }
+                // Writing now would overwrite the target's side of a conflict
+                // the operator has not decided yet.
+                if held.contains(&entry.canonical_id) {
+                    let hold = Delivery::Hold {
+                        at: Utc::now() + chrono::Duration::minutes(10),
+                        reason: format!(
+                            "held: an open conflict with {} waits for the operator",
+                            target.system
+                        ),
+                    };
+                    self.store.outbox_settle(entry.id, &hold).await?;
+                    report.held += 1;
+                    continue;
+                }
+                // The target already holds exactly this (it sent it to us).
+                if let Some(l) = links.get(&entry.canonical_id)
+                    && (l.synced_version == Some(head.version)
+                        || l.synced_hash.as_deref() == Some(head.content_hash.as_str()))
+                {
+                    let link = LinkWrite {
+                        entity: kind,
+                        system: target.system.clone(),
+                        external_id: l.external_id.clone(),
+                        canonical_id: entry.canonical_id.clone(),
+                        synced_version: Some(head.version),
+                        synced_data: l.synced_data.clone(),
+                        remote_updated_at: l.remote_updated_at,
+                    };
+                    self.store
+                        .outbox_settle(entry.id, &Delivery::Delivered { link })
+                        .await?;
+                    report.delivery_skipped += 1;
+                    continue;
+                }
+                sendable.push((entry, head));
+            }
+            if sendable.is_empty() {
+                continue;
+            }
+            let rename = BTreeMap::from([(mapping.system.clone(), target.system.clone())]);
+            let lookups = resolve_lookups(
+                &self.store,
+                &mapping,
+                sendable.iter().map(|(_, h)| &h.data),
+                &rename,
+            )
+            .await?;
+            let mut changes = Vec::new();
+            let mut pending = Vec::new();
+            for (entry, head) in sendable {
+                match mapping.apply(&head.data, &lookups) {
+                    Ok(data) => {
+                        let external_id = links
+                            .get(&entry.canonical_id)
+                            .and_then(|l| crate::model::ExternalId::parse(&l.external_id).ok());
+                        // The key names the version actually sent.
+                        let key = OutboxWrite {
+                            entity: kind,
+                            canonical_id: entry.canonical_id.clone(),
+                            version: head.version,
+                            target_system: target.system.clone(),
+                        }
+                        .idempotency_key();
+                        changes.push(Change {
+                            idempotency_key: key,
+                            external_id,
+                            data,
+                        });
+                        pending.push((entry, head));
+                    }
+                    Err(errors) => {
+                        let error = format!(
+                            "mapping {} cannot render this record: {}",
+                            mapping.name,
+                            errors
+                                .iter()
+                                .map(ToString::to_string)
+                                .collect::<Vec<_>>()
+                                .join("; ")
+                        );
+                        self.store
+                            .outbox_settle(entry.id, &Delivery::Dead { error })
+                            .await?;
+                        report.dead_lettered += 1;
+                    }
+                }
+            }
+            let count = changes.len();
+            let outcomes = connector.push(&target.entity, changes).await;
+            match outcomes {
+                Ok(outcomes) if outcomes.len() == count => {
+                    for ((entry, head), outcome) in pending.into_iter().zip(outcomes) {
+                        let settle = match outcome {
+                            PushOutcome::Created { external_id }
+                            | PushOutcome::Updated { external_id } => {
+                                report.delivered += 1;
+                                Delivery::Delivered {
+                                    link: LinkWrite {
+                                        entity: kind,
+                                        system: target.system.clone(),
+                                        external_id: external_id.to_string(),
+                                        canonical_id: entry.canonical_id.clone(),
+                                        synced_version: Some(head.version),
+                                        synced_data: Some(head.data.clone()),
+                                        remote_updated_at: None,
+                                    },
+                                }
+                            }
+                            PushOutcome::Rejected { message } => {
+                                report.dead_lettered += 1;
+                                Delivery::Dead {
+                                    error: format!("rejected by {}: {message}", target.system),
+                                }
+                            }
+                            PushOutcome::RetryLater { delay, message } => {
+                                self.retry(entry, Some(delay), message, report)
+                            }
+                        };
+                        self.store.outbox_settle(entry.id, &settle).await?;
+                    }
+                }
+                Ok(outcomes) => {
+                    bail!(
+                        "{} answered {} outcomes for {count} changes; nothing is marked delivered",
+                        target.system,
+                        outcomes.len()
+                    );
+                }
+                Err(e) => {
+                    for (entry, _) in pending {
+                        let settle = if e.is_retryable() {
+                            self.retry(entry, e.retry_after(), e.to_string(), report)
+                        } else {
+                            report.dead_lettered += 1;
+                            Delivery::Dead {
+                                error: e.to_string(),
+                            }
+                        };
+                        self.store.outbox_settle(entry.id, &settle).await?;
+                    }
+                    if e.is_retryable() {
+                        // The target is struggling: leave the rest for the
+                        // next run instead of hammering it.
+                        tracing::warn!(message = "Delivery paused.", job = %job.name, target = %target.system, error = %e);
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+
+    /// The next attempt for an entry, or dead letters once attempts run out.
+    fn retry(
+        &self,
+        entry: &OutboxEntry,
+        asked: Option<Duration>,
+        error: String,
+        report: &mut JobReport,
+    ) -> Delivery {
+        let d = &self.settings.delivery;
+        let attempts = u32::try_from(entry.attempts)
+            .unwrap_or(u32::MAX)
+            .saturating_add(1);
+        if attempts >= d.max_attempts {
+            report.dead_lettered += 1;
+            return Delivery::Dead {
+                error: format!("gave up after {attempts} attempts: {error}"),
+            };
+        }
+        report.retry_later += 1;
+        let backoff = d
+            .initial_retry_secs
+            .saturating_mul(1u64 << attempts.min(20))
+            .min(d.max_retry_secs);
+        // Spread retries so that entries failed together do not return together.
+        let jitter = (entry.id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) % (backoff / 4 + 1);
+        let delay = asked.unwrap_or(Duration::from_secs(backoff + jitter));
+        Delivery::Retry {
+            at: Utc::now()
+                + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::hours(1)),
+            error,
+        }
+    }
+}
+
+/// Counters of one page, added to the report once the page is committed.
+#[derive(Default)]
+struct PageStats {
+    created: usize,
+    updated: usize,
+    unchanged: usize,
+    quarantined: usize,
+    conflicts: usize,
+    changes: Vec<PlannedChange>,
+}
+
+impl PageStats {
+    fn plan(
+        &mut self,
+        dry_run: bool,
+        raw: &RawRecord,
+        action: &'static str,
+        id: Option<&CanonicalId>,
+        fields: Vec<FieldChange>,
+        reason: Option<String>,
+    ) {
+        if dry_run {
+            self.changes.push(PlannedChange {
+                external_id: raw.external_id.to_string(),
+                action,
+                canonical_id: id.map(ToString::to_string),
+                fields,
+                reason,
+            });
+        }
+    }
+
+    fn add_to(self, report: &mut JobReport) {
+        report.created += self.created;
+        report.updated += self.updated;
+        report.unchanged += self.unchanged;
+        report.quarantined += self.quarantined;
+        report.conflicts += self.conflicts;
+        report.changes.extend(self.changes);
+    }
+}
+
+/// Field-by-field differences between two canonical records.
+fn diff(before: Option<&Value>, after: &Value) -> Vec<FieldChange> {
+    let empty = Value::Object(Default::default());
+    let before = before.unwrap_or(&empty);
+    let a: BTreeMap<String, &Value> = crate::model::leaves(before)
+        .into_iter()
+        .map(|(p, v)| (p.to_string(), v))
+        .collect();
+    let b: BTreeMap<String, &Value> = crate::model::leaves(after)
+        .into_iter()
+        .map(|(p, v)| (p.to_string(), v))
+        .collect();
+    let keys: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    keys.into_iter()
+        .filter(|k| a.get(*k) != b.get(*k))
+        .map(|k| FieldChange {
+            field: k.clone(),
+            from: a.get(k).map(|v| (*v).clone()),
+            to: b.get(k).map(|v| (*v).clone()),
+        })
+        .collect()
+}
+
+/// Resolves every lookup a batch of records needs, with one store query per
+/// entity and system. `rename` maps a definition name used in the mapping
+/// (`xero`) to the instance whose links answer it (`xero_main`).
+pub async fn resolve_lookups<'a>(
+    store: &Store,
+    mapping: &Mapping,
+    records: impl Iterator<Item = &'a Value>,
+    rename: &BTreeMap<String, String>,
+) -> anyhow::Result<Lookups> {
+    let mut lookups = Lookups::default();
+    if !mapping.has_lookups() {
+        return Ok(lookups);
+    }
+    let mut keys: Vec<LookupKey> = records.flat_map(|r| mapping.lookup_keys(r)).collect();
+    keys.sort_by(|a, b| {
+        (a.entity.as_str(), &a.system, &a.value).cmp(&(b.entity.as_str(), &b.system, &b.value))
+    });
+    keys.dedup();
+    let mut i = 0;
+    while i < keys.len() {
+        let (entity, system) = (keys[i].entity, keys[i].system.clone());
+        let group: Vec<String> = keys[i..]
+            .iter()
+            .take_while(|k| k.entity == entity && k.system == system)
+            .map(|k| k.value.clone())
+            .collect();
+        i += group.len();
+        let instance = rename.get(&system).unwrap_or(&system);
+        match mapping.direction {
+            Direction::In => {
+                for link in store.find_links(entity, instance, &group).await? {
+                    lookups.insert(
+                        entity,
+                        &system,
+                        &link.external_id,
+                        link.canonical_id.as_str(),
+                    );
+                }
+            }
+            Direction::Out => {
+                let ids: Vec<CanonicalId> = group
+                    .iter()
+                    .filter_map(|v| CanonicalId::parse(v).ok())
+                    .collect();
+                for link in store.external_links(entity, instance, &ids).await? {
+                    lookups.insert(
+                        entity,
+                        &system,
+                        link.canonical_id.as_str(),
+                        &link.external_id,
+                    );
+                }
+            }
+        }
+    }
+    Ok(lookups)
+}
