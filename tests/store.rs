@@ -635,35 +635,53 @@ async fn identity_keys_and_conflicts_commit_with_their_batch(store: &TestStore) 
                 customer(&a, 0, "Acme", "crm"),
                 customer(&b, 0, "Acme Two", "erp"),
             ],
-            identity_keys: vec![
-                key(&a, "CHE-1"),
-                key(&b, "CHE-2"),
-                key(&b, "CHE-1"),
-                key(&a, "CHE-1"),
-            ],
+            identity_keys: vec![key(&a, "CHE-1"), key(&b, "CHE-2")],
             conflicts: vec![conflict],
             ..Batch::default()
         })
         .await
         .unwrap();
-    let mut found = store
-        .find_identities(
-            EntityKind::Customer,
-            "tax_id",
-            &["CHE-1".into(), "CHE-2".into(), "CHE-3".into()],
-        )
+    let values: Vec<String> = vec!["CHE-1".into(), "CHE-2".into(), "CHE-3".into()];
+    let lookup = || store.find_identities(EntityKind::Customer, "tax_id", &values);
+    let mut found = lookup().await.unwrap();
+    found.sort();
+    assert_eq!(
+        found,
+        vec![
+            ("CHE-1".to_string(), a.clone()),
+            ("CHE-2".to_string(), b.clone())
+        ]
+    );
+    // A new value replaces the record's old one; two records may share a key.
+    store
+        .commit(&Batch {
+            identity_keys: vec![key(&b, "CHE-1")],
+            ..Batch::default()
+        })
         .await
         .unwrap();
+    let mut found = lookup().await.unwrap();
     found.sort();
     let mut want = vec![
         ("CHE-1".to_string(), a.clone()),
         ("CHE-1".to_string(), b.clone()),
-        ("CHE-2".to_string(), b.clone()),
     ];
     want.sort();
+    assert_eq!(found, want);
+    // No value removes the key.
+    store
+        .commit(&Batch {
+            identity_keys: vec![IdentityKeyWrite {
+                key_value: None,
+                ..key(&a, "")
+            }],
+            ..Batch::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(
-        found, want,
-        "the duplicate key is stored once; two records may share a key"
+        lookup().await.unwrap(),
+        vec![("CHE-1".to_string(), b.clone())]
     );
     assert_eq!(store.status().await.unwrap().open_conflicts, 1);
 }

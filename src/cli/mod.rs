@@ -9,6 +9,7 @@ mod connectors;
 mod db;
 mod mapping;
 mod status;
+mod sync;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -65,6 +66,19 @@ enum Command {
     Mapping(mapping::MappingCommand),
     /// Records per entity and system, cursors, queues, open conflicts and alerts.
     Status(status::StatusArgs),
+    /// Run sync jobs.
+    #[command(subcommand)]
+    Sync(sync::SyncCommand),
+    /// Fields two systems disagree on, waiting for a decision.
+    #[command(subcommand)]
+    Conflicts(sync::ConflictsCommand),
+    /// Retry what failed: dead letters, quarantined records, a job from a time.
+    #[command(subcommand)]
+    Replay(sync::ReplayCommand),
+    /// Every version of a record: what changed, when, from where, by whom.
+    History(sync::RecordArgs),
+    /// A canonical record and its links in every system.
+    Show(sync::RecordArgs),
 }
 
 /// How a command prints its result.
@@ -147,6 +161,11 @@ fn run(cli: Cli) -> Result<(), Failure> {
             Command::Db(cmd) => db::run(cmd, &settings).await,
             Command::Mapping(cmd) => mapping::run(cmd, &settings).await,
             Command::Status(args) => status::run(args, &settings).await,
+            Command::Sync(cmd) => sync::run(cmd, &settings).await,
+            Command::Conflicts(cmd) => sync::conflicts(cmd, &settings).await,
+            Command::Replay(cmd) => sync::replay(cmd, &settings).await,
+            Command::History(args) => sync::history(args, &settings).await,
+            Command::Show(args) => sync::show(args, &settings).await,
         }
     })?;
     Ok(())

@@ -73,6 +73,8 @@ pub enum StoreError {
         expected: i64,
         actual: i64,
     },
+    #[error("{what} {id} is not open (already resolved or replayed?)")]
+    NotOpen { what: &'static str, id: i64 },
     #[error("stored value in {table}.{column} is not valid: {reason}")]
     Corrupt {
         table: &'static str,
@@ -595,6 +597,42 @@ impl Store {
                     .execute(&mut *tx)
                     .await
                     .map_err(StoreError::query("write identity key"))?;
+                }
+            }
+            for r in &batch.resolved_conflicts {
+                let closed = sqlx::query(
+                    "UPDATE conflicts SET status = 'resolved', resolution = $2, resolved_by = $3, resolved_at = $4
+                     WHERE id = $1 AND status = 'open'",
+                )
+                .bind(r.id)
+                .bind(&r.resolution)
+                .bind(&r.actor)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::query("resolve conflict"))?
+                .rows_affected();
+                if closed != 1 {
+                    return Err(StoreError::NotOpen {
+                        what: "conflict",
+                        id: r.id,
+                    });
+                }
+            }
+            for id in &batch.replayed_quarantine {
+                let closed = sqlx::query(
+                    "UPDATE quarantine SET status = 'replayed' WHERE id = $1 AND status = 'open'",
+                )
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::query("close quarantined record"))?
+                .rows_affected();
+                if closed != 1 {
+                    return Err(StoreError::NotOpen {
+                        what: "quarantined record",
+                        id: *id,
+                    });
                 }
             }
             for cursor in &batch.cursors {
@@ -1193,34 +1231,93 @@ impl Store {
             .fetch_all(pool)
             .await
             .map_err(StoreError::query("read quarantine"))?;
-            rows.iter()
-                .map(|row| {
-                    let q = || StoreError::query("read quarantine");
-                    let entity: String = row.try_get("entity").map_err(q())?;
-                    let Json(raw): Json<Value> = row.try_get("raw").map_err(q())?;
-                    Ok(QuarantinedRecord {
-                        id: row.try_get("id").map_err(q())?,
-                        item: QuarantineItem {
-                            system: row.try_get("system").map_err(q())?,
-                            entity: parse_entity("quarantine", &entity)?,
-                            external_id: row.try_get("external_id").map_err(q())?,
-                            raw,
-                            reason: row.try_get("reason").map_err(q())?,
-                            rule: row.try_get("rule").map_err(q())?,
-                            field_path: row.try_get("field_path").map_err(q())?,
-                        },
-                        status: row.try_get("status").map_err(q())?,
-                        at: row.try_get("at").map_err(q())?,
-                    })
-                })
-                .collect()
+            rows.iter().map(quarantine_from_row).collect()
         })
+    }
+
+    /// Open quarantined records, oldest first: those of `ids`, or all.
+    pub async fn quarantined_open(
+        &self,
+        ids: &[i64],
+        limit: u32,
+    ) -> Result<Vec<QuarantinedRecord>> {
+        let mut out = Vec::new();
+        let all = ids.is_empty();
+        let chunks: Vec<&[i64]> = if all {
+            vec![&[]]
+        } else {
+            ids.chunks(LOOKUP_CHUNK).collect()
+        };
+        for chunk in chunks {
+            on_pool!(self, |pool, Db| {
+                let mut q = sqlx::QueryBuilder::<Db>::new(
+                    "SELECT id, system, entity, external_id, raw, reason, rule, field_path, status, at
+                     FROM quarantine WHERE status = 'open'",
+                );
+                if !all {
+                    q.push(" AND id IN (");
+                    let mut list = q.separated(", ");
+                    for id in chunk {
+                        list.push_bind(*id);
+                    }
+                    q.push(")");
+                }
+                q.push(" ORDER BY id LIMIT ").push_bind(i64::from(limit));
+                let rows = q
+                    .build()
+                    .fetch_all(pool)
+                    .await
+                    .map_err(StoreError::query("read quarantine"))?;
+                for row in &rows {
+                    out.push(quarantine_from_row(row)?);
+                }
+            });
+        }
+        Ok(out)
     }
 
     /// Opens a conflict for the operator. Returns its id.
     pub async fn open_conflict(&self, conflict: &NewConflict) -> Result<i64> {
         let now = Utc::now();
         on_pool!(self, |pool, _Db| insert_conflict!(pool, conflict, now))
+    }
+
+    /// Conflicts, oldest first: the open ones, or all with `all`.
+    pub async fn conflicts(
+        &self,
+        entity: Option<EntityKind>,
+        all: bool,
+        limit: u32,
+    ) -> Result<Vec<Conflict>> {
+        on_pool!(self, |pool, _Db| {
+            let rows = sqlx::query(
+                "SELECT id, entity, canonical_id, field_path, base, ours, theirs, source_system, status, resolution, resolved_by, created_at, resolved_at
+                 FROM conflicts WHERE ($1 OR status = 'open') AND ($2 IS NULL OR entity = $2)
+                 ORDER BY id LIMIT $3",
+            )
+            .bind(all)
+            .bind(entity.map(EntityKind::as_str))
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await
+            .map_err(StoreError::query("read conflicts"))?;
+            rows.iter().map(conflict_from_row).collect()
+        })
+    }
+
+    /// One conflict by id.
+    pub async fn conflict(&self, id: i64) -> Result<Option<Conflict>> {
+        on_pool!(self, |pool, _Db| {
+            let row = sqlx::query(
+                "SELECT id, entity, canonical_id, field_path, base, ours, theirs, source_system, status, resolution, resolved_by, created_at, resolved_at
+                 FROM conflicts WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_optional(pool)
+            .await
+            .map_err(StoreError::query("read conflict"))?;
+            row.as_ref().map(conflict_from_row).transpose()
+        })
     }
 
     /// Records (of `ids`) with an open conflict raised by `system`.
@@ -1455,6 +1552,68 @@ where
         next_attempt_at: row.try_get("next_attempt_at").map_err(q())?,
         last_error: row.try_get("last_error").map_err(q())?,
         external_id: row.try_get("external_id").map_err(q())?,
+    })
+}
+
+fn quarantine_from_row<R: sqlx::Row>(row: &R) -> Result<QuarantinedRecord>
+where
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> Option<String>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> Json<Value>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> DateTime<Utc>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
+    let q = || StoreError::query("read quarantine");
+    let entity: String = row.try_get("entity").map_err(q())?;
+    let Json(raw): Json<Value> = row.try_get("raw").map_err(q())?;
+    Ok(QuarantinedRecord {
+        id: row.try_get("id").map_err(q())?,
+        item: QuarantineItem {
+            system: row.try_get("system").map_err(q())?,
+            entity: parse_entity("quarantine", &entity)?,
+            external_id: row.try_get("external_id").map_err(q())?,
+            raw,
+            reason: row.try_get("reason").map_err(q())?,
+            rule: row.try_get("rule").map_err(q())?,
+            field_path: row.try_get("field_path").map_err(q())?,
+        },
+        status: row.try_get("status").map_err(q())?,
+        at: row.try_get("at").map_err(q())?,
+    })
+}
+
+fn conflict_from_row<R: sqlx::Row>(row: &R) -> Result<Conflict>
+where
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> Option<String>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> Option<Json<Value>>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> DateTime<Utc>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> Option<DateTime<Utc>>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
+    let q = || StoreError::query("read conflicts");
+    let entity: String = row.try_get("entity").map_err(q())?;
+    let id: String = row.try_get("canonical_id").map_err(q())?;
+    let json = |col: &str| -> Result<Option<Value>> {
+        let v: Option<Json<Value>> = row.try_get(col).map_err(q())?;
+        Ok(v.map(|Json(v)| v))
+    };
+    Ok(Conflict {
+        id: row.try_get("id").map_err(q())?,
+        entity: parse_entity("conflicts", &entity)?,
+        canonical_id: parse_id("conflicts", &id)?,
+        field_path: row.try_get("field_path").map_err(q())?,
+        base: json("base")?,
+        ours: json("ours")?,
+        theirs: json("theirs")?,
+        source_system: row.try_get("source_system").map_err(q())?,
+        status: row.try_get("status").map_err(q())?,
+        resolution: row.try_get("resolution").map_err(q())?,
+        resolved_by: row.try_get("resolved_by").map_err(q())?,
+        created_at: row.try_get("created_at").map_err(q())?,
+        resolved_at: row.try_get("resolved_at").map_err(q())?,
     })
 }
 

@@ -185,6 +185,38 @@ pub struct Batch {
     pub conflicts: Vec<NewConflict>,
     /// Business keys of the records above, for identity matching.
     pub identity_keys: Vec<IdentityKeyWrite>,
+    /// Conflicts the operator decided, closed with the versions above. The
+    /// batch fails if one of them is no longer open.
+    pub resolved_conflicts: Vec<ConflictResolution>,
+    /// Quarantined records taken in again (replayed), closed with the batch.
+    pub replayed_quarantine: Vec<i64>,
+}
+
+/// How an operator settled a conflict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConflictResolution {
+    pub id: i64,
+    /// What was decided, in words (`took theirs (crm_main)`, `value "x"`).
+    pub resolution: String,
+    pub actor: String,
+}
+
+/// A stored conflict.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Conflict {
+    pub id: i64,
+    pub entity: EntityKind,
+    pub canonical_id: CanonicalId,
+    pub field_path: String,
+    pub base: Option<Value>,
+    pub ours: Option<Value>,
+    pub theirs: Option<Value>,
+    pub source_system: String,
+    pub status: String,
+    pub resolution: Option<String>,
+    pub resolved_by: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub resolved_at: Option<DateTime<Utc>>,
 }
 
 /// A normalised business key of a canonical record. It replaces the

@@ -38,6 +38,8 @@ pub struct RunOptions {
     pub dry_run: bool,
     /// Skip delivery to targets after ingesting.
     pub no_deliver: bool,
+    /// Re-read the source from this time on (instead of the saved cursor).
+    pub since: Option<chrono::DateTime<Utc>>,
 }
 
 /// What a run did (or, dry, would do).
@@ -325,7 +327,12 @@ impl Engine {
     ) -> anyhow::Result<()> {
         let source = self.connector(&job.source.system)?;
         let mapping = self.mapping(&job.source, Direction::In)?;
-        let cursor = if options.full {
+        let cursor = if let Some(since) = options.since {
+            Some(Cursor {
+                updated_at: Some(since),
+                ..Cursor::default()
+            })
+        } else if options.full {
             None
         } else {
             match self
@@ -350,7 +357,13 @@ impl Engine {
             let mut attempt = 0;
             loop {
                 let (batch, stats) = self
-                    .ingest_page(job, &mapping, &page.records, &page.cursor, options.dry_run)
+                    .ingest_page(
+                        job,
+                        &mapping,
+                        &page.records,
+                        Some(&page.cursor),
+                        options.dry_run,
+                    )
                     .await?;
                 if options.dry_run {
                     stats.add_to(report);
@@ -385,7 +398,7 @@ impl Engine {
         job: &JobSettings,
         mapping: &Mapping,
         records: &[RawRecord],
-        cursor: &Cursor,
+        cursor: Option<&Cursor>,
         dry_run: bool,
     ) -> anyhow::Result<(Batch, PageStats)> {
         let kind = mapping.entity;
@@ -777,11 +790,13 @@ impl Engine {
                 remote_updated_at: raw.updated_at,
             });
         }
-        batch.cursors.push(CursorWrite {
-            system: system.to_owned(),
-            entity: job.source.entity.clone(),
-            cursor: cursor.to_json(),
-        });
+        if let Some(cursor) = cursor {
+            batch.cursors.push(CursorWrite {
+                system: system.to_owned(),
+                entity: job.source.entity.clone(),
+                cursor: cursor.to_json(),
+            });
+        }
         Ok((batch, stats))
     }
 
@@ -1095,6 +1110,357 @@ impl Engine {
                 + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::hours(1)),
             error,
         }
+    }
+}
+
+/// What the operator decides about a conflict.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Choice {
+    /// The incoming system's value (or, for identity, a new record).
+    Theirs,
+    /// Keep the canonical value.
+    Ours,
+    /// A value of the operator's (field conflicts).
+    Value(Value),
+    /// For identity conflicts: the candidate the record is.
+    Link(CanonicalId),
+}
+
+impl Engine {
+    /// Systems that receive changes of `kind` (job targets).
+    fn targets_for(&self, kind: EntityKind) -> BTreeSet<String> {
+        self.settings
+            .jobs
+            .iter()
+            .flat_map(|j| &j.targets)
+            .filter(|t| {
+                self.mappings
+                    .get(&t.mapping)
+                    .is_some_and(|m| m.entity == kind)
+            })
+            .map(|t| t.system.clone())
+            .collect()
+    }
+
+    /// The job that reads `kind` from `system`, if one does.
+    fn job_reading(&self, system: &str, kind: EntityKind) -> Option<&JobSettings> {
+        self.settings.jobs.iter().find(|j| {
+            j.source.system == system
+                && self
+                    .mappings
+                    .get(&j.source.mapping)
+                    .is_some_and(|m| m.entity == kind)
+        })
+    }
+
+    /// Settles a conflict: writes the decided value as a new version (by the
+    /// operator, with `note`), closes the conflict in the same transaction,
+    /// and queues the result for every system that receives the entity.
+    /// Returns the version written (or the current one when nothing changed).
+    pub async fn resolve_conflict(
+        &self,
+        id: i64,
+        choice: Choice,
+        actor: &str,
+        note: Option<&str>,
+    ) -> anyhow::Result<i64> {
+        let conflict = self
+            .store
+            .conflict(id)
+            .await?
+            .ok_or_else(|| anyhow!("no conflict {id}"))?;
+        if conflict.status != "open" {
+            bail!(
+                "conflict {id} is {} already{}",
+                conflict.status,
+                conflict
+                    .resolved_by
+                    .as_ref()
+                    .map(|a| format!(" (by {a})"))
+                    .unwrap_or_default()
+            );
+        }
+        let kind = conflict.entity;
+        let mut batch = Batch::default();
+        let described;
+        let (target_id, base_record, new_value, link) = if conflict.field_path == IDENTITY_FIELD {
+            let theirs = conflict
+                .theirs
+                .clone()
+                .ok_or_else(|| anyhow!("conflict {id} lost its record"))?;
+            let external_id = conflict
+                .base
+                .as_ref()
+                .and_then(|b| b["external_id"].as_str())
+                .ok_or_else(|| anyhow!("conflict {id} does not name the external record"))?
+                .to_owned();
+            let candidates: Vec<String> = conflict
+                .ours
+                .as_ref()
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let link_to = |id: CanonicalId, data: Value| LinkWrite {
+                entity: kind,
+                system: conflict.source_system.clone(),
+                external_id: external_id.clone(),
+                canonical_id: id,
+                synced_version: None,
+                synced_data: Some(data),
+                remote_updated_at: None,
+            };
+            match choice {
+                Choice::Link(candidate) => {
+                    if !candidates.iter().any(|c| c == candidate.as_str()) {
+                        bail!(
+                            "{candidate} is not one of the candidates: {}",
+                            candidates.join(", ")
+                        );
+                    }
+                    let current = self
+                        .store
+                        .get_record(kind, &candidate)
+                        .await?
+                        .ok_or_else(|| anyhow!("{kind} {candidate} no longer exists"))?;
+                    let taken = self
+                        .store
+                        .external_links(
+                            kind,
+                            &conflict.source_system,
+                            std::slice::from_ref(&candidate),
+                        )
+                        .await?;
+                    if let Some(other) = taken.iter().find(|l| l.external_id != external_id) {
+                        bail!(
+                            "{candidate} is already linked to {} {}: one canonical record has one record per system. Take `theirs` to keep {external_id} apart, or merge the duplicates in {} first",
+                            conflict.source_system,
+                            other.external_id,
+                            conflict.source_system
+                        );
+                    }
+                    let policies = self.settings.merge.get(&kind).cloned().unwrap_or_default();
+                    let ours_origin = Origin {
+                        system: current
+                            .source_system
+                            .clone()
+                            .unwrap_or_else(|| "operator".into()),
+                        at: Some(current.updated_at),
+                    };
+                    let theirs_origin = Origin {
+                        system: conflict.source_system.clone(),
+                        at: None,
+                    };
+                    let merged = merge::merge(
+                        None,
+                        &current.data,
+                        &ours_origin,
+                        &theirs,
+                        &theirs_origin,
+                        &policies,
+                        None,
+                    );
+                    described = format!(
+                        "linked {} {external_id} to {candidate}",
+                        conflict.source_system
+                    );
+                    let link = link_to(candidate.clone(), theirs);
+                    (candidate, Some(current), merged.value, Some(link))
+                }
+                Choice::Theirs => {
+                    let new_id = CanonicalId::new();
+                    described = format!(
+                        "created {new_id} for {} {external_id}",
+                        conflict.source_system
+                    );
+                    let link = link_to(new_id.clone(), theirs.clone());
+                    (new_id, None, theirs, Some(link))
+                }
+                other => bail!(
+                    "conflict {id} asks which record {} {external_id} is: take a candidate id ({}) or `theirs` for a new record, not {other:?}",
+                    conflict.source_system,
+                    candidates.join(", ")
+                ),
+            }
+        } else {
+            let current = self
+                .store
+                .get_record(kind, &conflict.canonical_id)
+                .await?
+                .ok_or_else(|| anyhow!("{kind} {} no longer exists", conflict.canonical_id))?;
+            let path = crate::model::FieldPath::parse(&conflict.field_path)?;
+            let mut data = current.data.clone();
+            let value = match choice {
+                Choice::Theirs => {
+                    described = format!("took {}'s value", conflict.source_system);
+                    conflict.theirs.clone()
+                }
+                Choice::Ours => {
+                    described = "kept the canonical value".to_owned();
+                    path.get(&current.data).cloned()
+                }
+                Choice::Value(v) => {
+                    described = format!("set {}", serde_json::to_string(&v)?);
+                    Some(v)
+                }
+                Choice::Link(_) => bail!(
+                    "conflict {id} is about field {}, not identity",
+                    conflict.field_path
+                ),
+            };
+            match value {
+                Some(v) => {
+                    path.set(&mut data, v)?;
+                }
+                None => {
+                    path.remove(&mut data);
+                }
+            }
+            (conflict.canonical_id.clone(), Some(current), data, None)
+        };
+        let entity = Entity::from_value(kind, new_value.clone())
+            .map_err(|e| anyhow!("the decided record is not a valid {kind}: {e}"))?;
+        let expected = base_record.as_ref().map_or(0, |r| r.version);
+        let changed = base_record.as_ref().is_none_or(|r| r.data != new_value);
+        let mut version = expected;
+        if changed {
+            let provenance = Provenance {
+                event_id: Some(format!("conflict:{id}")),
+                ..Provenance::operator(actor)
+            };
+            batch.records.push(RecordWrite::of(
+                &entity,
+                target_id.clone(),
+                expected,
+                provenance,
+            ));
+            version = expected + 1;
+        }
+        // Everyone who receives this entity gets the decision, including
+        // the system whose value lost (delivery skips those that hold it).
+        for system in self.targets_for(kind) {
+            batch.outbox.push(OutboxWrite {
+                entity: kind,
+                canonical_id: target_id.clone(),
+                version,
+                target_system: system,
+            });
+        }
+        if let Some(mut link) = link {
+            link.synced_version = None;
+            batch.links.push(link);
+            if let Some(job) = self.job_reading(&conflict.source_system, kind) {
+                for key in &job.identity {
+                    batch.identity_keys.push(IdentityKeyWrite {
+                        entity: kind,
+                        key_name: key.clone(),
+                        key_value: key_value(&new_value, key),
+                        canonical_id: target_id.clone(),
+                    });
+                }
+            }
+        }
+        batch
+            .resolved_conflicts
+            .push(crate::store::ConflictResolution {
+                id,
+                resolution: match note {
+                    Some(n) => format!("{described}: {n}"),
+                    None => described,
+                },
+                actor: actor.to_owned(),
+            });
+        self.store.commit(&batch).await?;
+        Ok(version)
+    }
+
+    /// Maps quarantined records again with the current mappings (after a
+    /// fix) and takes in those that now pass; those that still fail are
+    /// quarantined anew with today's reasons. Returns the report.
+    pub async fn replay_quarantine(&self, ids: &[i64]) -> anyhow::Result<JobReport> {
+        let items = self.store.quarantined_open(ids, 10_000).await?;
+        if !ids.is_empty() {
+            let found: BTreeSet<i64> = items.iter().map(|q| q.id).collect();
+            let missing: Vec<String> = ids
+                .iter()
+                .filter(|i| !found.contains(i))
+                .map(ToString::to_string)
+                .collect();
+            if !missing.is_empty() {
+                bail!("not open in quarantine: {}", missing.join(", "));
+            }
+        }
+        let mut report = JobReport {
+            job: "replay quarantine".into(),
+            ..JobReport::default()
+        };
+        let mut groups: BTreeMap<String, Vec<&crate::store::QuarantinedRecord>> = BTreeMap::new();
+        for item in &items {
+            let job = self
+                .job_reading(&item.item.system, item.item.entity)
+                .ok_or_else(|| {
+                    anyhow!(
+                        "quarantined record {} came from {} {}, which no configured job reads",
+                        item.id,
+                        item.item.system,
+                        item.item.entity
+                    )
+                })?;
+            groups.entry(job.name.clone()).or_default().push(item);
+        }
+        for (name, items) in groups {
+            let job = self.job(&name)?;
+            let mapping = self.mapping(&job.source, Direction::In)?;
+            let records: Vec<RawRecord> = items
+                .iter()
+                .map(|q| RawRecord {
+                    external_id: q
+                        .item
+                        .external_id
+                        .as_deref()
+                        .and_then(|e| crate::model::ExternalId::parse(e).ok())
+                        .unwrap_or_else(|| {
+                            crate::model::ExternalId::parse(&format!("quarantine-{}", q.id))
+                                .expect("a valid id")
+                        }),
+                    updated_at: None,
+                    data: q.item.raw.clone(),
+                })
+                .collect();
+            let (mut batch, stats) = self
+                .ingest_page(job, &mapping, &records, None, false)
+                .await?;
+            batch.replayed_quarantine = items.iter().map(|q| q.id).collect();
+            self.store.commit(&batch).await?;
+            report.pulled += records.len();
+            stats.add_to(&mut report);
+        }
+        Ok(report)
+    }
+
+    /// Delivers what is due to every target of every job (after a replay
+    /// of dead letters, say).
+    pub async fn deliver_all(&self, only: Option<&str>) -> anyhow::Result<JobReport> {
+        let mut report = JobReport {
+            job: "delivery".into(),
+            ..JobReport::default()
+        };
+        for job in &self.settings.jobs {
+            for target in &job.targets {
+                if only.is_some_and(|o| o != target.system) {
+                    continue;
+                }
+                self.deliver(job, target, &mut report)
+                    .await
+                    .with_context(|| {
+                        format!("job {}: delivering to {}", job.name, target.system)
+                    })?;
+            }
+        }
+        Ok(report)
     }
 }
 
