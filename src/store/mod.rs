@@ -15,6 +15,7 @@
 mod dialect;
 mod types;
 
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -94,6 +95,10 @@ impl StoreError {
         move |source| StoreError::Query { context, source }
     }
 }
+
+/// Rows per multi-row INSERT (11 columns at most: well under both
+/// backends' bind-parameter limits).
+const ROWS_PER_STATEMENT: usize = 200;
 
 /// Ids per look-up statement. Larger statements stall ~40 ms each on
 /// PostgreSQL over TCP, because sqlx 0.9.0 leaves Nagle's algorithm on
@@ -439,48 +444,72 @@ impl Store {
         on_pool!(self, |pool, Db| {
             let mut tx = pool.begin().await.map_err(StoreError::query("begin"))?;
             let mut outcome = BatchOutcome::default();
-            for write in &batch.records {
-                let hash = crate::model::content_hash(&write.data);
-                let amount = write.amount.as_ref().map(|m| Db::encode_amount(m.amount()));
-                let currency = write
-                    .amount
-                    .as_ref()
-                    .map(|m| m.currency().as_str().to_owned());
-                let version = write.expected_version + 1;
-                let changed = if write.expected_version == 0 {
-                    sqlx::query(
-                        "INSERT INTO records (entity, id, version, content_hash, amount, currency, created_at, updated_at)
-                         VALUES ($1, $2, 1, $3, $4, $5, $6, $6)
-                         ON CONFLICT (entity, id) DO NOTHING",
+            // Computed once, used by both tables.
+            let prepared: Vec<(String, Option<<Db as Dialect>::Amount>, Option<String>)> = batch
+                .records
+                .iter()
+                .map(|w| {
+                    (
+                        crate::model::content_hash(&w.data),
+                        w.amount.as_ref().map(|m| Db::encode_amount(m.amount())),
+                        w.amount.as_ref().map(|m| m.currency().as_str().to_owned()),
                     )
-                    .bind(write.entity.as_str())
-                    .bind(write.id.as_str())
-                    .bind(&hash)
-                    .bind(amount)
-                    .bind(currency)
-                    .bind(now)
+                })
+                .collect();
+            // New records: multi-row inserts; any that exists already fails
+            // the batch (found out after the rollback, below).
+            let creates: Vec<usize> = (0..batch.records.len())
+                .filter(|&i| batch.records[i].expected_version == 0)
+                .collect();
+            for chunk in creates.chunks(ROWS_PER_STATEMENT) {
+                let mut q = sqlx::QueryBuilder::<Db>::new(
+                    "INSERT INTO records (entity, id, version, content_hash, amount, currency, created_at, updated_at) ",
+                );
+                q.push_values(chunk, |mut row, &i| {
+                    let w = &batch.records[i];
+                    let (hash, amount, currency) = &prepared[i];
+                    row.push_bind(w.entity.as_str())
+                        .push_bind(w.id.as_str())
+                        .push_bind(1_i64)
+                        .push_bind(hash.as_str())
+                        .push_bind(amount.clone())
+                        .push_bind(currency.as_deref())
+                        .push_bind(now)
+                        .push_bind(now);
+                });
+                q.push(" ON CONFLICT (entity, id) DO NOTHING");
+                let inserted = q
+                    .build()
                     .execute(&mut *tx)
                     .await
-                    .map_err(StoreError::query("insert record"))?
-                    .rows_affected()
-                } else {
-                    sqlx::query(
-                        "UPDATE records SET version = $3, content_hash = $4, amount = $5, currency = $6, updated_at = $7
-                         WHERE entity = $1 AND id = $2 AND version = $8",
-                    )
-                    .bind(write.entity.as_str())
-                    .bind(write.id.as_str())
-                    .bind(version)
-                    .bind(&hash)
-                    .bind(amount)
-                    .bind(currency)
-                    .bind(now)
-                    .bind(write.expected_version)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(StoreError::query("update record"))?
-                    .rows_affected()
-                };
+                    .map_err(StoreError::query("insert records"))?
+                    .rows_affected();
+                if inserted != chunk.len() as u64 {
+                    drop(tx);
+                    return Err(self.creation_conflict(batch, chunk).await);
+                }
+            }
+            for (i, write) in batch.records.iter().enumerate() {
+                if write.expected_version == 0 {
+                    continue;
+                }
+                let (hash, amount, currency) = &prepared[i];
+                let changed = sqlx::query(
+                    "UPDATE records SET version = $3, content_hash = $4, amount = $5, currency = $6, updated_at = $7
+                     WHERE entity = $1 AND id = $2 AND version = $8",
+                )
+                .bind(write.entity.as_str())
+                .bind(write.id.as_str())
+                .bind(write.expected_version + 1)
+                .bind(hash.as_str())
+                .bind(amount.clone())
+                .bind(currency.as_deref())
+                .bind(now)
+                .bind(write.expected_version)
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::query("update record"))?
+                .rows_affected();
                 if changed != 1 {
                     let actual: Option<i64> = sqlx::query_scalar(
                         "SELECT version FROM records WHERE entity = $1 AND id = $2",
@@ -497,75 +526,102 @@ impl Store {
                         actual: actual.unwrap_or(0),
                     });
                 }
-                let p = &write.provenance;
-                sqlx::query(
-                    "INSERT INTO record_versions
-                     (entity, id, version, data, content_hash, source_system, cause, actor, event_id, mapping_version, at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-                )
-                .bind(write.entity.as_str())
-                .bind(write.id.as_str())
-                .bind(version)
-                .bind(Json(&write.data))
-                .bind(&hash)
-                .bind(p.source_system.as_deref())
-                .bind(p.cause.as_str())
-                .bind(p.actor.as_deref())
-                .bind(p.event_id.as_deref())
-                .bind(p.mapping_version.as_deref())
-                .bind(now)
-                .execute(&mut *tx)
-                .await
-                .map_err(StoreError::query("insert record version"))?;
-                outcome.versions.push(version);
             }
-            for link in &batch.links {
-                let hash = link.synced_data.as_ref().map(crate::model::content_hash);
-                sqlx::query(
-                    "INSERT INTO links (entity, system, external_id, canonical_id, synced_version, synced_data, synced_hash, remote_updated_at, updated_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-                     ON CONFLICT (entity, system, external_id) DO UPDATE SET
+            let all: Vec<usize> = (0..batch.records.len()).collect();
+            for chunk in all.chunks(ROWS_PER_STATEMENT) {
+                let mut q = sqlx::QueryBuilder::<Db>::new(
+                    "INSERT INTO record_versions
+                     (entity, id, version, data, content_hash, source_system, cause, actor, event_id, mapping_version, at) ",
+                );
+                q.push_values(chunk, |mut row, &i| {
+                    let w = &batch.records[i];
+                    let p = &w.provenance;
+                    row.push_bind(w.entity.as_str())
+                        .push_bind(w.id.as_str())
+                        .push_bind(w.expected_version + 1)
+                        .push_bind(Json(&w.data))
+                        .push_bind(prepared[i].0.as_str())
+                        .push_bind(p.source_system.as_deref())
+                        .push_bind(p.cause.as_str())
+                        .push_bind(p.actor.as_deref())
+                        .push_bind(p.event_id.as_deref())
+                        .push_bind(p.mapping_version.as_deref())
+                        .push_bind(now);
+                });
+                q.build()
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(StoreError::query("insert record versions"))?;
+            }
+            outcome.versions = batch.records.iter().map(|w| w.expected_version + 1).collect();
+
+            // The last write of a link wins (one statement may not touch a
+            // row twice).
+            let mut last_link: HashMap<(EntityKind, &str, &str), usize> = HashMap::new();
+            for (i, l) in batch.links.iter().enumerate() {
+                last_link.insert((l.entity, l.system.as_str(), l.external_id.as_str()), i);
+            }
+            let mut links: Vec<usize> = last_link.into_values().collect();
+            links.sort_unstable();
+            let link_hashes: Vec<Option<String>> = batch
+                .links
+                .iter()
+                .map(|l| l.synced_data.as_ref().map(crate::model::content_hash))
+                .collect();
+            for chunk in links.chunks(ROWS_PER_STATEMENT) {
+                let mut q = sqlx::QueryBuilder::<Db>::new(
+                    "INSERT INTO links (entity, system, external_id, canonical_id, synced_version, synced_data, synced_hash, remote_updated_at, updated_at) ",
+                );
+                q.push_values(chunk, |mut row, &i| {
+                    let l = &batch.links[i];
+                    row.push_bind(l.entity.as_str())
+                        .push_bind(l.system.as_str())
+                        .push_bind(l.external_id.as_str())
+                        .push_bind(l.canonical_id.as_str())
+                        .push_bind(l.synced_version)
+                        .push_bind(l.synced_data.as_ref().map(Json))
+                        .push_bind(link_hashes[i].as_deref())
+                        .push_bind(l.remote_updated_at)
+                        .push_bind(now);
+                });
+                q.push(
+                    " ON CONFLICT (entity, system, external_id) DO UPDATE SET
                        canonical_id = excluded.canonical_id,
                        synced_version = excluded.synced_version,
                        synced_data = excluded.synced_data,
                        synced_hash = excluded.synced_hash,
                        remote_updated_at = excluded.remote_updated_at,
                        updated_at = excluded.updated_at",
-                )
-                .bind(link.entity.as_str())
-                .bind(&link.system)
-                .bind(&link.external_id)
-                .bind(link.canonical_id.as_str())
-                .bind(link.synced_version)
-                .bind(link.synced_data.as_ref().map(Json))
-                .bind(hash)
-                .bind(link.remote_updated_at)
-                .bind(now)
-                .execute(&mut *tx)
-                .await
-                .map_err(StoreError::query("write link"))?;
+                );
+                q.build()
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(StoreError::query("write links"))?;
             }
-            for entry in &batch.outbox {
-                let inserted = sqlx::query(
-                    "INSERT INTO outbox (idempotency_key, entity, canonical_id, version, target_system, next_attempt_at, created_at, updated_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $6, $6)
-                     ON CONFLICT (idempotency_key) DO NOTHING",
-                )
-                .bind(entry.idempotency_key())
-                .bind(entry.entity.as_str())
-                .bind(entry.canonical_id.as_str())
-                .bind(entry.version)
-                .bind(&entry.target_system)
-                .bind(now)
-                .execute(&mut *tx)
-                .await
-                .map_err(StoreError::query("enqueue outbox entry"))?
-                .rows_affected();
-                if inserted == 1 {
-                    outcome.outbox_enqueued += 1;
-                } else {
-                    outcome.outbox_duplicates += 1;
-                }
+            let keys: Vec<String> = batch.outbox.iter().map(OutboxWrite::idempotency_key).collect();
+            for (chunk_no, chunk) in batch.outbox.chunks(ROWS_PER_STATEMENT).enumerate() {
+                let mut q = sqlx::QueryBuilder::<Db>::new(
+                    "INSERT INTO outbox (idempotency_key, entity, canonical_id, version, target_system, next_attempt_at, created_at, updated_at) ",
+                );
+                q.push_values(chunk.iter().enumerate(), |mut row, (j, entry)| {
+                    row.push_bind(keys[chunk_no * ROWS_PER_STATEMENT + j].as_str())
+                        .push_bind(entry.entity.as_str())
+                        .push_bind(entry.canonical_id.as_str())
+                        .push_bind(entry.version)
+                        .push_bind(entry.target_system.as_str())
+                        .push_bind(now)
+                        .push_bind(now)
+                        .push_bind(now);
+                });
+                q.push(" ON CONFLICT (idempotency_key) DO NOTHING");
+                let inserted = q
+                    .build()
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(StoreError::query("enqueue outbox entries"))?
+                    .rows_affected() as usize;
+                outcome.outbox_enqueued += inserted;
+                outcome.outbox_duplicates += chunk.len() - inserted;
             }
             for item in &batch.quarantine {
                 insert_quarantine!(&mut *tx, item, now)?;
@@ -651,6 +707,40 @@ impl Store {
             tx.commit().await.map_err(StoreError::query("commit"))?;
             Ok(outcome)
         })
+    }
+
+    /// After a failed multi-row insert (rolled back): the first record of
+    /// `chunk` that exists already, as a version conflict.
+    async fn creation_conflict(&self, batch: &Batch, chunk: &[usize]) -> StoreError {
+        let mut seen = std::collections::HashSet::new();
+        for &i in chunk {
+            let w = &batch.records[i];
+            if !seen.insert((w.entity, w.id.as_str())) {
+                return StoreError::VersionConflict {
+                    entity: w.entity,
+                    id: w.id.clone(),
+                    expected: 0,
+                    actual: 1,
+                };
+            }
+            match self.record_heads(w.entity, std::slice::from_ref(&w.id)).await {
+                Ok(heads) if !heads.is_empty() => {
+                    return StoreError::VersionConflict {
+                        entity: w.entity,
+                        id: w.id.clone(),
+                        expected: 0,
+                        actual: heads[0].version,
+                    };
+                }
+                Ok(_) => {}
+                Err(e) => return e,
+            }
+        }
+        StoreError::Corrupt {
+            table: "records",
+            column: "id",
+            reason: "a new record could not be inserted, but none of its ids exists".into(),
+        }
     }
 
     /// The current version of a record, with its data.
