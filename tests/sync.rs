@@ -311,19 +311,7 @@ fn world_with(
 ) -> World {
     let dir = tempfile::tempdir().unwrap();
     write_mappings(dir.path());
-    let mut settings = Settings::default();
-    settings.mappings.dir = dir.path().to_owned();
-    settings.connectors.dir = dir.path().join("no-definitions-needed");
-    for (name, connector) in [("crm_main", "crm"), ("erp_main", "erp")] {
-        settings.systems.insert(
-            name.into(),
-            SystemSettings {
-                connector: connector.into(),
-                base_url: None,
-                vars: BTreeMap::new(),
-            },
-        );
-    }
+    let mut settings = settings_in(dir.path());
     let job = |name: &str, from: Endpoint, to: Endpoint| JobSettings {
         name: name.into(),
         schedule: None,
@@ -350,11 +338,8 @@ fn world_with(
     tweak(&mut settings);
     let crm = Memory::new("crm_main", "C");
     let erp = Memory::new("erp_main", "E");
-    let connectors: HashMap<String, Arc<dyn Connector>> = HashMap::from([
-        ("crm_main".to_owned(), crm.clone() as Arc<dyn Connector>),
-        ("erp_main".to_owned(), erp.clone() as Arc<dyn Connector>),
-    ]);
-    let engine = Engine::with_connectors(settings, store.store.clone(), connectors).unwrap();
+    let engine =
+        Engine::with_connectors(settings, store.store.clone(), attached(&crm, &erp)).unwrap();
     World {
         engine,
         crm,
@@ -365,10 +350,23 @@ fn world_with(
 
 /// A second engine over the same files and systems (after editing a mapping).
 fn world_reusing(store: &TestStore, w: &World) -> Engine {
+    let mut settings = settings_in(w._dir.path());
+    settings.jobs = w.engine.jobs().to_vec();
+    Engine::with_connectors(settings, store.store.clone(), attached(&w.crm, &w.erp)).unwrap()
+}
+
+fn attached(crm: &Arc<Memory>, erp: &Arc<Memory>) -> HashMap<String, Arc<dyn Connector>> {
+    HashMap::from([
+        ("crm_main".to_owned(), crm.clone() as Arc<dyn Connector>),
+        ("erp_main".to_owned(), erp.clone() as Arc<dyn Connector>),
+    ])
+}
+
+/// Settings with the two systems, mappings in `dir`, no jobs yet.
+fn settings_in(dir: &Path) -> Settings {
     let mut settings = Settings::default();
-    settings.mappings.dir = w._dir.path().to_owned();
-    settings.connectors.dir = w._dir.path().join("no-definitions-needed");
-    settings.systems = BTreeMap::new();
+    settings.mappings.dir = dir.to_owned();
+    settings.connectors.dir = dir.join("no-definitions-needed");
     for (name, connector) in [("crm_main", "crm"), ("erp_main", "erp")] {
         settings.systems.insert(
             name.into(),
@@ -379,12 +377,7 @@ fn world_reusing(store: &TestStore, w: &World) -> Engine {
             },
         );
     }
-    settings.jobs = w.engine.jobs().to_vec();
-    let connectors: HashMap<String, Arc<dyn Connector>> = HashMap::from([
-        ("crm_main".to_owned(), w.crm.clone() as Arc<dyn Connector>),
-        ("erp_main".to_owned(), w.erp.clone() as Arc<dyn Connector>),
-    ]);
-    Engine::with_connectors(settings, store.store.clone(), connectors).unwrap()
+    settings
 }
 
 async fn run(w: &World, job: &str) -> concord::sync::JobReport {

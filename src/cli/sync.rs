@@ -148,7 +148,15 @@ pub async fn run(command: SyncCommand, settings: &Settings) -> anyhow::Result<()
                 if let Some(s) = &spinner {
                     s.set_message(format!("running {name}"));
                 }
-                let report = engine.run_job(name, options).await;
+                let show = |r: &JobReport| {
+                    if let Some(s) = &spinner {
+                        s.set_message(format!(
+                            "{name}: {} pulled, {} created, {} updated, {} quarantined, {} conflicts, {} pushed",
+                            r.pulled, r.created, r.updated, r.quarantined, r.conflicts, r.delivered
+                        ));
+                    }
+                };
+                let report = engine.run_job_observed(name, options, &show).await;
                 if let Some(s) = &spinner {
                     s.inc(1);
                 }

@@ -553,7 +553,11 @@ impl Store {
                     .await
                     .map_err(StoreError::query("insert record versions"))?;
             }
-            outcome.versions = batch.records.iter().map(|w| w.expected_version + 1).collect();
+            outcome.versions = batch
+                .records
+                .iter()
+                .map(|w| w.expected_version + 1)
+                .collect();
 
             // The last write of a link wins (one statement may not touch a
             // row twice).
@@ -598,7 +602,11 @@ impl Store {
                     .await
                     .map_err(StoreError::query("write links"))?;
             }
-            let keys: Vec<String> = batch.outbox.iter().map(OutboxWrite::idempotency_key).collect();
+            let keys: Vec<String> = batch
+                .outbox
+                .iter()
+                .map(OutboxWrite::idempotency_key)
+                .collect();
             for (chunk_no, chunk) in batch.outbox.chunks(ROWS_PER_STATEMENT).enumerate() {
                 let mut q = sqlx::QueryBuilder::<Db>::new(
                     "INSERT INTO outbox (idempotency_key, entity, canonical_id, version, target_system, next_attempt_at, created_at, updated_at) ",
@@ -723,7 +731,10 @@ impl Store {
                     actual: 1,
                 };
             }
-            match self.record_heads(w.entity, std::slice::from_ref(&w.id)).await {
+            match self
+                .record_heads(w.entity, std::slice::from_ref(&w.id))
+                .await
+            {
                 Ok(heads) if !heads.is_empty() => {
                     return StoreError::VersionConflict {
                         entity: w.entity,
@@ -809,12 +820,8 @@ impl Store {
                 let mut q = sqlx::QueryBuilder::<Db>::new(
                     "SELECT id, version, content_hash FROM records WHERE entity = ",
                 );
-                q.push_bind(entity.as_str()).push(" AND id IN (");
-                let mut list = q.separated(", ");
-                for id in chunk {
-                    list.push_bind(id.as_str());
-                }
-                q.push(")");
+                q.push_bind(entity.as_str()).push(" AND id IN ");
+                push_list(&mut q, chunk.iter().map(CanonicalId::as_str));
                 let rows = q
                     .build()
                     .fetch_all(pool)
@@ -960,12 +967,8 @@ impl Store {
                     .push_bind(system)
                     .push(" AND ")
                     .push(column)
-                    .push(" IN (");
-                let mut list = q.separated(", ");
-                for value in chunk {
-                    list.push_bind(*value);
-                }
-                q.push(")");
+                    .push(" IN ");
+                push_list(&mut q, chunk.iter().copied());
                 let rows = q
                     .build()
                     .fetch_all(pool)
@@ -1172,12 +1175,8 @@ impl Store {
                     q.push(" AND target_system = ").push_bind(target);
                 }
                 if !all {
-                    q.push(" AND id IN (");
-                    let mut list = q.separated(", ");
-                    for id in chunk {
-                        list.push_bind(*id);
-                    }
-                    q.push(")");
+                    q.push(" AND id IN ");
+                    push_list(&mut q, chunk.iter().copied());
                 }
                 total += q
                     .build()
@@ -1206,12 +1205,8 @@ impl Store {
                        ON v.entity = r.entity AND v.id = r.id AND v.version = r.version
                      WHERE r.entity = ",
                 );
-                q.push_bind(entity.as_str()).push(" AND r.id IN (");
-                let mut list = q.separated(", ");
-                for id in chunk {
-                    list.push_bind(id.as_str());
-                }
-                q.push(")");
+                q.push_bind(entity.as_str()).push(" AND r.id IN ");
+                push_list(&mut q, chunk.iter().map(CanonicalId::as_str));
                 let rows = q
                     .build()
                     .fetch_all(pool)
@@ -1280,12 +1275,8 @@ impl Store {
                 q.push_bind(entity.as_str())
                     .push(" AND key_name = ")
                     .push_bind(key_name)
-                    .push(" AND key_value IN (");
-                let mut list = q.separated(", ");
-                for v in chunk {
-                    list.push_bind(v.as_str());
-                }
-                q.push(")");
+                    .push(" AND key_value IN ");
+                push_list(&mut q, chunk.iter().map(String::as_str));
                 let rows = q
                     .build()
                     .fetch_all(pool)
@@ -1345,12 +1336,8 @@ impl Store {
                      FROM quarantine WHERE status = 'open'",
                 );
                 if !all {
-                    q.push(" AND id IN (");
-                    let mut list = q.separated(", ");
-                    for id in chunk {
-                        list.push_bind(*id);
-                    }
-                    q.push(")");
+                    q.push(" AND id IN ");
+                    push_list(&mut q, chunk.iter().copied());
                 }
                 q.push(" ORDER BY id LIMIT ").push_bind(i64::from(limit));
                 let rows = q
@@ -1426,12 +1413,8 @@ impl Store {
                 q.push_bind(entity.as_str())
                     .push(" AND source_system = ")
                     .push_bind(system)
-                    .push(" AND canonical_id IN (");
-                let mut list = q.separated(", ");
-                for id in chunk {
-                    list.push_bind(id.as_str());
-                }
-                q.push(")");
+                    .push(" AND canonical_id IN ");
+                push_list(&mut q, chunk.iter().map(CanonicalId::as_str));
                 let rows = q
                     .build()
                     .fetch_all(pool)
@@ -1643,6 +1626,20 @@ where
         last_error: row.try_get("last_error").map_err(q())?,
         external_id: row.try_get("external_id").map_err(q())?,
     })
+}
+
+/// Appends `(v1, v2, …)` with each value bound: the list of an `IN`.
+fn push_list<'t, Db, T>(q: &mut sqlx::QueryBuilder<Db>, values: impl IntoIterator<Item = T>)
+where
+    Db: sqlx::Database,
+    T: sqlx::Encode<'t, Db> + sqlx::Type<Db>,
+{
+    q.push("(");
+    let mut list = q.separated(", ");
+    for v in values {
+        list.push_bind(v);
+    }
+    q.push(")");
 }
 
 fn quarantine_from_row<R: sqlx::Row>(row: &R) -> Result<QuarantinedRecord>

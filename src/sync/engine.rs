@@ -273,12 +273,23 @@ impl Engine {
     /// Runs one job: ingests everything new at the source, then delivers
     /// the outbox to the job's targets.
     pub async fn run_job(&self, name: &str, options: RunOptions) -> anyhow::Result<JobReport> {
+        self.run_job_observed(name, options, &|_| {}).await
+    }
+
+    /// [`Engine::run_job`], calling `observe` with the running totals after
+    /// each committed page (for progress displays).
+    pub async fn run_job_observed(
+        &self,
+        name: &str,
+        options: RunOptions,
+        observe: &(dyn Fn(&JobReport) + Sync),
+    ) -> anyhow::Result<JobReport> {
         let job = self.job(name)?;
         let mut report = JobReport {
             job: job.name.clone(),
             ..JobReport::default()
         };
-        self.ingest(job, options, &mut report)
+        self.ingest(job, options, &mut report, observe)
             .await
             .with_context(|| {
                 format!(
@@ -298,7 +309,7 @@ impl Engine {
                             == self.mappings.get(&target.mapping).map(|m| m.entity)
                 }) {
                     let mut quiet = JobReport::default();
-                    self.ingest(reverse, RunOptions::default(), &mut quiet)
+                    self.ingest(reverse, RunOptions::default(), &mut quiet, &|_| {})
                         .await
                         .with_context(|| {
                             format!(
@@ -324,6 +335,7 @@ impl Engine {
         job: &JobSettings,
         options: RunOptions,
         report: &mut JobReport,
+        observe: &(dyn Fn(&JobReport) + Sync),
     ) -> anyhow::Result<()> {
         let source = self.connector(&job.source.system)?;
         let mapping = self.mapping(&job.source, Direction::In)?;
@@ -388,6 +400,7 @@ impl Engine {
                     ack.ack().await?;
                 }
             }
+            observe(report);
         }
         Ok(())
     }
