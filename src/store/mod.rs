@@ -472,7 +472,7 @@ impl Store {
                         .push_bind(w.id.as_str())
                         .push_bind(1_i64)
                         .push_bind(hash.as_str())
-                        .push_bind(amount.clone())
+                        .push_bind(amount.to_owned())
                         .push_bind(currency.as_deref())
                         .push_bind(now)
                         .push_bind(now);
@@ -502,7 +502,7 @@ impl Store {
                 .bind(write.id.as_str())
                 .bind(write.expected_version + 1)
                 .bind(hash.as_str())
-                .bind(amount.clone())
+                .bind(amount.to_owned())
                 .bind(currency.as_deref())
                 .bind(now)
                 .bind(write.expected_version)
