@@ -325,6 +325,7 @@ impl Engine {
                     .with_context(|| {
                         format!("job {}: delivering to {}", job.name, target.system)
                     })?;
+                observe(&report);
             }
         }
         Ok(report)
