@@ -26,6 +26,7 @@
 //! Definitions are validated without any I/O ([`check_file`]) before
 //! anything connects; `concord connectors check` runs that over a folder.
 
+pub mod amqp;
 pub mod bank;
 pub mod conformance;
 mod error;
@@ -318,7 +319,7 @@ impl std::fmt::Debug for Driver {
 }
 
 /// Every driver concord has.
-pub static DRIVERS: &[&Driver] = &[&bank::DRIVER];
+pub static DRIVERS: &[&Driver] = &[&amqp::DRIVER, &bank::DRIVER];
 
 /// The driver called `name`.
 pub fn driver(name: &str) -> Option<&'static Driver> {
