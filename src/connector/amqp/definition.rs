@@ -253,7 +253,9 @@ impl RoutingKey {
                     Some(Value::String(s)) => out.push_str(s),
                     Some(v @ (Value::Number(_) | Value::Bool(_))) => out.push_str(&v.to_string()),
                     Some(Value::Null) | None => {
-                        return Err(format!("the routing key needs `{p}`, which the record lacks"));
+                        return Err(format!(
+                            "the routing key needs `{p}`, which the record lacks"
+                        ));
                     }
                     Some(_) => {
                         return Err(format!(
@@ -277,7 +279,9 @@ impl RoutingKey {
 /// `~` only in `~0` and `~1`.
 pub fn check_pointer(p: &str) -> Result<(), String> {
     if !p.is_empty() && !p.starts_with('/') {
-        return Err(format!("`{p}` is not a JSON pointer: it must start with `/`"));
+        return Err(format!(
+            "`{p}` is not a JSON pointer: it must start with `/`"
+        ));
     }
     let mut chars = p.chars();
     while let Some(c) = chars.next() {
@@ -328,13 +332,19 @@ pub fn settings(source: &SourceFile) -> Result<Settings, Vec<LoadError>> {
 
     let url = config.url.get_ref();
     if url.trim().is_empty() {
-        err(config.url.span(), "`url` is empty: write `url = \"${amqp_url}\"`".into());
+        err(
+            config.url.span(),
+            "`url` is empty: write `url = \"${amqp_url}\"`".into(),
+        );
     } else if !url.contains("${") {
         match url::Url::parse(url) {
             Ok(u) if matches!(u.scheme(), "amqp" | "amqps") => {}
             Ok(u) => err(
                 config.url.span(),
-                format!("`url` must start with amqp:// or amqps://, not {}://", u.scheme()),
+                format!(
+                    "`url` must start with amqp:// or amqps://, not {}://",
+                    u.scheme()
+                ),
             ),
             Err(e) => err(config.url.span(), format!("`url` is not a valid URL: {e}")),
         }
@@ -345,26 +355,51 @@ pub fn settings(source: &SourceFile) -> Result<Settings, Vec<LoadError>> {
             "`url` holds a password: write it as a placeholder, `amqp://user:${amqp_password}@host/vhost` or `${amqp_url}`, and set the value in the system instance or the environment".into(),
         );
     }
-    let millis = |field: &Option<Spanned<i64>>, name: &str, default: u64, max: i64, err: &mut dyn FnMut(Range<usize>, String)| match field {
+    let millis = |field: &Option<Spanned<i64>>,
+                  name: &str,
+                  default: u64,
+                  max: i64,
+                  err: &mut dyn FnMut(Range<usize>, String)| match field {
         None => default,
         Some(v) if (1..=max).contains(v.get_ref()) => *v.get_ref() as u64,
         Some(v) => {
-            err(v.span(), format!("`{name}` must be 1 to {max}, not {}", v.get_ref()));
+            err(
+                v.span(),
+                format!("`{name}` must be 1 to {max}, not {}", v.get_ref()),
+            );
             default
         }
     };
-    let connect_timeout_ms = millis(&config.connect_timeout_ms, "connect_timeout_ms", 10_000, 300_000, &mut err);
-    let confirm_timeout_ms = millis(&config.confirm_timeout_ms, "confirm_timeout_ms", 30_000, 600_000, &mut err);
+    let connect_timeout_ms = millis(
+        &config.connect_timeout_ms,
+        "connect_timeout_ms",
+        10_000,
+        300_000,
+        &mut err,
+    );
+    let confirm_timeout_ms = millis(
+        &config.confirm_timeout_ms,
+        "confirm_timeout_ms",
+        30_000,
+        600_000,
+        &mut err,
+    );
 
     let mut entities = BTreeMap::new();
     if config.entities.get_ref().is_empty() {
-        err(config.entities.span(), "no entities: add `[entities.NAME]` with a `queue` or an `exchange`".into());
+        err(
+            config.entities.span(),
+            "no entities: add `[entities.NAME]` with a `queue` or an `exchange`".into(),
+        );
     }
     for (name, e) in config.entities.get_ref() {
         if !valid_name(name.get_ref()) {
             err(
                 name.span(),
-                format!("entity name `{}` must be 1-64 lowercase letters, digits, `_` or `-`", name.get_ref()),
+                format!(
+                    "entity name `{}` must be 1-64 lowercase letters, digits, `_` or `-`",
+                    name.get_ref()
+                ),
             );
         }
         if let Some(entity) = entity_settings(name, e, &mut err) {
@@ -422,7 +457,10 @@ fn entity_settings(
         Some(id) if id.get_ref() == "message_id" => Some(IdSource::MessageId),
         Some(id) => match check_pointer(id.get_ref()) {
             Ok(()) if id.get_ref().is_empty() => {
-                err(id.span(), "`id` is empty: write a JSON pointer such as `/id`, or `message_id`".into());
+                err(
+                    id.span(),
+                    "`id` is empty: write a JSON pointer such as `/id`, or `message_id`".into(),
+                );
                 None
             }
             Ok(()) => Some(IdSource::Pointer(id.get_ref().clone())),
@@ -436,8 +474,14 @@ fn entity_settings(
     let source = match &e.queue {
         None => {
             let only = [
-                ("dead_letter_exchange", e.dead_letter_exchange.as_ref().map(Spanned::span)),
-                ("dead_letter_routing_key", e.dead_letter_routing_key.as_ref().map(Spanned::span)),
+                (
+                    "dead_letter_exchange",
+                    e.dead_letter_exchange.as_ref().map(Spanned::span),
+                ),
+                (
+                    "dead_letter_routing_key",
+                    e.dead_letter_routing_key.as_ref().map(Spanned::span),
+                ),
                 ("page_size", e.page_size.as_ref().map(Spanned::span)),
                 ("prefetch", e.prefetch.as_ref().map(Spanned::span)),
                 ("max_wait_ms", e.max_wait_ms.as_ref().map(Spanned::span)),
@@ -445,16 +489,28 @@ fn entity_settings(
             ];
             for (field, span) in only {
                 if let Some(span) = span {
-                    err(span, format!("`{field}` is for pulling from a `queue`, which this entity has not"));
+                    err(
+                        span,
+                        format!(
+                            "`{field}` is for pulling from a `queue`, which this entity has not"
+                        ),
+                    );
                 }
             }
             if e.body.is_some() {
-                err(name.span(), "`body` is for pulling from a `queue`, which this entity has not".into());
+                err(
+                    name.span(),
+                    "`body` is for pulling from a `queue`, which this entity has not".into(),
+                );
             }
             None
         }
         Some(queue) => {
-            let max = if declare { MAX_NAME - DEAD_QUEUE_SUFFIX.len() } else { MAX_NAME };
+            let max = if declare {
+                MAX_NAME - DEAD_QUEUE_SUFFIX.len()
+            } else {
+                MAX_NAME
+            };
             let queue_name = amqp_name(queue, "queue", max, err);
             let dlx = match &e.dead_letter_exchange {
                 Some(x) => amqp_name(x, "dead_letter_exchange", MAX_NAME, err),
@@ -475,15 +531,25 @@ fn entity_settings(
             };
             let page_size = match &e.page_size {
                 None => 100,
-                Some(n) if (1..=MAX_PAGE_SIZE as i64).contains(n.get_ref()) => *n.get_ref() as usize,
+                Some(n) if (1..=MAX_PAGE_SIZE as i64).contains(n.get_ref()) => {
+                    *n.get_ref() as usize
+                }
                 Some(n) => {
-                    err(n.span(), format!("`page_size` must be 1 to {MAX_PAGE_SIZE}, not {}", n.get_ref()));
+                    err(
+                        n.span(),
+                        format!(
+                            "`page_size` must be 1 to {MAX_PAGE_SIZE}, not {}",
+                            n.get_ref()
+                        ),
+                    );
                     100
                 }
             };
             let prefetch = match &e.prefetch {
                 None => (page_size * 2).min(u16::MAX as usize) as u16,
-                Some(n) if (page_size as i64..=u16::MAX as i64).contains(n.get_ref()) => *n.get_ref() as u16,
+                Some(n) if (page_size as i64..=u16::MAX as i64).contains(n.get_ref()) => {
+                    *n.get_ref() as u16
+                }
                 Some(n) => {
                     err(
                         n.span(),
@@ -500,18 +566,24 @@ fn entity_settings(
                 None => 1_000,
                 Some(n) if (1..=600_000).contains(n.get_ref()) => *n.get_ref() as u64,
                 Some(n) => {
-                    err(n.span(), format!("`max_wait_ms` must be 1 to 600000, not {}", n.get_ref()));
+                    err(
+                        n.span(),
+                        format!("`max_wait_ms` must be 1 to 600000, not {}", n.get_ref()),
+                    );
                     1_000
                 }
             };
             let body = e.body.unwrap_or(Body::Record);
-            let updated_at = e.updated_at.as_ref().and_then(|p| match check_pointer(p.get_ref()) {
-                Ok(()) => Some(p.get_ref().clone()),
-                Err(msg) => {
-                    err(p.span(), format!("`updated_at`: {msg}"));
-                    None
-                }
-            });
+            let updated_at = e
+                .updated_at
+                .as_ref()
+                .and_then(|p| match check_pointer(p.get_ref()) {
+                    Ok(()) => Some(p.get_ref().clone()),
+                    Err(msg) => {
+                        err(p.span(), format!("`updated_at`: {msg}"));
+                        None
+                    }
+                });
             let source_id = match (&id, &e.id) {
                 (Some(IdSource::MessageId), Some(span)) if body == Body::Array => {
                     err(
@@ -553,7 +625,12 @@ fn entity_settings(
             ];
             for (field, span) in only {
                 if let Some(span) = span {
-                    err(span, format!("`{field}` is for pushing to an `exchange`, which this entity has not"));
+                    err(
+                        span,
+                        format!(
+                            "`{field}` is for pushing to an `exchange`, which this entity has not"
+                        ),
+                    );
                 }
             }
             None
@@ -577,7 +654,9 @@ fn entity_settings(
                 Some((t, other)) => {
                     err(
                         t.span(),
-                        format!("`exchange_type` must be topic, direct, fanout or headers, not `{other}`"),
+                        format!(
+                            "`exchange_type` must be topic, direct, fanout or headers, not `{other}`"
+                        ),
                     );
                     lapin::ExchangeKind::Topic
                 }
@@ -585,7 +664,8 @@ fn entity_settings(
             if let (Some(t), false) = (&e.exchange_type, declare) {
                 err(
                     t.span(),
-                    "`exchange_type` is only used to declare the exchange, and `declare = false`".into(),
+                    "`exchange_type` is only used to declare the exchange, and `declare = false`"
+                        .into(),
                 );
             }
             let routing_key = match &e.routing_key {
@@ -633,11 +713,18 @@ mod tests {
         let e = &s.entities["invoice"];
         assert!(e.declare);
         let src = e.source.as_ref().unwrap();
-        assert_eq!((src.page_size, src.prefetch, src.max_wait_ms), (100, 200, 1_000));
+        assert_eq!(
+            (src.page_size, src.prefetch, src.max_wait_ms),
+            (100, 200, 1_000)
+        );
         assert_eq!(src.dead_letter_routing_key, "erp.invoices");
         assert_eq!(src.id, IdSource::Pointer("/id".into()));
         let sink = e.sink.as_ref().unwrap();
-        assert_eq!(sink.id, IdSource::Pointer("/id".into()), "one `id` for both ways");
+        assert_eq!(
+            sink.id,
+            IdSource::Pointer("/id".into()),
+            "one `id` for both ways"
+        );
         assert!(sink.persistent);
         assert_eq!(sink.routing_key.render(&Value::Null).unwrap(), "invoice");
     }
@@ -658,7 +745,10 @@ mod tests {
              declare = false\n"
         );
         let errors = check(&source(&text)).unwrap_err();
-        let got: Vec<(usize, &str)> = errors.iter().map(|e| (e.line, e.message.as_str())).collect();
+        let got: Vec<(usize, &str)> = errors
+            .iter()
+            .map(|e| (e.line, e.message.as_str()))
+            .collect();
         let lines: Vec<usize> = got.iter().map(|g| g.0).collect();
         assert_eq!(lines, [4, 13, 13, 6, 8, 11, 10, 12], "{got:#?}");
         assert!(got[0].1.contains("connect_timeout_ms"));
@@ -702,9 +792,13 @@ mod tests {
         let k = RoutingKey::parse("invoice.{/status}.{/lines/0/n}.{{x}}").unwrap();
         let rec = serde_json::json!({"status": "paid", "lines": [{"n": 3}]});
         assert_eq!(k.render(&rec).unwrap(), "invoice.paid.3.{x}");
-        let err = k.render(&serde_json::json!({"lines": [{"n": 3}]})).unwrap_err();
+        let err = k
+            .render(&serde_json::json!({"lines": [{"n": 3}]}))
+            .unwrap_err();
         assert!(err.contains("`/status`"), "{err}");
-        let err = k.render(&serde_json::json!({"status": {"a": 1}})).unwrap_err();
+        let err = k
+            .render(&serde_json::json!({"status": {"a": 1}}))
+            .unwrap_err();
         assert!(err.contains("object or array"), "{err}");
         for bad in ["a.{status}", "a.{/s", "a}", "{}"] {
             assert!(RoutingKey::parse(bad).is_err(), "{bad}");

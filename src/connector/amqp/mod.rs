@@ -75,9 +75,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use backon::{ExponentialBuilder, Retryable};
-use lapin::options::{
-    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
-};
+use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
 use secrecy::{ExposeSecret, SecretString};
@@ -107,7 +105,11 @@ fn open(def: &Definition, instance: &Instance) -> Result<Arc<dyn Connector>, Con
         let all: Vec<String> = errors.iter().map(ToString::to_string).collect();
         ConnectorError::config(&instance.name, all.join("; "))
     })?;
-    Ok(Arc::new(AmqpConnector::new(&instance.name, settings, instance)?))
+    Ok(Arc::new(AmqpConnector::new(
+        &instance.name,
+        settings,
+        instance,
+    )?))
 }
 
 /// A RabbitMQ broker.
@@ -232,8 +234,11 @@ impl Inner {
             .with_connection_name(LongString::from(format!("concord {}", self.name)));
         let timeout = Duration::from_millis(self.settings.connect_timeout_ms);
         let what = format!("cannot connect to {}", self.shown_url);
-        match tokio::time::timeout(timeout, Connection::connect(self.url.expose_secret(), props))
-            .await
+        match tokio::time::timeout(
+            timeout,
+            Connection::connect(self.url.expose_secret(), props),
+        )
+        .await
         {
             Ok(Ok(conn)) => Ok(conn),
             Ok(Err(e)) => Err(self.error(&what, &e)),
@@ -303,9 +308,7 @@ impl Inner {
             channel
                 .queue_declare(short(&dead_queue)?, durable(), FieldTable::default())
                 .await
-                .map_err(|e| {
-                    self.error(&format!("cannot declare the queue `{dead_queue}`"), &e)
-                })?;
+                .map_err(|e| self.error(&format!("cannot declare the queue `{dead_queue}`"), &e))?;
             channel
                 .queue_bind(
                     short(&dead_queue)?,
@@ -433,7 +436,10 @@ pub(crate) fn short(s: &str) -> Result<ShortString, ConnectorError> {
     ShortString::try_new(s).map_err(|_| {
         ConnectorError::invalid_data(
             "amqp",
-            format!("`{}…` is longer than AMQP's 255 bytes", s.get(..40).unwrap_or(s)),
+            format!(
+                "`{}…` is longer than AMQP's 255 bytes",
+                s.get(..40).unwrap_or(s)
+            ),
         )
     })
 }
@@ -496,7 +502,9 @@ impl Connector for AmqpConnector {
         for e in self.inner.settings.entities.values() {
             if let Some(source) = &e.source {
                 let channel = self.inner.channel().await?;
-                self.inner.prepare_source(&channel, source, e.declare).await?;
+                self.inner
+                    .prepare_source(&channel, source, e.declare)
+                    .await?;
                 if !e.declare {
                     self.inner.check_dead_letter_exchange(source).await?;
                 }
@@ -549,8 +557,8 @@ mod tests {
         let shown = format!("{c:?}");
         assert!(shown.contains("concord:***@broker"), "{shown}");
         assert!(!shown.contains("s3cret"), "{shown}");
-        let err = AmqpConnector::new("bus_main", settings, &Instance::bare("bus_main"))
-            .unwrap_err();
+        let err =
+            AmqpConnector::new("bus_main", settings, &Instance::bare("bus_main")).unwrap_err();
         assert_eq!(err.kind, ErrorKind::Config);
         assert!(err.message.contains("${pw}"), "{err}");
     }

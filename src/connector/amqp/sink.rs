@@ -74,10 +74,7 @@ pub(super) async fn push(
                 routing_key: message.routing_key,
             }),
             Err(e) => {
-                broken = Some(inner.error(
-                    &format!("cannot publish to `{}`", sink.exchange),
-                    &e,
-                ));
+                broken = Some(inner.error(&format!("cannot publish to `{}`", sink.exchange), &e));
                 pending.push(Pending::Unsent);
             }
         }

@@ -131,8 +131,7 @@ impl Pull {
         if self.consumer.is_none() && !self.cancelled {
             self.start().await?;
         }
-        let (Some(consumer), Some(session)) = (self.consumer.as_mut(), self.session.clone())
-        else {
+        let (Some(consumer), Some(session)) = (self.consumer.as_mut(), self.session.clone()) else {
             return Ok(None);
         };
         let deadline = Instant::now() + Duration::from_millis(self.source.max_wait_ms);
@@ -148,10 +147,9 @@ impl Pull {
                 }
                 Ok(Some(Err(e))) => {
                     hand_back(&held).await;
-                    return Err(self.inner.error(
-                        &format!("consuming `{}` failed", self.source.queue),
-                        &e,
-                    ));
+                    return Err(self
+                        .inner
+                        .error(&format!("consuming `{}` failed", self.source.queue), &e));
                 }
                 Ok(Some(Ok(d))) => d,
             };
@@ -459,7 +457,10 @@ impl PageAck {
         match done {
             Ok(true) => Ok(()),
             Ok(false) => Err(self.lost(what)),
-            Err(e) => Err(self.session.inner.error(&format!("cannot {what} messages"), &e)),
+            Err(e) => Err(self
+                .session
+                .inner
+                .error(&format!("cannot {what} messages"), &e)),
         }
     }
 }
