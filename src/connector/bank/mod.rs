@@ -170,7 +170,7 @@ impl Connector for BankConnector {
     /// CSV profiles (when configured) read.
     async fn healthcheck(&self) -> Result<(), ConnectorError> {
         let shared = self.shared.clone();
-        blocking(move || {
+        blocking(&self.shared.name, move || {
             shared.check_folder()?;
             for sub in [DONE_DIR, FAILED_DIR] {
                 let dir = shared.folder.join(sub);
@@ -368,11 +368,12 @@ impl Shared {
 
 /// Runs blocking file work off the async threads.
 async fn blocking<T: Send + 'static>(
+    system: &str,
     f: impl FnOnce() -> Result<T, ConnectorError> + Send + 'static,
 ) -> Result<T, ConnectorError> {
     tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
         Err(ConnectorError::unavailable(
-            "bank",
+            system,
             format!("a file task failed: {e}"),
         ))
     })
@@ -413,8 +414,10 @@ impl Pull {
         if !self.started {
             self.started = true;
             let shared = self.shared.clone();
-            let (profiles, files) =
-                blocking(move || Ok((shared.load_profiles()?, shared.list()?))).await?;
+            let (profiles, files) = blocking(&self.shared.name, move || {
+                Ok((shared.load_profiles()?, shared.list()?))
+            })
+            .await?;
             self.profiles = Arc::new(profiles);
             self.files = files;
         }
@@ -432,7 +435,10 @@ impl Pull {
             let shared = self.shared.clone();
             let profiles = self.profiles.clone();
             let check_path = path.clone();
-            let plan = blocking(move || Ok(plan_file(&shared, &profiles, &check_path))).await?;
+            let plan = blocking(&self.shared.name, move || {
+                Ok(plan_file(&shared, &profiles, &check_path))
+            })
+            .await?;
             match plan {
                 Plan::Gone => continue,
                 Plan::Io(e) => {
@@ -842,7 +848,10 @@ impl Ack for FileAck {
         }
         let shared = self.shared.clone();
         let path = self.path.clone();
-        let result = blocking(move || shared.archive(&path, DONE_DIR).map(|_| ())).await;
+        let result = blocking(&self.shared.name, move || {
+            shared.archive(&path, DONE_DIR).map(|_| ())
+        })
+        .await;
         if result.is_err() {
             // Not moved: the file is read again next time, harmlessly.
             self.progress
@@ -867,7 +876,7 @@ impl Ack for FileAck {
         let shared = self.shared.clone();
         let path = self.path.clone();
         let reason = format!("set aside by the sync engine: {reason}");
-        blocking(move || shared.fail(&path, &reason)).await
+        blocking(&self.shared.name, move || shared.fail(&path, &reason)).await
     }
 }
 
@@ -887,7 +896,8 @@ impl Ack for FailedFileAck {
             path,
             reason,
         } = *self;
-        blocking(move || shared.fail(&path, &reason)).await
+        let name = shared.name.clone();
+        blocking(&name, move || shared.fail(&path, &reason)).await
     }
 
     async fn nack(self: Box<Self>, requeue: bool, _reason: &str) -> Result<(), ConnectorError> {
