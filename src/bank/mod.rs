@@ -15,6 +15,8 @@
 //!   whole text), up to [`MAX_WHOLE_FILE`].
 //! * [`detect`] sniffs the content (never the file name).
 //! * [`balance_check`] verifies opening + Σ amounts = closing.
+//! * [`StatementDigest`] follows a streamed statement and gives its line
+//!   keys, balance check and fingerprint without holding its lines.
 //! * [`statement_fingerprint`] recognises a duplicate import.
 //!
 //! Dates: the booking date is camt `BookgDt` (else `ValDt`, else the message
@@ -267,12 +269,7 @@ impl Statement {
         transactions: Vec<BankTransaction>,
         end: StatementEnd,
     ) -> Self {
-        let opening = pick_balance(&end.balances, &["OPBD", "60F", "60M", "010", "CSV_OPENING"])
-            .or_else(|| pick_balance(&end.balances, &["PRCD"]));
-        let closing = pick_balance(
-            &end.balances,
-            &["CLBD", "62F", "62M", "015", "LEDGERBAL", "CSV_CLOSING"],
-        );
+        let (opening, closing) = opening_closing(&end.balances);
         Statement {
             format: h.format,
             id: h.id,
@@ -289,6 +286,17 @@ impl Statement {
             warnings: end.warnings,
         }
     }
+}
+
+/// The opening and closing booked balances among a statement's balances.
+fn opening_closing(balances: &[Balance]) -> (Option<Balance>, Option<Balance>) {
+    let opening = pick_balance(balances, &["OPBD", "60F", "60M", "010", "CSV_OPENING"])
+        .or_else(|| pick_balance(balances, &["PRCD"]));
+    let closing = pick_balance(
+        balances,
+        &["CLBD", "62F", "62M", "015", "LEDGERBAL", "CSV_CLOSING"],
+    );
+    (opening, closing)
 }
 
 fn pick_balance(balances: &[Balance], kinds: &[&str]) -> Option<Balance> {
@@ -586,86 +594,122 @@ impl BalanceCheck {
 /// camt lines with status PDNG or INFO are not booked and are skipped. If
 /// the opening and closing currencies differ the check fails with a note.
 pub fn balance_check(st: &Statement) -> Option<BalanceCheck> {
-    let opening = st.opening.as_ref()?;
-    let closing = st.closing.as_ref()?;
-    let ccy = opening.amount.currency();
-    let mut sum = Decimal::ZERO;
-    let mut counted = 0;
-    let mut skipped = 0;
-    let mut note = None;
+    let mut tally = BalanceTally::default();
     for t in &st.transactions {
+        tally.add(t);
+    }
+    tally.check(st.opening.as_ref(), st.closing.as_ref())
+}
+
+/// Running sums of a statement's lines per currency, so that the balance
+/// check can be made when the balances arrive at the statement's end
+/// without keeping the lines.
+#[derive(Debug, Clone, Default)]
+struct BalanceTally {
+    /// Booked lines per currency: (currency, sum, lines, overflowed).
+    booked: Vec<(Currency, Decimal, usize, bool)>,
+    /// Lines with camt status PDNG or INFO.
+    unbooked: usize,
+}
+
+impl BalanceTally {
+    fn add(&mut self, t: &BankTransaction) {
         let unbooked = matches!(
             t.extra.get("entry_status").and_then(Value::as_str),
             Some("PDNG" | "INFO")
         );
-        if t.currency != ccy || unbooked {
-            skipped += 1;
-            continue;
+        if unbooked {
+            self.unbooked += 1;
+            return;
         }
-        match sum.checked_add(t.amount) {
-            Some(s) => sum = s,
-            None => note = Some("sum overflows a decimal".to_owned()),
+        let slot = match self.booked.iter().position(|(c, ..)| *c == t.currency) {
+            Some(i) => &mut self.booked[i],
+            None => {
+                self.booked.push((t.currency, Decimal::ZERO, 0, false));
+                self.booked.last_mut().expect("just pushed")
+            }
+        };
+        match slot.1.checked_add(t.amount) {
+            Some(s) => slot.1 = s,
+            None => slot.3 = true,
         }
-        counted += 1;
+        slot.2 += 1;
     }
-    let expected = opening
-        .amount
-        .amount()
-        .checked_add(sum)
-        .unwrap_or(Decimal::MAX);
-    let actual = closing.amount.amount();
-    if closing.amount.currency() != ccy {
-        note = Some(format!(
-            "opening balance is in {ccy} but closing balance in {}",
-            closing.amount.currency()
-        ));
+
+    fn check(&self, opening: Option<&Balance>, closing: Option<&Balance>) -> Option<BalanceCheck> {
+        let (opening, closing) = (opening?, closing?);
+        let ccy = opening.amount.currency();
+        let (mut sum, mut counted, mut overflow) = (Decimal::ZERO, 0, false);
+        let mut other = 0;
+        for &(c, s, n, o) in &self.booked {
+            if c == ccy {
+                (sum, counted, overflow) = (s, n, o);
+            } else {
+                other += n;
+            }
+        }
+        let mut note = overflow.then(|| "sum overflows a decimal".to_owned());
+        let expected = opening
+            .amount
+            .amount()
+            .checked_add(sum)
+            .unwrap_or(Decimal::MAX);
+        let actual = closing.amount.amount();
+        if closing.amount.currency() != ccy {
+            note = Some(format!(
+                "opening balance is in {ccy} but closing balance in {}",
+                closing.amount.currency()
+            ));
+        }
+        Some(BalanceCheck {
+            currency: ccy,
+            opening: opening.amount.amount(),
+            sum,
+            counted,
+            skipped: self.unbooked + other,
+            expected_closing: expected,
+            actual_closing: actual,
+            difference: actual.checked_sub(expected).unwrap_or(Decimal::MAX),
+            note,
+        })
     }
-    Some(BalanceCheck {
-        currency: ccy,
-        opening: opening.amount.amount(),
-        sum,
-        counted,
-        skipped,
-        expected_closing: expected,
-        actual_closing: actual,
-        difference: actual.checked_sub(expected).unwrap_or(Decimal::MAX),
-        note,
-    })
 }
 
 /// Identity of a statement for duplicate-import detection.
 ///
 /// `account:id:sequence` when the file numbers its statements (camt
 /// `ElctrncSeqNb`, MT940 `:28C:` with a non-zero number); otherwise
-/// `account:sha256:<hex>` over the statement's balances and lines (dates,
+/// `account:sha256:<hex>` over the statement's lines and balances (dates,
 /// amounts, currencies, references), which is stable across re-downloads of
 /// the same statement but changes if any line changes. Banks that reuse
 /// `:20:` values (`STARTUMSE`) and send `:28C:00000` get the hash form.
 pub fn statement_fingerprint(st: &Statement) -> String {
-    // The statement number is the part before any `/page`; all zeros means
-    // the bank does not number its statements.
-    let numbered = st.sequence.as_deref().is_some_and(|s| {
-        s.split('/')
-            .next()
-            .unwrap_or("")
-            .bytes()
-            .any(|b| b.is_ascii_alphanumeric() && b != b'0')
-    });
-    if let (Some(id), true) = (st.id.as_deref().filter(|s| !s.trim().is_empty()), numbered) {
-        return format!(
-            "{}:{}:{}",
-            st.account,
-            id.trim(),
-            st.sequence.as_deref().unwrap_or("").trim()
-        );
-    }
-    let mut h = Sha256::new();
-    h.update(st.format.to_string().as_bytes());
-    for b in &st.balances {
-        h.update(format!("|B{}|{}|{}", b.kind, b.date, b.amount).as_bytes());
-    }
+    let mut f = Fingerprint::new(&st.format);
     for t in &st.transactions {
-        h.update(
+        f.line(t);
+    }
+    f.finish(
+        &st.account,
+        st.id.as_deref(),
+        st.sequence.as_deref(),
+        &st.balances,
+    )
+}
+
+/// [`statement_fingerprint`] fed one line at a time. Lines are hashed
+/// before balances because a stream meets the closing balance last.
+#[derive(Debug, Clone)]
+struct Fingerprint(Sha256);
+
+impl Fingerprint {
+    fn new(format: &Format) -> Self {
+        let mut h = Sha256::new();
+        h.update(format.to_string().as_bytes());
+        Fingerprint(h)
+    }
+
+    fn line(&mut self, t: &BankTransaction) {
+        self.0.update(
             format!(
                 "|T{}|{:?}|{}|{}|{:?}|{:?}|{:?}",
                 t.booking_date,
@@ -679,12 +723,40 @@ pub fn statement_fingerprint(st: &Statement) -> String {
             .as_bytes(),
         );
     }
-    let digest = h.finalize();
-    let mut hex = String::with_capacity(64);
-    for b in digest {
-        hex.push_str(&format!("{b:02x}"));
+
+    fn finish(
+        mut self,
+        account: &str,
+        id: Option<&str>,
+        sequence: Option<&str>,
+        balances: &[Balance],
+    ) -> String {
+        // The statement number is the part before any `/page`; all zeros
+        // means the bank does not number its statements.
+        let numbered = sequence.is_some_and(|s| {
+            s.split('/')
+                .next()
+                .unwrap_or("")
+                .bytes()
+                .any(|b| b.is_ascii_alphanumeric() && b != b'0')
+        });
+        if let (Some(id), true) = (id.filter(|s| !s.trim().is_empty()), numbered) {
+            return format!("{account}:{}:{}", id.trim(), sequence.unwrap_or("").trim());
+        }
+        for b in balances {
+            self.0
+                .update(format!("|B{}|{}|{}", b.kind, b.date, b.amount).as_bytes());
+        }
+        format!("{account}:sha256:{}", hex(&self.0.finalize()))
     }
-    format!("{}:sha256:{hex}", st.account)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
 }
 
 /// One key per line of `st`, stable across re-imports of the same data in
@@ -693,37 +765,129 @@ pub fn statement_fingerprint(st: &Statement) -> String {
 /// references, counterparty and remittance, plus an occurrence counter so
 /// that two identical lines of one statement stay two lines.
 pub fn line_keys(st: &Statement) -> Vec<String> {
-    let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
-    st.transactions
-        .iter()
-        .map(|t| {
-            let mut h = Sha256::new();
-            h.update(
-                format!(
-                    "{}|{}|{:?}|{}|{}|{:?}|{:?}|{:?}|{:?}|{:?}",
-                    t.account,
-                    t.booking_date,
-                    t.value_date,
-                    t.amount.normalize(),
-                    t.currency,
-                    t.bank_reference,
-                    t.end_to_end_id,
-                    t.counterparty_account,
-                    t.counterparty_name,
-                    t.remittance_info
-                )
-                .as_bytes(),
-            );
-            let digest = h.finalize();
-            let mut hex = String::with_capacity(32);
-            for b in &digest[..16] {
-                hex.push_str(&format!("{b:02x}"));
-            }
-            let n = seen.entry(hex.clone()).or_insert(0);
-            *n += 1;
-            format!("{}:{hex}:{n}", t.account)
-        })
-        .collect()
+    let mut keys = LineKeys::default();
+    st.transactions.iter().map(|t| keys.key(t)).collect()
+}
+
+/// [`line_keys`] one line at a time, for a statement read as a stream.
+///
+/// Holds 16 bytes and a counter per distinct line of the statement (to
+/// number repeated lines), never the lines themselves.
+#[derive(Debug, Clone, Default)]
+pub struct LineKeys {
+    seen: std::collections::HashMap<[u8; 16], u32>,
+}
+
+impl LineKeys {
+    /// The key of the statement's next line.
+    pub fn key(&mut self, t: &BankTransaction) -> String {
+        let mut h = Sha256::new();
+        h.update(
+            format!(
+                "{}|{}|{:?}|{}|{}|{:?}|{:?}|{:?}|{:?}|{:?}",
+                t.account,
+                t.booking_date,
+                t.value_date,
+                t.amount.normalize(),
+                t.currency,
+                t.bank_reference,
+                t.end_to_end_id,
+                t.counterparty_account,
+                t.counterparty_name,
+                t.remittance_info
+            )
+            .as_bytes(),
+        );
+        let digest = h.finalize();
+        let mut short = [0u8; 16];
+        short.copy_from_slice(&digest[..16]);
+        let n = self.seen.entry(short).or_insert(0);
+        *n += 1;
+        format!("{}:{}:{n}", t.account, hex(&short))
+    }
+}
+
+/// What a statement read as a stream comes to: its header, how many lines
+/// it had, its balances and their check, and its fingerprint — everything
+/// [`Statement`] gives except the lines.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatementSummary {
+    /// Format actually found.
+    pub format: Format,
+    /// Statement id (see [`StatementHeader::id`]).
+    pub id: Option<String>,
+    /// Own account.
+    pub account: String,
+    /// Sequence number.
+    pub sequence: Option<String>,
+    /// Message id.
+    pub message_id: Option<String>,
+    /// Number of lines.
+    pub lines: usize,
+    /// Every balance stated, in file order.
+    pub balances: Vec<Balance>,
+    /// [`balance_check`] of the statement.
+    pub balance_check: Option<BalanceCheck>,
+    /// [`statement_fingerprint`] of the statement.
+    pub fingerprint: String,
+    /// Non-fatal oddities.
+    pub warnings: Vec<Warning>,
+}
+
+/// Follows one statement through [`parse_reader`]'s events and gives what
+/// [`line_keys`], [`balance_check`] and [`statement_fingerprint`] give for
+/// the whole [`Statement`], without holding its lines.
+#[derive(Debug, Clone)]
+pub struct StatementDigest {
+    header: StatementHeader,
+    keys: LineKeys,
+    tally: BalanceTally,
+    fingerprint: Fingerprint,
+    lines: usize,
+}
+
+impl StatementDigest {
+    /// Starts on a statement's [`StatementEvent::Header`].
+    pub fn new(header: StatementHeader) -> Self {
+        StatementDigest {
+            fingerprint: Fingerprint::new(&header.format),
+            header,
+            keys: LineKeys::default(),
+            tally: BalanceTally::default(),
+            lines: 0,
+        }
+    }
+
+    /// Takes the statement's next line; returns its [`line_keys`] key.
+    pub fn line(&mut self, t: &BankTransaction) -> String {
+        self.lines += 1;
+        self.tally.add(t);
+        self.fingerprint.line(t);
+        self.keys.key(t)
+    }
+
+    /// Ends the statement on its [`StatementEvent::End`].
+    pub fn finish(self, end: StatementEnd) -> StatementSummary {
+        let (opening, closing) = opening_closing(&end.balances);
+        let h = self.header;
+        StatementSummary {
+            balance_check: self.tally.check(opening.as_ref(), closing.as_ref()),
+            fingerprint: self.fingerprint.finish(
+                &h.account,
+                h.id.as_deref(),
+                h.sequence.as_deref(),
+                &end.balances,
+            ),
+            format: h.format,
+            id: h.id,
+            account: h.account,
+            sequence: h.sequence,
+            message_id: h.message_id,
+            lines: self.lines,
+            balances: end.balances,
+            warnings: end.warnings,
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------

@@ -1653,3 +1653,112 @@ mod streaming {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// Streaming digest: the same keys, balance check and fingerprint as the
+// whole-statement functions.
+
+/// Streams `bytes` through a [`StatementDigest`] per statement.
+fn digests(bytes: &[u8], format: Format) -> Vec<(Vec<String>, StatementSummary)> {
+    let mut out = Vec::new();
+    let mut cur: Option<(StatementDigest, Vec<String>)> = None;
+    parse_reader(bytes, format, |ev| {
+        match ev {
+            StatementEvent::Header(h) => cur = Some((StatementDigest::new(h), Vec::new())),
+            StatementEvent::Transaction(t) => {
+                let (d, keys) = cur.as_mut().expect("header first");
+                keys.push(d.line(&t));
+            }
+            StatementEvent::End(end) => {
+                let (d, keys) = cur.take().expect("header first");
+                out.push((keys, d.finish(end)));
+            }
+        }
+        Ok::<(), std::convert::Infallible>(())
+    })
+    .expect("parses");
+    out
+}
+
+fn assert_digest_matches(label: &str, bytes: &[u8], format: Format) {
+    let whole = parse(bytes, format.clone()).expect("parses");
+    let streamed = digests(bytes, format);
+    assert_eq!(whole.len(), streamed.len(), "{label}: statements");
+    for (i, (st, (keys, summary))) in whole.iter().zip(&streamed).enumerate() {
+        assert_eq!(&line_keys(st), keys, "{label} statement {i}: keys");
+        assert_eq!(
+            balance_check(st),
+            summary.balance_check,
+            "{label} {i}: check"
+        );
+        assert_eq!(
+            statement_fingerprint(st),
+            summary.fingerprint,
+            "{label} {i}: fingerprint"
+        );
+        assert_eq!(st.transactions.len(), summary.lines, "{label} {i}: lines");
+        assert_eq!(st.balances, summary.balances, "{label} {i}: balances");
+        assert_eq!(st.warnings, summary.warnings, "{label} {i}: warnings");
+    }
+}
+
+#[test]
+fn streaming_digest_matches_the_whole_statement_functions_on_every_fixture() {
+    let Some(dir) = fixtures_dir() else { return };
+    let mut all = Vec::new();
+    files(&dir, &mut all);
+    let mut compared = 0;
+    for path in all {
+        let rel = path
+            .strip_prefix(&dir)
+            .unwrap_or(&path)
+            .to_string_lossy()
+            .replace('\\', "/");
+        let Some(format) = format_for(&rel) else {
+            continue;
+        };
+        if EXPECTED_FAILURES.iter().any(|(f, _)| *f == rel) {
+            continue;
+        }
+        let bytes = std::fs::read(&path).expect("readable");
+        assert_digest_matches(&rel, &bytes, format);
+        compared += 1;
+    }
+    assert!(compared >= 60, "too few fixtures compared: {compared}");
+}
+
+#[test]
+fn balance_check_counts_only_booked_lines_in_the_opening_currency() {
+    // Two EUR lines, one USD line, one repeated line; the opening is EUR.
+    let text = format!(
+        "{MT_HEAD}:61:2512301230C100,00NTRFNONREF//A\r\n:86:one\r\n\
+         :61:2512301230D30,00NTRFNONREF//B\r\n:86:two\r\n\
+         :61:2512301230D30,00NTRFNONREF//B\r\n:86:two\r\n\
+         :62F:C251230EUR1040,00\r\n-\r\n"
+    );
+    let sts = mt(&text).expect("parses");
+    let check = balance_check(&sts[0]).expect("has balances");
+    assert_eq!(check.sum, d("40.00"));
+    assert_eq!((check.counted, check.skipped), (3, 0));
+    assert!(check.is_ok(), "{check:?}");
+    let keys = line_keys(&sts[0]);
+    assert!(
+        keys[1].ends_with(":1") && keys[2].ends_with(":2"),
+        "{keys:?}"
+    );
+    assert_eq!(
+        keys[1].rsplit_once(':').map(|k| k.0),
+        keys[2].rsplit_once(':').map(|k| k.0)
+    );
+    assert_digest_matches("hand-written", text.as_bytes(), Format::Mt940);
+
+    let mut st = sts[0].clone();
+    st.transactions[0].currency = Currency::parse("USD").unwrap();
+    st.transactions[1]
+        .extra
+        .insert("entry_status".into(), Value::String("PDNG".into()));
+    let check = balance_check(&st).expect("has balances");
+    assert_eq!(check.sum, d("-30.00"));
+    assert_eq!((check.counted, check.skipped), (1, 2));
+    assert_eq!(check.difference, d("70.00"));
+}

@@ -28,7 +28,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use futures_util::StreamExt;
 use serde_json::Value;
 
-use super::{Change, Connector, Cursor, ErrorKind, Page, PushOutcome};
+use super::{Change, Connector, Cursor, ErrorKind, Page, PushOutcome, RawRecord};
 
 /// A record to place at the source, in the harness's own shape.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,6 +90,12 @@ pub trait Harness: Send + Sync {
     fn push_body(&self, n: usize) -> Value {
         serde_json::json!({ "name": format!("pushed {n}") })
     }
+    /// Which seed a pulled record is. Sources whose ids are the seeds' own
+    /// answer with the external id; sources that derive ids (bank
+    /// statement lines are keyed by their content) read it from the data.
+    fn seed_id(&self, record: &RawRecord) -> String {
+        record.external_id.as_str().to_owned()
+    }
     /// Makes the system's next request(s) fail with `fault`; `false` when
     /// the harness cannot stage that fault.
     async fn inject(&self, fault: Fault) -> anyhow::Result<bool> {
@@ -118,6 +124,7 @@ pub fn seeds(n: usize) -> Vec<Seed> {
 /// Reads a whole pull, acknowledging each page, and returns the pages'
 /// record ids and cursors.
 async fn drain(
+    h: &dyn Harness,
     connector: &dyn Connector,
     entity: &str,
     cursor: Option<Cursor>,
@@ -131,7 +138,7 @@ async fn drain(
         let page = page.with_context(|| format!("page {} of the pull", pages.len() + 1))?;
         check_cursor_forward(&last, &page.cursor, pages.len() + 1)?;
         last = page.cursor.clone();
-        pages.push(ids(&page));
+        pages.push(ids(h, &page));
         cursors.push(page.cursor.clone());
         if let Some(ack) = page.ack {
             ack.ack().await.context("acknowledging a page")?;
@@ -144,11 +151,8 @@ async fn drain(
     Ok((pages, cursors))
 }
 
-fn ids(page: &Page) -> Vec<String> {
-    page.records
-        .iter()
-        .map(|r| r.external_id.as_str().to_owned())
-        .collect()
+fn ids(h: &dyn Harness, page: &Page) -> Vec<String> {
+    page.records.iter().map(|r| h.seed_id(r)).collect()
 }
 
 fn check_cursor_forward(before: &Cursor, after: &Cursor, page: usize) -> anyhow::Result<()> {
@@ -169,7 +173,7 @@ pub async fn pull_pages(h: &dyn Harness) -> anyhow::Result<()> {
     for n in [0, 1, size - 1, size, size + 1, 2 * size, 2 * size + 3] {
         let records = seeds(n);
         h.seed(&records).await?;
-        let (pages, cursors) = drain(connector.as_ref(), h.entity(), None, n + 3)
+        let (pages, cursors) = drain(h, connector.as_ref(), h.entity(), None, n + 3)
             .await
             .with_context(|| format!("pulling {n} records"))?;
         let got: Vec<String> = pages.concat();
@@ -220,7 +224,7 @@ pub async fn resume_from_cursor(h: &dyn Harness) -> anyhow::Result<()> {
         .ok_or_else(|| anyhow!("no first page"))?
         .context("first page")?;
     let saved = first.cursor.clone();
-    let mut seen: BTreeSet<String> = ids(&first).into_iter().collect();
+    let mut seen: BTreeSet<String> = ids(h, &first).into_iter().collect();
     if let Some(ack) = first.ack {
         ack.ack().await?;
     }
@@ -258,6 +262,7 @@ pub async fn resume_from_cursor(h: &dyn Harness) -> anyhow::Result<()> {
     h.upsert(&changes).await?;
 
     let (pages, _) = drain(
+        h,
         connector.as_ref(),
         h.entity(),
         Some(saved.clone()),
@@ -301,7 +306,7 @@ pub async fn redeliver_unacked(h: &dyn Harness) -> anyhow::Result<()> {
             .ok_or_else(|| anyhow!("no first page"))?
             .context("first page")?;
         ensure!(page.ack.is_some(), "a consuming source must attach an Ack");
-        let first = ids(&page);
+        let first = ids(h, &page);
         if let Some(ack) = page.ack {
             ack.nack(true, "conformance: hand it back").await?;
         }
@@ -309,7 +314,7 @@ pub async fn redeliver_unacked(h: &dyn Harness) -> anyhow::Result<()> {
     };
     // Pull again: the handed-back records come again, then everything is
     // acknowledged.
-    let (pages, _) = drain(connector.as_ref(), h.entity(), None, 10 * size).await?;
+    let (pages, _) = drain(h, connector.as_ref(), h.entity(), None, 10 * size).await?;
     let again: BTreeSet<String> = pages.concat().into_iter().collect();
     for id in &first_ids {
         ensure!(
@@ -317,7 +322,7 @@ pub async fn redeliver_unacked(h: &dyn Harness) -> anyhow::Result<()> {
             "{id} was handed back but not read again"
         );
     }
-    let (pages, _) = drain(connector.as_ref(), h.entity(), None, 10 * size).await?;
+    let (pages, _) = drain(h, connector.as_ref(), h.entity(), None, 10 * size).await?;
     let third: Vec<String> = pages.concat();
     ensure!(
         third.is_empty(),

@@ -26,6 +26,8 @@
 //! Definitions are validated without any I/O ([`check_file`]) before
 //! anything connects; `concord connectors check` runs that over a folder.
 
+pub mod amqp;
+pub mod bank;
 pub mod conformance;
 mod error;
 
@@ -132,12 +134,42 @@ pub trait Ack: Send + Sync {
 }
 
 /// A page of a pull.
+#[derive(Default)]
 pub struct Page {
     pub records: Vec<RawRecord>,
     /// Where to resume after this page.
     pub cursor: Cursor,
     /// For consuming sources: call after the page is committed.
     pub ack: Option<Box<dyn Ack>>,
+    /// What the source found beside the records; commit with the page.
+    pub notices: Vec<Notice>,
+}
+
+/// Something a source found that is not a record but must reach the
+/// operator. It travels with the page it was found in, so the sync engine
+/// records it (as an alert) in the transaction that commits the page, and
+/// a page never acknowledged brings it again.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Notice {
+    /// A bank statement was read to its end. The sync engine raises
+    /// `statement_balance_mismatch` when its balance check is present and
+    /// not ok (opening + Σ lines ≠ closing).
+    Statement {
+        /// Where it came from: the file's name in the drop folder.
+        source: String,
+        /// The statement without its lines.
+        summary: Box<crate::bank::StatementSummary>,
+    },
+    /// Input that could not be read was set aside instead of being lost or
+    /// blocking what follows it.
+    SetAside {
+        /// What: a message id, a file name.
+        item: String,
+        /// Where it went: a dead-letter exchange, a `failed/` folder.
+        to: String,
+        /// Why it could not be read.
+        reason: String,
+    },
 }
 
 impl std::fmt::Debug for Page {
@@ -146,6 +178,7 @@ impl std::fmt::Debug for Page {
             .field("records", &self.records.len())
             .field("cursor", &self.cursor)
             .field("ack", &self.ack.is_some())
+            .field("notices", &self.notices)
             .finish()
     }
 }
@@ -286,7 +319,7 @@ impl std::fmt::Debug for Driver {
 }
 
 /// Every driver concord has.
-pub static DRIVERS: &[&Driver] = &[];
+pub static DRIVERS: &[&Driver] = &[&amqp::DRIVER, &bank::DRIVER];
 
 /// The driver called `name`.
 pub fn driver(name: &str) -> Option<&'static Driver> {
