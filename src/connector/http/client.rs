@@ -200,6 +200,8 @@ pub struct Client {
     pub error_check: Option<ErrorCheck>,
     /// Values filled in from the instance; cut out of every message.
     pub secrets: Vec<String>,
+    /// OAuth2 tokens issued lately; cut out of every message too.
+    pub tokens: Mutex<Vec<String>>,
 }
 
 impl Client {
@@ -512,7 +514,8 @@ impl Client {
 
     pub fn redact(&self, text: &str) -> String {
         let mut out = text.to_owned();
-        for s in &self.secrets {
+        let tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        for s in self.secrets.iter().chain(tokens.iter()) {
             if out.contains(s.as_str()) {
                 out = out.replace(s.as_str(), "***");
             }
@@ -594,6 +597,13 @@ impl Client {
         // Renew a minute early (or at half-life for short-lived tokens), so
         // a request never leaves with a token that expires on the way.
         let margin = Duration::from_secs(60).min(lifetime / 2);
+        {
+            let mut recent = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+            if recent.len() >= 4 {
+                recent.remove(0);
+            }
+            recent.push(access.to_owned());
+        }
         let value = SecretString::from(access.to_owned());
         *slot = Some(Token {
             value: value.clone(),

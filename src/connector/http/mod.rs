@@ -240,6 +240,7 @@ impl HttpConnector {
                 max_response_bytes: spec.max_response_bytes(),
                 error_check,
                 secrets: c.secrets,
+                tokens: std::sync::Mutex::new(Vec::new()),
             },
             entities,
             look_back: spec.look_back(),
