@@ -72,6 +72,8 @@ struct Mock {
     idempotent: HashMap<String, Value>,
     next_id: u64,
     quirk: Quirk,
+    /// Most records a page holds, whatever the client asks.
+    cap: Option<usize>,
 }
 
 type Shared = Arc<Mutex<Mock>>;
@@ -202,14 +204,12 @@ async fn list(
         rows.sort_by(|a, b| (updated(a), a["id"].as_str()).cmp(&(updated(b), b["id"].as_str())));
     }
     let num = |k: &str, d: usize| q.get(k).map_or(d, |v| v.parse().expect("a number"));
-    let size = num(
-        if q.contains_key("limit") {
-            "limit"
-        } else {
-            "per_page"
-        },
-        100,
-    );
+    let limit_param = if q.contains_key("limit") {
+        "limit"
+    } else {
+        "per_page"
+    };
+    let size = num(limit_param, 100).min(m.cap.unwrap_or(usize::MAX));
     let quirk = m.quirk;
     if quirk == Quirk::ErrorBody {
         return Json(json!({"status": "error", "message": "Tenant suspended"})).into_response();
@@ -906,6 +906,29 @@ async fn pages_are_requested_only_when_the_consumer_asks() {
     drop(stream);
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(requests(&state), 2);
+}
+
+#[tokio::test]
+async fn systems_that_return_fewer_than_asked_are_read_to_an_empty_page() {
+    let (base, state) = serve().await;
+    seed(&state, 12).await;
+    lock(&state).cap = Some(3);
+    let text = definition(&base, "page", 5);
+    // Ending at the first short page would stop after 3 of 12 records.
+    let pages = pull_all(&open(&text, "mock_cap_short"), None)
+        .await
+        .unwrap();
+    assert_eq!(pages.iter().map(|p| p.records.len()).sum::<usize>(), 3);
+    let text = text.replace("size = 5 }", "size = 5, end = \"empty_page\" }");
+    let pages = pull_all(&open(&text, "mock_cap_empty"), None)
+        .await
+        .unwrap();
+    assert_eq!(pages.iter().map(|p| p.records.len()).sum::<usize>(), 12);
+    assert_eq!(
+        requests(&state),
+        1 + 5,
+        "four pages of 3, then the empty one"
+    );
 }
 
 #[tokio::test]

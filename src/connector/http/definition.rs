@@ -397,7 +397,8 @@ pub struct ListRequest {
 /// pagination = { style = "next_url", next = "/paging/next/link", size = 100 }  # next page's URL in the body
 /// ```
 ///
-/// `page` and `offset` end at a page shorter than `size`; `cursor` ends
+/// `page` and `offset` end at a page shorter than `size` (or, with
+/// `end = "empty_page"`, at an empty page); `cursor` ends
 /// when the response has no next token, `link` without a `rel="next"`
 /// link, `next_url` without a URL. `param` and `size_param` add query
 /// parameters; a request may also place `{page}`, `{offset}`, `{cursor}` or
@@ -427,6 +428,20 @@ pub struct Pagination {
     /// page's URL.
     #[serde(default)]
     pub next: Option<Spanned<String>>,
+    /// `page` and `offset`: what ends the pull — `short_page` (default: a
+    /// page with fewer than `size` records) or `empty_page` (for systems
+    /// that may return fewer than asked before the end, at the cost of one
+    /// more request).
+    #[serde(default)]
+    pub end: Option<Spanned<PageEnd>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PageEnd {
+    #[default]
+    ShortPage,
+    EmptyPage,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -1388,6 +1403,7 @@ impl Checker<'_> {
                     ("size_param", pg.size_param.as_ref().map(Spanned::span)),
                     ("size", pg.size.as_ref().map(Spanned::span)),
                     ("next", pg.next.as_ref().map(Spanned::span)),
+                    ("end", pg.end.as_ref().map(Spanned::span)),
                 ] {
                     misplaced(self, key, span);
                 }
@@ -1412,6 +1428,7 @@ impl Checker<'_> {
             }
             PaginationStyle::Cursor => {
                 misplaced(self, "start", pg.start.as_ref().map(Spanned::span));
+                misplaced(self, "end", pg.end.as_ref().map(Spanned::span));
                 if pg.next.is_none() {
                     self.err(
                         p.span(),
@@ -1422,6 +1439,7 @@ impl Checker<'_> {
             }
             PaginationStyle::Link | PaginationStyle::NextUrl => {
                 misplaced(self, "start", pg.start.as_ref().map(Spanned::span));
+                misplaced(self, "end", pg.end.as_ref().map(Spanned::span));
                 misplaced(self, "param", pg.param.as_ref().map(Spanned::span));
                 if style == PaginationStyle::Link {
                     misplaced(self, "next", pg.next.as_ref().map(Spanned::span));
@@ -1890,6 +1908,91 @@ get = { path = "/customers" }
         assert!(check_pointer("a").is_err());
         assert!(check_pointer("/a~2").is_err());
         assert!(check_pointer("/a~").is_err());
+    }
+
+    /// The systems concord ships for can be described, and pass the check.
+    #[test]
+    fn xero_hubspot_and_erpnext_can_be_described() {
+        let xero = r#"
+name = "xero"
+driver = "http"
+base_url = "https://api.xero.com/api.xro/2.0"
+rate_limit = { per_minute = 60, burst = 5 }
+idempotency_header = "Idempotency-Key"
+auth = { kind = "oauth2_client_credentials", token_url = "https://identity.xero.com/connect/token", client_id = "${client_id}", client_secret = "${client_secret}", scopes = ["accounting.transactions"] }
+headers = { "xero-tenant-id" = "${tenant_id}" }
+error = { message = ["/Elements/0/ValidationErrors/0/Message", "/Message"] }
+healthcheck = { path = "/Organisation" }
+[entities.invoice]
+id = "/InvoiceID"
+updated_at = { pointer = "/UpdatedDateUTC", format = "ms_json" }
+list = { path = "/Invoices", records = "/Invoices", query = { where = 'Type=="ACCREC"', order = "UpdatedDateUTC ASC" }, ordered = true }
+pagination = { style = "page", param = "page", size_param = "pageSize", size = 1000, end = "empty_page" }
+incremental = { header = "If-Modified-Since", format = "http_date" }
+get = { path = "/Invoices/{id}", records = "/Invoices" }
+create = { method = "PUT", path = "/Invoices", query = { summarizeErrors = "false" }, batch_size = 50, body = { Invoices = "{records}" }, results = "/Invoices", id = "/InvoiceID", result_error = { pointer = "/HasErrors", equals = true, message = ["/ValidationErrors/0/Message"] } }
+update = { method = "POST", path = "/Invoices/{id}", body = { Invoices = ["{record}"] }, results = "/Invoices", id = "/InvoiceID" }
+"#;
+        let hubspot = r#"
+name = "hubspot"
+driver = "http"
+base_url = "https://api.hubapi.com"
+auth = { kind = "bearer", token = "${token}" }
+rate_limit = { per_second = 10 }
+error = { message = ["/message"] }
+[entities.company]
+id = "/id"
+updated_at = { pointer = "/properties/hs_lastmodifieddate", format = "rfc3339" }
+list = { path = "/crm/v3/objects/companies", records = "/results", query = { properties = "name,domain,hs_lastmodifieddate" } }
+pagination = { style = "cursor", param = "after", next = "/paging/next/after", size_param = "limit", size = 100 }
+[entities.company.incremental]
+format = "unix_ms"
+pagination = { style = "cursor", next = "/paging/next/after", size = 100 }
+[entities.company.incremental.request]
+method = "POST"
+path = "/crm/v3/objects/companies/search"
+records = "/results"
+ordered = true
+body = { filterGroups = [{ filters = [{ propertyName = "hs_lastmodifieddate", operator = "GTE", value = "{since}" }] }], sorts = [{ propertyName = "hs_lastmodifieddate", direction = "ASCENDING" }], properties = ["name", "domain", "hs_lastmodifieddate"], limit = "{size}", after = "{cursor}" }
+[entities.company.create]
+path = "/crm/v3/objects/companies/batch/create"
+batch_size = 100
+item = { properties = "{record}", objectWriteTraceId = "{key}" }
+body = { inputs = "{records}" }
+results = "/results"
+id = "/id"
+match = "key"
+key = "/objectWriteTraceId"
+[entities.company.update]
+path = "/crm/v3/objects/companies/batch/update"
+batch_size = 100
+item = { id = "{id}", properties = "{record}" }
+body = { inputs = "{records}" }
+results = "/results"
+id = "/id"
+match = "id"
+"#;
+        let erpnext = r#"
+name = "erpnext"
+driver = "http"
+base_url = "https://${site}"
+auth = { kind = "api_key", in = "header", name = "Authorization", value = "token ${api_key}:${api_secret}" }
+error = { message = ["/_server_messages", "/exception", "/exc_type"] }
+[entities.invoice]
+id = "/name"
+updated_at = { pointer = "/modified", format = "naive", timezone = "Europe/Berlin" }
+list = { path = "/api/resource/Sales Invoice", records = "/data", query = { fields = '["*"]', order_by = "modified asc" }, ordered = true }
+pagination = { style = "offset", param = "limit_start", size_param = "limit_page_length", size = 100 }
+incremental = { query = { filters = '[["modified",">=","{since}"]]' }, format = "naive" }
+get = { path = "/api/resource/Sales Invoice/{id}", records = "/data" }
+[entities.customer]
+id = "/name"
+create = { path = "/api/resource/Customer", results = "/data", id = "/name" }
+update = { method = "PUT", path = "/api/resource/Customer/{id}", results = "/data", id = "/name" }
+"#;
+        for text in [xero, hubspot, erpnext] {
+            assert_eq!(errors(text), Vec::<String>::new());
+        }
     }
 
     #[test]

@@ -319,7 +319,10 @@ impl<'a> Pull<'a> {
         url: &Url,
         what: &str,
     ) -> Result<bool, ConnectorError> {
-        let short = |size: Option<u64>| count == 0 || size.is_some_and(|s| (count as u64) < s);
+        let until_empty = self.paging.until_empty;
+        let short = |size: Option<u64>| {
+            count == 0 || (!until_empty && size.is_some_and(|s| (count as u64) < s))
+        };
         Ok(match self.paging.style {
             PaginationStyle::None => true,
             PaginationStyle::Page => {

@@ -195,6 +195,7 @@ pub struct Paging {
     pub size_param: Option<String>,
     pub size: Option<u64>,
     pub next: Option<String>,
+    pub until_empty: bool,
 }
 
 impl Paging {
@@ -206,6 +207,7 @@ impl Paging {
             size_param: None,
             size: None,
             next: None,
+            until_empty: false,
         }
     }
 }
@@ -555,6 +557,7 @@ fn paging(p: &definition::Pagination) -> Paging {
         size_param: p.size_param.as_ref().map(|s| s.get_ref().clone()),
         size: p.size.as_ref().map(|s| *s.get_ref()),
         next: p.next.as_ref().map(|s| s.get_ref().clone()),
+        until_empty: p.end.as_ref().map(|e| *e.get_ref()) == Some(definition::PageEnd::EmptyPage),
     }
 }
 
