@@ -90,9 +90,9 @@ impl TimeSpec {
                     .find(|&(i, c)| i > 0 && (c == '+' || c == '-'))
                     .map_or(inner.len(), |(i, _)| i);
                 let (ms, offset) = inner.split_at(digits_end);
-                if !offset.is_empty()
-                    && !(offset.len() == 5 && offset[1..].bytes().all(|b| b.is_ascii_digit()))
-                {
+                let offset_ok = offset.is_empty()
+                    || (offset.len() == 5 && offset[1..].bytes().all(|b| b.is_ascii_digit()));
+                if !offset_ok {
                     return None;
                 }
                 from_ms(ms.parse().ok()?)
