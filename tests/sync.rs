@@ -146,7 +146,7 @@ impl Connector for Memory {
             pages.push(Ok(Page {
                 records,
                 cursor: c.clone(),
-                ack: None,
+                ..Page::default()
             }));
         }
         futures_util::stream::iter(pages).boxed()

@@ -30,6 +30,7 @@ pub mod amqp;
 pub mod bank;
 pub mod conformance;
 mod error;
+pub mod http;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -319,7 +320,7 @@ impl std::fmt::Debug for Driver {
 }
 
 /// Every driver concord has.
-pub static DRIVERS: &[&Driver] = &[&amqp::DRIVER, &bank::DRIVER];
+pub static DRIVERS: &[&Driver] = &[&http::DRIVER, &amqp::DRIVER, &bank::DRIVER];
 
 /// The driver called `name`.
 pub fn driver(name: &str) -> Option<&'static Driver> {

@@ -670,7 +670,8 @@ impl Store {
                      WHERE id = $1 AND status = 'open'",
                 )
                 .bind(r.id)
-                .bind(&r.resolution)
+                // A JSON document in both backends (JSONB in PostgreSQL).
+                .bind(Json(&r.resolution))
                 .bind(&r.actor)
                 .bind(now)
                 .execute(&mut *tx)
@@ -1657,7 +1658,11 @@ fn set_no_delay_on_local_port(port: u16) {
         return;
     };
     for entry in entries.flatten() {
-        let Some(fd) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+        let Some(fd) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
             continue;
         };
         // SAFETY: the descriptor is only borrowed for the calls below; if it
@@ -1727,6 +1732,7 @@ where
     for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
     for<'a> Option<String>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
     for<'a> Option<Json<Value>>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> Option<Json<String>>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
     for<'a> DateTime<Utc>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
     for<'a> Option<DateTime<Utc>>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
 {
@@ -1747,7 +1753,10 @@ where
         theirs: json("theirs")?,
         source_system: row.try_get("source_system").map_err(q())?,
         status: row.try_get("status").map_err(q())?,
-        resolution: row.try_get("resolution").map_err(q())?,
+        resolution: {
+            let r: Option<Json<String>> = row.try_get("resolution").map_err(q())?;
+            r.map(|Json(r)| r)
+        },
         resolved_by: row.try_get("resolved_by").map_err(q())?,
         created_at: row.try_get("created_at").map_err(q())?,
         resolved_at: row.try_get("resolved_at").map_err(q())?,
