@@ -461,11 +461,26 @@ async fn decimals_round_trip_exactly(store: &TestStore) {
         record_ids: vec!["p1".into(), "p2".into()],
         reason: "same amount, payer and reference twice within 2 days".into(),
         amount: Some(big),
+        cause: Some("p1+p2".into()),
     };
-    store.raise_alert(&alert).await.unwrap();
+    assert!(store.raise_alert(&alert).await.unwrap().is_some());
+    // Raised once per cause, however often the run that finds it repeats;
+    // another cause, or none, is another alert.
+    assert_eq!(store.raise_alert(&alert).await.unwrap(), None);
+    let other = NewAlert {
+        cause: Some("p3+p4".into()),
+        ..alert.clone()
+    };
+    assert!(store.raise_alert(&other).await.unwrap().is_some());
+    let uncaused = NewAlert {
+        cause: None,
+        ..alert.clone()
+    };
+    assert!(store.raise_alert(&uncaused).await.unwrap().is_some());
+    assert!(store.raise_alert(&uncaused).await.unwrap().is_some());
     let alerts = store.open_alerts(10).await.unwrap();
-    assert_eq!(alerts.len(), 1);
-    assert_eq!(alerts[0].alert, alert);
+    assert_eq!(alerts.len(), 4);
+    assert_eq!(alerts[3].alert, alert);
 }
 
 async fn record_heads_skip_data(store: &TestStore) {
@@ -544,6 +559,7 @@ async fn quarantine_conflicts_and_alerts_show_in_status(store: &TestStore) {
             record_ids: vec![id.to_string()],
             reason: "payer paid from a new IBAN".into(),
             amount: None,
+            cause: None,
         })
         .await
         .unwrap();
@@ -563,6 +579,7 @@ async fn quarantine_conflicts_and_alerts_show_in_status(store: &TestStore) {
                 record_ids: vec![id.to_string()],
                 reason: "same tax id as another customer".into(),
                 amount: None,
+                cause: None,
             }],
             ..Batch::default()
         })

@@ -18,3 +18,8 @@ ALTER TABLE outbox ADD COLUMN external_id TEXT;
 ALTER TABLE outbox ADD COLUMN delivered_at TEXT;
 
 CREATE INDEX outbox_by_target ON outbox (target_system, status, next_attempt_at, id);
+
+-- An alert is raised once per cause (the same statement, the same record),
+-- however often the run that finds it repeats.
+ALTER TABLE alerts ADD COLUMN cause TEXT;
+CREATE UNIQUE INDEX alerts_once_per_cause ON alerts (rule, cause) WHERE cause IS NOT NULL;

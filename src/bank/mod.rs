@@ -1039,3 +1039,27 @@ pub(crate) fn squash(s: &str) -> String {
     }
     out
 }
+
+/// A balance check in one line, for people: `ok — …` or `MISMATCH — …`.
+pub fn check_line(check: &Option<BalanceCheck>) -> String {
+    match check {
+        None => "balance check: no opening and closing balance in the file".to_owned(),
+        Some(c) if c.is_ok() => format!(
+            "balance check: ok — {} + {} = {} {}",
+            c.opening, c.sum, c.actual_closing, c.currency
+        ),
+        Some(c) => format!(
+            "balance check: MISMATCH — opening {} + lines {} = {} {}, but the closing balance is {} (difference {}){}",
+            c.opening,
+            c.sum,
+            c.expected_closing,
+            c.currency,
+            c.actual_closing,
+            c.difference,
+            c.note
+                .as_ref()
+                .map(|n| format!("; {n}"))
+                .unwrap_or_default()
+        ),
+    }
+}

@@ -192,29 +192,6 @@ fn statement_json(st: &Statement) -> Value {
     })
 }
 
-fn check_line(check: &Option<BalanceCheck>) -> String {
-    match check {
-        None => "balance check: no opening and closing balance in the file".to_owned(),
-        Some(c) if c.is_ok() => format!(
-            "balance check: ok — {} + {} = {} {}",
-            c.opening, c.sum, c.actual_closing, c.currency
-        ),
-        Some(c) => format!(
-            "balance check: MISMATCH — opening {} + lines {} = {} {}, but the closing balance is {} (difference {}){}",
-            c.opening,
-            c.sum,
-            c.expected_closing,
-            c.currency,
-            c.actual_closing,
-            c.difference,
-            c.note
-                .as_ref()
-                .map(|n| format!("; {n}"))
-                .unwrap_or_default()
-        ),
-    }
-}
-
 fn parse(args: ParseArgs) -> anyhow::Result<()> {
     let statements = read_statements(&args.file)?;
     let text = match args.output {
@@ -249,7 +226,7 @@ fn parse(args: ParseArgs) -> anyhow::Result<()> {
                         .unwrap_or_default(),
                     st.transactions.len()
                 );
-                out += &check_line(&bank::balance_check(st));
+                out += &bank::check_line(&bank::balance_check(st));
                 out.push('\n');
                 for w in &st.warnings {
                     out += &format!("warning: {w}\n");
@@ -330,9 +307,10 @@ async fn import(args: ImportArgs, settings: &Settings) -> anyhow::Result<()> {
                     st.id.as_deref().unwrap_or("(no id)"),
                     st.account,
                     args.file.file.display(),
-                    check_line(&check)
+                    bank::check_line(&check)
                 ),
                 amount: crate::model::Money::new(c.difference, c.currency).ok(),
+                cause: Some(fingerprint.clone()),
             }),
             _ => None,
         };
@@ -380,7 +358,7 @@ async fn import(args: ImportArgs, settings: &Settings) -> anyhow::Result<()> {
                 st.account,
                 new.len(),
                 st.transactions.len() - new.len(),
-                check_line(&check)
+                bank::check_line(&check)
             );
             if check.as_ref().is_some_and(|c| !c.is_ok()) {
                 alerts += 1;

@@ -236,8 +236,9 @@ macro_rules! insert_alert {
     ($db:ty, $executor:expr, $alert:expr, $now:expr) => {{
         let alert: &NewAlert = $alert;
         sqlx::query_scalar::<_, i64>(
-            "INSERT INTO alerts (rule, severity, entity, record_ids, reason, amount, currency, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+            "INSERT INTO alerts (rule, severity, entity, record_ids, reason, amount, currency, created_at, cause)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+             ON CONFLICT (rule, cause) WHERE cause IS NOT NULL DO NOTHING RETURNING id",
         )
         .bind(&alert.rule)
         .bind(alert.severity.as_str())
@@ -247,7 +248,8 @@ macro_rules! insert_alert {
         .bind(alert.amount.as_ref().map(|m| <$db>::encode_amount(m.amount())))
         .bind(alert.amount.as_ref().map(|m| m.currency().as_str().to_owned()))
         .bind($now)
-        .fetch_one($executor)
+        .bind(alert.cause.as_deref())
+        .fetch_optional($executor)
         .await
         .map_err(StoreError::query("raise alert"))
     }};
@@ -1433,8 +1435,9 @@ impl Store {
         Ok(out)
     }
 
-    /// Raises a data-quality alert. Returns its id.
-    pub async fn raise_alert(&self, alert: &NewAlert) -> Result<i64> {
+    /// Raises a data-quality alert. Returns its id, or `None` when an alert
+    /// of the same rule and cause was raised before.
+    pub async fn raise_alert(&self, alert: &NewAlert) -> Result<Option<i64>> {
         let now = Utc::now();
         on_pool!(self, |pool, Db| insert_alert!(Db, pool, alert, now))
     }
@@ -1443,7 +1446,7 @@ impl Store {
     pub async fn open_alerts(&self, limit: u32) -> Result<Vec<Alert>> {
         on_pool!(self, |pool, Db| {
             let rows = sqlx::query(
-                "SELECT id, rule, severity, entity, record_ids, reason, amount, currency, created_at
+                "SELECT id, rule, severity, entity, record_ids, reason, amount, currency, created_at, cause
                  FROM alerts WHERE status = 'open' ORDER BY id DESC LIMIT $1",
             )
             .bind(i64::from(limit))
@@ -1479,6 +1482,7 @@ impl Store {
                                 row.try_get("amount").map_err(q())?,
                                 row.try_get("currency").map_err(q())?,
                             )?,
+                            cause: row.try_get("cause").map_err(q())?,
                         },
                         created_at: row.try_get("created_at").map_err(q())?,
                     })

@@ -397,6 +397,11 @@ pub struct NewAlert {
     pub record_ids: Vec<String>,
     pub reason: String,
     pub amount: Option<Money>,
+    /// What the alert is about, stably (a statement's fingerprint, a
+    /// record's id): an alert of the same rule and cause is raised once.
+    /// `None` raises it every time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cause: Option<String>,
 }
 
 /// A stored open alert.

@@ -369,7 +369,7 @@ impl Engine {
             report.pulled += page.records.len();
             let mut attempt = 0;
             loop {
-                let (batch, stats) = self
+                let (mut batch, stats) = self
                     .ingest_page(
                         job,
                         &mapping,
@@ -378,6 +378,9 @@ impl Engine {
                         options.dry_run,
                     )
                     .await?;
+                batch
+                    .alerts
+                    .extend(notice_alerts(&job.source.system, &page.notices));
                 if options.dry_run {
                     stats.add_to(report);
                     break;
@@ -860,6 +863,7 @@ impl Engine {
             record_ids: candidates.iter().map(|c| c.to_string()).collect(),
             reason,
             amount: None,
+            cause: Some(format!("{system}:{}", raw.external_id)),
         });
         stats.conflicts += 1;
     }
@@ -1476,6 +1480,46 @@ impl Engine {
         }
         Ok(report)
     }
+}
+
+/// Alerts for what a source reported besides records: statements that do
+/// not add up, input it set aside. Each is raised once per cause.
+fn notice_alerts(system: &str, notices: &[crate::connector::Notice]) -> Vec<NewAlert> {
+    use crate::connector::Notice;
+    notices
+        .iter()
+        .filter_map(|n| match n {
+            Notice::Statement { source, summary } => {
+                let check = summary.balance_check.as_ref().filter(|c| !c.is_ok())?;
+                Some(NewAlert {
+                    rule: "statement_balance_mismatch".into(),
+                    severity: Severity::Warning,
+                    entity: Some(EntityKind::BankTransaction),
+                    record_ids: vec![summary.fingerprint.clone()],
+                    reason: format!(
+                        "{system}: {} statement {} of account {} from {source}: {}",
+                        summary.format,
+                        summary.id.as_deref().unwrap_or("(no id)"),
+                        summary.account,
+                        crate::bank::check_line(&summary.balance_check)
+                    ),
+                    amount: crate::model::Money::new(check.difference, check.currency).ok(),
+                    cause: Some(summary.fingerprint.clone()),
+                })
+            }
+            Notice::SetAside { item, to, reason } => Some(NewAlert {
+                rule: "input_set_aside".into(),
+                severity: Severity::Warning,
+                entity: None,
+                record_ids: vec![item.clone()],
+                reason: format!(
+                    "{system}: {item} could not be read and was moved to {to}: {reason}"
+                ),
+                amount: None,
+                cause: Some(format!("{system}:{item}")),
+            }),
+        })
+        .collect()
 }
 
 /// Counters of one page, added to the report once the page is committed.
