@@ -28,6 +28,7 @@
 
 pub mod conformance;
 mod error;
+pub mod http;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -286,7 +287,7 @@ impl std::fmt::Debug for Driver {
 }
 
 /// Every driver concord has.
-pub static DRIVERS: &[&Driver] = &[];
+pub static DRIVERS: &[&Driver] = &[&http::DRIVER];
 
 /// The driver called `name`.
 pub fn driver(name: &str) -> Option<&'static Driver> {

@@ -1,0 +1,337 @@
+//! Pushes: changes written one by one or in batches, with one outcome per
+//! change.
+//!
+//! What becomes of a failure:
+//! - the system refuses a record (400, 404, 409, 422, other 4xx, a 2xx whose
+//!   body or result says it failed): `Rejected` with the system's words; a
+//!   refused batch is split in halves until the refused records are alone;
+//! - the system cannot take it now (429, 5xx, timeouts, broken connections
+//!   after the retries), or credentials fail: `Err` for the whole push when
+//!   nothing of it has been written yet, so the engine retries it as a
+//!   whole; otherwise `RetryLater` for every change not written, and the
+//!   push stops there instead of pressing on against a failing system.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use reqwest::header::HeaderValue;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use super::client::{Call, Failure};
+use super::definition::MatchBy;
+use super::request::{Vars, WriteTpl, value_text};
+use super::{HttpConnector, extract_id};
+use crate::connector::{Change, ConnectorError, ErrorKind, PushOutcome};
+
+pub(super) async fn push(
+    c: &HttpConnector,
+    entity: &str,
+    changes: Vec<Change>,
+) -> Result<Vec<PushOutcome>, ConnectorError> {
+    let e = c.entity(entity)?;
+    let mut outcomes: Vec<Option<PushOutcome>> = vec![None; changes.len()];
+    let (updates, creates): (Vec<usize>, Vec<usize>) =
+        (0..changes.len()).partition(|&i| changes[i].external_id.is_some());
+    let mut stopped: Option<Failure> = None;
+
+    for (update, indices) in [(false, creates), (true, updates)] {
+        let tpl = if update {
+            e.update.as_ref()
+        } else {
+            e.create.as_ref()
+        };
+        let Some(tpl) = tpl else {
+            let what = if update { "update" } else { "create" };
+            for i in indices {
+                outcomes[i] = Some(PushOutcome::Rejected {
+                    message: format!(
+                        "{entity} records cannot be {what}d here: the definition has no `{what}`"
+                    ),
+                });
+            }
+            continue;
+        };
+        // Batches of the configured size; a refused batch comes back as
+        // two halves, processed first.
+        let mut work: Vec<Vec<usize>> = indices
+            .chunks(tpl.batch_size.max(1))
+            .rev()
+            .map(<[usize]>::to_vec)
+            .collect();
+        while let Some(batch) = work.pop() {
+            if let Some(f) = &stopped {
+                retry_later(&mut outcomes, &batch, f, c);
+                continue;
+            }
+            match write(c, tpl, update, &changes, &batch).await {
+                Ok(done) => {
+                    for (i, o) in batch.iter().zip(done) {
+                        outcomes[*i] = Some(o);
+                    }
+                }
+                Err(f) if refused_batch(&f) && batch.len() > 1 => {
+                    let (a, b) = batch.split_at(batch.len() / 2);
+                    work.push(b.to_vec());
+                    work.push(a.to_vec());
+                }
+                Err(f) if refused(&f) => {
+                    for i in &batch {
+                        outcomes[*i] = Some(PushOutcome::Rejected {
+                            message: f.error.message.clone(),
+                        });
+                    }
+                }
+                Err(f) => {
+                    let written = outcomes.iter().any(|o| {
+                        matches!(
+                            o,
+                            Some(PushOutcome::Created { .. } | PushOutcome::Updated { .. })
+                        )
+                    });
+                    if !written {
+                        return Err(f.error);
+                    }
+                    retry_later(&mut outcomes, &batch, &f, c);
+                    stopped = Some(f);
+                }
+            }
+        }
+    }
+    Ok(outcomes
+        .into_iter()
+        .map(|o| {
+            o.unwrap_or(PushOutcome::Rejected {
+                message: "no outcome was recorded for this change".into(),
+            })
+        })
+        .collect())
+}
+
+/// A failure that is about the records, not the system's state.
+fn refused(f: &Failure) -> bool {
+    matches!(
+        f.error.kind,
+        ErrorKind::InvalidData | ErrorKind::NotFound | ErrorKind::Conflict
+    )
+}
+
+/// A whole batch refused as invalid: some record in it is.
+fn refused_batch(f: &Failure) -> bool {
+    matches!(f.status.map(|s| s.as_u16()), Some(400 | 422))
+}
+
+fn retry_later(
+    outcomes: &mut [Option<PushOutcome>],
+    batch: &[usize],
+    f: &Failure,
+    c: &HttpConnector,
+) {
+    let delay = f
+        .retry_after
+        .unwrap_or(c.client.max_delay.max(Duration::from_secs(1)));
+    for i in batch {
+        outcomes[*i] = Some(PushOutcome::RetryLater {
+            delay,
+            message: f.error.message.clone(),
+        });
+    }
+}
+
+/// Sends one batch; one outcome per change of it.
+async fn write(
+    c: &HttpConnector,
+    tpl: &WriteTpl,
+    update: bool,
+    changes: &[Change],
+    batch: &[usize],
+) -> Result<Vec<PushOutcome>, Failure> {
+    let items: Vec<Value> = batch
+        .iter()
+        .map(|&i| {
+            let ch = &changes[i];
+            tpl.item
+                .render(&Vars {
+                    record: Some(&ch.data),
+                    key: Some(&ch.idempotency_key),
+                    id: ch.external_id.as_ref().map(|id| id.as_str()),
+                    ..Vars::default()
+                })
+                .unwrap_or(Value::Null)
+        })
+        .collect();
+    let single = tpl.batch_size == 1;
+    let first = &changes[batch[0]];
+    let records = Value::Array(items);
+    let vars = if single {
+        Vars {
+            record: records.get(0),
+            key: Some(&first.idempotency_key),
+            id: first.external_id.as_ref().map(|id| id.as_str()),
+            ..Vars::default()
+        }
+    } else {
+        Vars {
+            records: Some(&records),
+            ..Vars::default()
+        }
+    };
+    let url = c
+        .url(
+            &tpl.path,
+            tpl.query.iter().map(|(k, t)| (k.as_str(), t)),
+            &[],
+            &vars,
+        )
+        .map_err(|e| Failure {
+            error: e,
+            status: None,
+            retry_after: None,
+            said: None,
+        })?;
+    let mut call =
+        Call::new(tpl.method.clone(), url).json(&tpl.body.render(&vars).unwrap_or(Value::Null));
+    if let Some(h) = &c.idempotency_header {
+        let key = if batch.len() == 1 {
+            first.idempotency_key.clone()
+        } else {
+            // A batch's key: the same changes in the same order, the same key.
+            let mut hash = Sha256::new();
+            for &i in batch {
+                hash.update(changes[i].idempotency_key.as_bytes());
+                hash.update(b"\n");
+            }
+            format!("batch-{:x}", hash.finalize())
+        };
+        if let Ok(v) = HeaderValue::from_str(&key) {
+            call.headers.push((h.clone(), v));
+        }
+    }
+    let what = format!("{} {}", call.method, c.client.shown(&call.url));
+    let answer = match c.client.send(&call).await {
+        Ok(a) => a,
+        Err(f)
+            if f.status.is_some_and(|s| s.is_success())
+                && f.error.kind == ErrorKind::InvalidData =>
+        {
+            // A 2xx we cannot read, or one whose body says it failed.
+            return Ok(batch
+                .iter()
+                .map(|_| PushOutcome::Rejected {
+                    message: f.error.message.clone(),
+                })
+                .collect());
+        }
+        Err(f) => return Err(f),
+    };
+
+    let results: Vec<&Value> = match if tpl.results.is_empty() {
+        Some(&answer.body)
+    } else {
+        answer.body.pointer(&tpl.results)
+    } {
+        Some(Value::Array(a)) => a.iter().collect(),
+        Some(Value::Null) | None => Vec::new(),
+        Some(v) => vec![v],
+    };
+    let said = c
+        .client
+        .error_check
+        .as_ref()
+        .and_then(|check| c.client.message_of(check, &answer.body));
+
+    Ok(batch
+        .iter()
+        .enumerate()
+        .map(|(n, &i)| {
+            let ch = &changes[i];
+            let result = match tpl.match_by {
+                MatchBy::Order => results.get(n).copied(),
+                MatchBy::Id => {
+                    let want = ch.external_id.as_ref().map(|id| id.as_str());
+                    results.iter().copied().find(|r| {
+                        tpl.id
+                            .as_deref()
+                            .and_then(|p| r.pointer(p))
+                            .map(value_text)
+                            .as_deref()
+                            == want
+                    })
+                }
+                MatchBy::Key => results.iter().copied().find(|r| {
+                    tpl.key
+                        .as_deref()
+                        .and_then(|p| r.pointer(p))
+                        .map(value_text)
+                        .as_deref()
+                        == Some(ch.idempotency_key.as_str())
+                }),
+            };
+            outcome(
+                c,
+                tpl,
+                update,
+                ch,
+                result,
+                results.is_empty() && single,
+                answer.status,
+                &what,
+                said.as_deref(),
+            )
+        })
+        .collect())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn outcome(
+    c: &HttpConnector,
+    tpl: &WriteTpl,
+    update: bool,
+    change: &Change,
+    result: Option<&Value>,
+    no_results_expected: bool,
+    status: StatusCode,
+    what: &str,
+    said: Option<&str>,
+) -> PushOutcome {
+    if let (Some(r), Some(check)) = (result, &tpl.result_error)
+        && check.failed(r)
+    {
+        let message = c
+            .client
+            .message_of(check, r)
+            .unwrap_or_else(|| "the system marked the record as failed".into());
+        return PushOutcome::Rejected {
+            message: format!("{what}: {message}"),
+        };
+    }
+    let id = match (result, &tpl.id) {
+        (Some(r), Some(p)) => match extract_id(r, p) {
+            Ok(id) => Some(id),
+            Err(m) if !update => {
+                return PushOutcome::Rejected {
+                    message: format!(
+                        "{what} answered {status} but its result has {m}; the record may have been written"
+                    ),
+                };
+            }
+            Err(_) => None,
+        },
+        _ => None,
+    };
+    match (update, id, &change.external_id) {
+        (true, Some(id), _) => PushOutcome::Updated { external_id: id },
+        (true, None, Some(given)) if result.is_some() || no_results_expected => {
+            PushOutcome::Updated {
+                external_id: given.clone(),
+            }
+        }
+        (false, Some(id), _) => PushOutcome::Created { external_id: id },
+        _ => PushOutcome::Rejected {
+            message: format!(
+                "{what} answered {status} without a result for this record{}",
+                said.map(|s| format!(": {s}")).unwrap_or_default()
+            ),
+        },
+    }
+}
