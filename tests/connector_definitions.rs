@@ -11,7 +11,10 @@ fn every_shipped_definition_passes_its_check() {
     assert!(text.is_empty(), "{}", text.join("\n"));
     let names: BTreeSet<&str> = defs.iter().map(|d| d.name.as_str()).collect();
     for want in ["xero", "hubspot", "erpnext"] {
-        assert!(names.contains(want), "connectors/{want}.toml is missing: {names:?}");
+        assert!(
+            names.contains(want),
+            "connectors/{want}.toml is missing: {names:?}"
+        );
     }
 }
 
@@ -47,7 +50,10 @@ fn every_mapping_has_its_system_and_entity() {
                 .unwrap_or_else(|e| panic!("{}: {e:?}", path.display()));
             assert_eq!(mapping.system, system, "{}", path.display());
             let spec = entities.get(entity).unwrap_or_else(|| {
-                panic!("{}: connectors/{system}.toml has no entity `{entity}`", path.display())
+                panic!(
+                    "{}: connectors/{system}.toml has no entity `{entity}`",
+                    path.display()
+                )
             });
             if direction == "out" {
                 assert!(
@@ -56,7 +62,11 @@ fn every_mapping_has_its_system_and_entity() {
                     path.display()
                 );
             } else {
-                assert!(spec.get("list").is_some(), "{}: `{entity}` cannot be listed", path.display());
+                assert!(
+                    spec.get("list").is_some(),
+                    "{}: `{entity}` cannot be listed",
+                    path.display()
+                );
             }
             checked += 1;
         }
@@ -92,7 +102,10 @@ fn hubspot_requests_name_every_property_the_mappings_read() {
             ("get", listed(spec["get"].get("query"))),
         ] {
             let missing: Vec<_> = wanted.difference(&names).collect();
-            assert!(missing.is_empty(), "hubspot {entity} {what} does not ask for {missing:?}");
+            assert!(
+                missing.is_empty(),
+                "hubspot {entity} {what} does not ask for {missing:?}"
+            );
         }
         if let Some(inc) = spec.get("incremental") {
             let body = &inc["request"]["body"];
@@ -103,11 +116,21 @@ fn hubspot_requests_name_every_property_the_mappings_read() {
                 .map(|v| v.as_str().unwrap().to_owned())
                 .collect();
             let missing: Vec<_> = wanted.difference(&names).collect();
-            assert!(missing.is_empty(), "hubspot {entity} search does not ask for {missing:?}");
+            assert!(
+                missing.is_empty(),
+                "hubspot {entity} search does not ask for {missing:?}"
+            );
         }
         // deal.in reads the associated company: only the list asks for it.
-        if mapping.source_paths().iter().any(|p| p.starts_with("associations.")) {
-            assert_eq!(spec["list"]["query"]["associations"].as_str(), Some("companies"));
+        if mapping
+            .source_paths()
+            .iter()
+            .any(|p| p.starts_with("associations."))
+        {
+            assert_eq!(
+                spec["list"]["query"]["associations"].as_str(),
+                Some("companies")
+            );
             assert!(
                 spec.get("incremental").is_none(),
                 "{entity}: search returns no associations"

@@ -59,14 +59,17 @@ pub fn definition(name: &str) -> Definition {
     let path = root().join("connectors").join(format!("{name}.toml"));
     concord::connector::check_file(&path).unwrap_or_else(|errors| {
         let text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
-        panic!("{} does not pass its check:\n{}", path.display(), text.join("\n"))
+        panic!(
+            "{} does not pass its check:\n{}",
+            path.display(),
+            text.join("\n")
+        )
     })
 }
 
 /// Opens an instance of a checked definition.
 pub fn open(def: &Definition, instance: &Instance) -> Arc<dyn Connector> {
-    (def.driver.open)(def, instance)
-        .unwrap_or_else(|e| panic!("opening {} failed: {e}", def.name))
+    (def.driver.open)(def, instance).unwrap_or_else(|e| panic!("opening {} failed: {e}", def.name))
 }
 
 /// A short random-looking id for correlation ids and the like.

@@ -62,11 +62,8 @@ pub fn find_prism() -> Result<PathBuf, String> {
 pub struct Prism {
     /// `http://127.0.0.1:PORT`, the Xero Accounting API's base URL.
     pub base_url: String,
-    pub addr: SocketAddr,
     /// Prism's own log: every request, and why it was refused.
     pub log: PathBuf,
-    /// The schema cycles cut before serving, one list of schemas per cycle.
-    pub cut: Vec<Vec<String>>,
     // Kept open for as long as this process lives; see the module docs.
     _stdin: Mutex<ChildStdin>,
     _child: Mutex<Child>,
@@ -116,7 +113,7 @@ pub fn start(prism: &Path, spec: &Path) -> Result<Prism, String> {
     let text =
         std::fs::read_to_string(spec).map_err(|e| format!("reading {}: {e}", spec.display()))?;
     let mut doc = read_yaml(&text).map_err(|e| format!("{}: {e}", spec.display()))?;
-    let cut = cut_cycles(&mut doc)?;
+    cut_cycles(&mut doc)?;
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let served = dir.path().join("spec.json");
     std::fs::write(&served, serde_json::to_vec(&doc).unwrap()).map_err(|e| e.to_string())?;
@@ -175,9 +172,7 @@ wait "$pid""#;
     );
     Ok(Prism {
         base_url: format!("http://{addr}"),
-        addr,
         log,
-        cut,
         _stdin: Mutex::new(stdin),
         _child: Mutex::new(child),
         _dir: dir,
@@ -234,10 +229,7 @@ pub fn cut_cycles(doc: &mut Value) -> Result<Vec<Vec<String>>, String> {
                 format!("{name}{CUT_SUFFIX}"),
                 rewrite(&original, &members, Rewrite::AcceptAnything),
             );
-            schemas.insert(
-                name.clone(),
-                rewrite(&original, &members, Rewrite::ToCopy),
-            );
+            schemas.insert(name.clone(), rewrite(&original, &members, Rewrite::ToCopy));
         }
     }
     schemas.extend(copies);
@@ -328,18 +320,19 @@ pub fn cyclic_groups<'g>(graph: &'g BTreeMap<&'g str, BTreeSet<String>>) -> Vec<
         }
         // The depth-first path: (node, its successors, how many are done).
         let mut path: Vec<(&'g str, Vec<&'g str>, usize)> = Vec::new();
-        let mut enter = |n: &'g str, marks: &mut BTreeMap<&'g str, Mark>, stack: &mut Vec<&'g str>| {
-            marks.insert(
-                n,
-                Mark {
-                    index: next,
-                    low: next,
-                    on_stack: true,
-                },
-            );
-            next += 1;
-            stack.push(n);
-        };
+        let mut enter =
+            |n: &'g str, marks: &mut BTreeMap<&'g str, Mark>, stack: &mut Vec<&'g str>| {
+                marks.insert(
+                    n,
+                    Mark {
+                        index: next,
+                        low: next,
+                        on_stack: true,
+                    },
+                );
+                next += 1;
+                stack.push(n);
+            };
         enter(root, &mut marks, &mut stack);
         path.push((root, succ(root), 0));
         while let Some((node, succs, done)) = path.last_mut() {
@@ -388,7 +381,10 @@ pub fn cyclic_groups<'g>(graph: &'g BTreeMap<&'g str, BTreeSet<String>>) -> Vec<
 
 /// Whether the schemas of a spec still refer to themselves in a cycle.
 pub fn schema_cycles(doc: &Value) -> Vec<Vec<String>> {
-    let Some(schemas) = doc.pointer("/components/schemas").and_then(Value::as_object) else {
+    let Some(schemas) = doc
+        .pointer("/components/schemas")
+        .and_then(Value::as_object)
+    else {
         return Vec::new();
     };
     let graph: BTreeMap<&str, BTreeSet<String>> = schemas
