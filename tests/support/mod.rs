@@ -67,6 +67,36 @@ pub fn definition(name: &str) -> Definition {
     })
 }
 
+/// A shipped definition with some lines changed (a test profile: shorter
+/// timeouts and retries), checked from a temporary copy. Each `from` must
+/// occur exactly once, so that the profile fails loudly when the shipped
+/// file changes under it. Keep the returned folder while the definition is
+/// used.
+pub fn definition_variant(name: &str, edits: &[(&str, &str)]) -> (tempfile::TempDir, Definition) {
+    let shipped = std::fs::read_to_string(root().join("connectors").join(format!("{name}.toml")))
+        .expect("the shipped definition");
+    let mut text = shipped.clone();
+    for (from, to) in edits {
+        assert_eq!(
+            shipped.matches(from).count(),
+            1,
+            "connectors/{name}.toml no longer has `{from}` exactly once"
+        );
+        text = text.replace(from, to);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(format!("{name}.toml"));
+    std::fs::write(&path, text).unwrap();
+    let def = concord::connector::check_file(&path).unwrap_or_else(|errors| {
+        let text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        panic!(
+            "the {name} test profile does not pass its check:\n{}",
+            text.join("\n")
+        )
+    });
+    (dir, def)
+}
+
 /// Opens an instance of a checked definition.
 pub fn open(def: &Definition, instance: &Instance) -> Arc<dyn Connector> {
     (def.driver.open)(def, instance).unwrap_or_else(|e| panic!("opening {} failed: {e}", def.name))
