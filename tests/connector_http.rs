@@ -89,6 +89,7 @@ async fn serve() -> (String, Shared) {
         .route("/batch/items", post(batch))
         .route("/xero/items", post(xero))
         .route("/echo/items", get(echo))
+        .route("/search/items", post(search))
         .route("/{style}/items", get(list).post(create))
         .route("/{style}/items/{id}", get(fetch).put(update))
         .with_state(state.clone());
@@ -416,6 +417,53 @@ async fn xero(State(s): State<Shared>, headers: HeaderMap, Json(body): Json<Valu
         })
         .collect();
     Json(json!({"Status": "OK", "Items": items})).into_response()
+}
+
+/// HubSpot-like search: filter, page size and cursor in a JSON body.
+async fn search(State(s): State<Shared>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+    if let Some(r) = gate(&s, &headers).await {
+        return r;
+    }
+    let m = lock(&s);
+    let (Some(since_ms), Some(limit)) =
+        (body["filter"]["since_ms"].as_i64(), body["limit"].as_u64())
+    else {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"message": format!("bad search {body}")})),
+        )
+            .into_response();
+    };
+    let after: usize = match body.get("after") {
+        None => 0,
+        Some(Value::String(t)) => t.parse().unwrap_or(usize::MAX),
+        Some(other) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"message": format!("bad after {other}")})),
+            )
+                .into_response();
+        }
+    };
+    let mut rows: Vec<&Value> = m
+        .records
+        .values()
+        .filter(|r| updated(r).timestamp_millis() >= since_ms)
+        .collect();
+    rows.sort_by_key(|r| (updated(r), r["id"].as_str().map(str::to_owned)));
+    let page: Vec<&Value> = rows
+        .iter()
+        .skip(after)
+        .take(limit as usize)
+        .copied()
+        .collect();
+    let next = after + page.len();
+    let paging = if next < rows.len() {
+        json!({"next": {"after": next.to_string()}})
+    } else {
+        json!(null)
+    };
+    Json(json!({"total": rows.len(), "results": page, "paging": paging})).into_response()
 }
 
 /// Echoes everything it got in an error, as careless systems do.
@@ -964,6 +1012,46 @@ async fn incremental_pulls_ask_since_the_cursor_minus_the_look_back() {
     assert_eq!(ids.first(), Some(&"R000090"));
     assert_eq!(ids.len(), 210);
     assert_eq!(pages.last().unwrap().cursor.id.as_deref(), Some("R000299"));
+}
+
+#[tokio::test]
+async fn search_requests_carry_time_size_and_cursor_in_a_json_body() {
+    let (base, state) = serve().await;
+    seed(&state, 300).await;
+    let text = format!(
+        r#"name = "mock"
+driver = "http"
+base_url = "{base}"
+auth = {{ kind = "bearer", token = "${{token}}" }}
+[entities.item]
+id = "/id"
+updated_at = {{ pointer = "/updated_at" }}
+[entities.item.incremental]
+format = "unix_ms"
+pagination = {{ style = "cursor", next = "/paging/next/after", size = 40 }}
+[entities.item.incremental.request]
+method = "POST"
+path = "/search/items"
+records = "/results"
+ordered = true
+body = {{ filter = {{ since_ms = "{{since}}" }}, sorts = ["updated_at"], limit = "{{size}}", after = "{{cursor}}" }}
+"#
+    );
+    let c = open(&text, "mock_search");
+    assert!(c.capabilities().entities["item"].pull);
+    // No cursor: everything, from the beginning of time.
+    let pages = pull_all(&c, None).await.unwrap();
+    assert_eq!(pages.len(), 8);
+    assert_eq!(pages.iter().map(|p| p.records.len()).sum::<usize>(), 300);
+    // From a cursor 90 s in: 60 s of look-back, as in the list case.
+    let seeds = conformance::seeds(300);
+    let cursor = Cursor::at(seeds[270].updated_at, seeds[270].id.clone());
+    let pages = pull_all(&c, Some(cursor)).await.unwrap();
+    let ids: Vec<&str> = pages
+        .iter()
+        .flat_map(|p| p.records.iter().map(|r| r.external_id.as_str()))
+        .collect();
+    assert_eq!((ids.len(), ids[0]), (210, "R000090"));
 }
 
 // ---------------------------------------------------------------------------

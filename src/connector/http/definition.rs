@@ -1246,7 +1246,12 @@ impl Checker<'_> {
                 // Allowed: some systems write Last-Modified style dates.
             }
         }
+        let searchable = spec
+            .incremental
+            .as_ref()
+            .is_some_and(|i| i.get_ref().request.is_some());
         if spec.list.is_none()
+            && !searchable
             && spec.get.is_none()
             && spec.create.is_none()
             && spec.update.is_none()

@@ -214,6 +214,19 @@ impl HttpConnector {
             .connect_timeout(timeout.min(Duration::from_secs(10)))
             .pool_max_idle_per_host(spec.concurrency() as usize)
             .user_agent(concat!("concord/", env!("CARGO_PKG_VERSION")))
+            // Redirects stay on the origin they started from: headers with
+            // keys (`X-API-Key`, a tenant id) must not follow elsewhere.
+            .redirect(reqwest::redirect::Policy::custom(|attempt| {
+                let same = attempt
+                    .previous()
+                    .first()
+                    .is_some_and(|first| first.origin() == attempt.url().origin());
+                if same && attempt.previous().len() <= 5 {
+                    attempt.follow()
+                } else {
+                    attempt.stop()
+                }
+            }))
             .build()
             .map_err(|e| config(format!("cannot build the HTTP client: {e}")))?;
 
@@ -473,7 +486,11 @@ impl Connector for HttpConnector {
         let record = self.record(e, data).map_err(|m| {
             ConnectorError::invalid_data(&self.name, format!("the answer to {what}: {m}"))
         })?;
-        if record.external_id != *id {
+        if !record
+            .external_id
+            .as_str()
+            .eq_ignore_ascii_case(id.as_str())
+        {
             return Err(ConnectorError::invalid_data(
                 &self.name,
                 format!("asked {what} for `{id}`, got `{}`", record.external_id),

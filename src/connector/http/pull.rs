@@ -81,7 +81,14 @@ impl<'a> Pull<'a> {
         let e = c.entity(entity)?;
         let start = cursor.unwrap_or_default();
         let since_at = match &e.updated_at {
-            Some(_) => start.since(c.look_back),
+            Some(_) => start.since(c.look_back).or_else(|| {
+                // An entity read only through its incremental request (a
+                // search endpoint) starts from the beginning of time.
+                e.list
+                    .is_none()
+                    .then_some(DateTime::<Utc>::UNIX_EPOCH)
+                    .filter(|_| e.incremental.as_ref().is_some_and(|i| i.request.is_some()))
+            }),
             None => None,
         };
         let incremental = e.incremental.as_ref().filter(|_| since_at.is_some());

@@ -9,7 +9,10 @@
 //!   after the retries), or credentials fail: `Err` for the whole push when
 //!   nothing of it has been written yet, so the engine retries it as a
 //!   whole; otherwise `RetryLater` for every change not written, and the
-//!   push stops there instead of pressing on against a failing system.
+//!   push stops there instead of pressing on against a failing system. A
+//!   timed-out write may have been done after all; the idempotency key
+//!   (`idempotency_header`, or `{key}` in the body) makes the retry safe
+//!   where the system honours it.
 
 use std::time::Duration;
 
