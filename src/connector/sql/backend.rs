@@ -117,6 +117,16 @@ impl Pool {
             .map(|_| ()))
     }
 
+    /// Opens and closes one connection outside the pool.
+    pub async fn connect_once(&self) -> Result<(), sqlx::Error> {
+        use sqlx::ConnectOptions as _;
+        use sqlx::Connection as _;
+        with_pool!(self, |p| {
+            let opts = p.connect_options();
+            opts.connect().await?.close().await
+        })
+    }
+
     pub async fn close(&self) {
         with_pool!(self, |p| p.close().await)
     }

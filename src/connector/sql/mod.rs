@@ -175,6 +175,17 @@ impl SqlConnector {
         })
     }
 
+    /// The pool found no connection in time. The pool retries refused
+    /// connections until then, so one direct attempt tells a database that
+    /// is down (or refuses the credentials) from one that does not answer.
+    async fn pool_timed_out(&self, doing: &str) -> ConnectorError {
+        let probe = tokio::time::timeout(Duration::from_secs(5), self.pool.connect_once()).await;
+        match probe {
+            Ok(Err(e)) => self.fail(doing, e),
+            _ => self.fail(doing, sqlx::Error::PoolTimedOut),
+        }
+    }
+
     /// Runs `fut` within the query timeout.
     async fn timed<T>(
         &self,
@@ -182,6 +193,7 @@ impl SqlConnector {
         fut: impl Future<Output = Result<T, sqlx::Error>>,
     ) -> Result<T, ConnectorError> {
         match tokio::time::timeout(self.query_timeout, fut).await {
+            Ok(Err(sqlx::Error::PoolTimedOut)) => Err(self.pool_timed_out(doing).await),
             Ok(r) => r.map_err(|e| self.fail(doing, e)),
             Err(_) => Err(ConnectorError::new(
                 ErrorKind::Timeout,
@@ -560,7 +572,20 @@ impl SqlConnector {
             obj.insert(k.clone(), data[k].clone());
         }
         let existed = w.find(&up.key, &obj).await?.is_some();
-        w.upsert(&up.key, &set, &obj).await?;
+        if existed {
+            // An UPDATE, not an upsert: SQLite checks NOT NULL columns the
+            // record does not write before it sees the conflict.
+            let key: Map<String, Value> =
+                up.key.iter().map(|k| (k.clone(), obj[k].clone())).collect();
+            let values: Map<String, Value> = obj
+                .iter()
+                .filter(|(k, _)| !up.key.contains(k))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            w.update(&set, &values, &key).await?;
+        } else {
+            w.upsert(&up.key, &set, &obj).await?;
+        }
         let id = w.find(&up.key, &obj).await?.ok_or_else(|| {
             ConnectorError::invalid_data(
                 &self.system,
