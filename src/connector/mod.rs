@@ -28,6 +28,7 @@
 
 pub mod conformance;
 mod error;
+pub mod file;
 pub mod sql;
 
 use std::collections::BTreeMap;
@@ -322,7 +323,7 @@ impl std::fmt::Debug for Driver {
 }
 
 /// Every driver concord has.
-pub static DRIVERS: &[&Driver] = &[&sql::DRIVER];
+pub static DRIVERS: &[&Driver] = &[&file::DRIVER, &sql::DRIVER];
 
 /// The driver called `name`.
 pub fn driver(name: &str) -> Option<&'static Driver> {

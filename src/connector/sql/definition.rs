@@ -378,7 +378,7 @@ pub fn load(source: &SourceFile) -> Result<Checked, Vec<LoadError>> {
         let mut upsert = None;
         if let Some(u) = &e.upsert {
             let ud = u.get_ref();
-            if matches!(source_, Some(Source::Query(_))) {
+            if e.query.is_some() {
                 err(
                     u.span(),
                     format!(
