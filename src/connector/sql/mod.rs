@@ -483,7 +483,7 @@ impl SqlConnector {
         if let Some(idem) = &entity.idempotency_column {
             let mut obj = Map::new();
             obj.insert(idem.clone(), Value::String(change.idempotency_key.clone()));
-            if let Some(id) = w.find(&[idem.clone()], &obj).await? {
+            if let Some(id) = w.find(std::slice::from_ref(idem), &obj).await? {
                 return Ok(outcome(change, id));
             }
         }
