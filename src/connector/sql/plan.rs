@@ -84,10 +84,9 @@ pub fn kind_of(dialect: Dialect, type_name: &str) -> Kind {
         Dialect::MySql => match t.as_str() {
             "BOOLEAN" => Kind::Bool,
             "TINYINT" | "SMALLINT" | "MEDIUMINT" | "INT" | "BIGINT" | "YEAR" => Kind::Int,
-            "TINYINT UNSIGNED" | "SMALLINT UNSIGNED" | "MEDIUMINT UNSIGNED" | "INT UNSIGNED" => {
-                Kind::Int
-            }
-            "BIGINT UNSIGNED" => Kind::UInt,
+            // Unsigned values are read as unsigned, whatever their width.
+            "TINYINT UNSIGNED" | "SMALLINT UNSIGNED" | "MEDIUMINT UNSIGNED" | "INT UNSIGNED"
+            | "BIGINT UNSIGNED" => Kind::UInt,
             "FLOAT" | "DOUBLE" => Kind::Float,
             "DECIMAL" => Kind::Decimal,
             "CHAR" | "VARCHAR" | "TINYTEXT" | "TEXT" | "MEDIUMTEXT" | "LONGTEXT" | "ENUM"
