@@ -13,7 +13,12 @@
 //!   is read again, an acknowledged one is not;
 //! - [`idempotent_push`]: the same change pushed twice writes once;
 //! - [`classify_errors`]: each fault the harness can stage surfaces as the
-//!   right [`ErrorKind`], and no page is returned for a failed request.
+//!   right [`ErrorKind`], and no page is returned for a failed request;
+//! - [`quarantine_malformed`]: unreadable records come back as the page's
+//!   rejects, and the records around them still arrive.
+//!
+//! Every pull the kit drains must carry no rejects unless the harness placed
+//! unreadable records on purpose.
 //!
 //! Each check returns `Err` with what differed, so a test reads
 //! `conformance::pull_pages(&h).await.unwrap()`.
@@ -28,7 +33,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use futures_util::StreamExt;
 use serde_json::Value;
 
-use super::{Change, Connector, Cursor, ErrorKind, Page, PushOutcome, RawRecord};
+use super::{Change, Connector, Cursor, ErrorKind, Page, PushOutcome, RawRecord, Reject};
 
 /// A record to place at the source, in the harness's own shape.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,6 +111,13 @@ pub trait Harness: Send + Sync {
     async fn heal(&self) -> anyhow::Result<()> {
         Ok(())
     }
+    /// Replaces everything at the source with `records` plus `malformed`
+    /// unreadable records placed among them (a broken line, a value that
+    /// does not parse); `false` when the source cannot hold such records.
+    async fn seed_malformed(&self, records: &[Seed], malformed: usize) -> anyhow::Result<bool> {
+        let _ = (records, malformed);
+        Ok(false)
+    }
 }
 
 /// `n` records; groups of three share an `updated_at`, so equal timestamps
@@ -122,7 +134,8 @@ pub fn seeds(n: usize) -> Vec<Seed> {
 }
 
 /// Reads a whole pull, acknowledging each page, and returns the pages'
-/// record ids and cursors.
+/// record ids and cursors. Any reject fails it: the harness placed only
+/// readable records.
 async fn drain(
     h: &dyn Harness,
     connector: &dyn Connector,
@@ -130,6 +143,27 @@ async fn drain(
     cursor: Option<Cursor>,
     limit: usize,
 ) -> anyhow::Result<(Vec<Vec<String>>, Vec<Cursor>)> {
+    let (pages, cursors, rejects) = drain_with_rejects(h, connector, entity, cursor, limit).await?;
+    if let Some(first) = rejects.first() {
+        bail!(
+            "{} readable records were rejected, first at {}: {}",
+            rejects.len(),
+            first.position,
+            first.reason
+        );
+    }
+    Ok((pages, cursors))
+}
+
+/// [`drain`], returning the rejects instead of failing on them.
+async fn drain_with_rejects(
+    h: &dyn Harness,
+    connector: &dyn Connector,
+    entity: &str,
+    cursor: Option<Cursor>,
+    limit: usize,
+) -> anyhow::Result<(Vec<Vec<String>>, Vec<Cursor>, Vec<Reject>)> {
+    let mut rejects = Vec::new();
     let mut stream = connector.pull(entity, cursor.clone());
     let mut pages = Vec::new();
     let mut cursors = Vec::new();
@@ -140,6 +174,7 @@ async fn drain(
         last = page.cursor.clone();
         pages.push(ids(h, &page));
         cursors.push(page.cursor.clone());
+        rejects.extend(page.rejects);
         if let Some(ack) = page.ack {
             ack.ack().await.context("acknowledging a page")?;
         }
@@ -148,7 +183,7 @@ async fn drain(
             "more than {limit} pages: the pull does not end"
         );
     }
-    Ok((pages, cursors))
+    Ok((pages, cursors, rejects))
 }
 
 fn ids(h: &dyn Harness, page: &Page) -> Vec<String> {
@@ -422,7 +457,6 @@ pub async fn idempotent_push(h: &dyn Harness) -> anyhow::Result<()> {
 pub async fn classify_errors(h: &dyn Harness) -> anyhow::Result<Vec<Fault>> {
     let size = h.page_size();
     h.seed(&seeds(size * 2)).await?;
-    let connector = h.connector();
     let mut tested = Vec::new();
     for fault in [
         Fault::Unauthorized,
@@ -436,6 +470,9 @@ pub async fn classify_errors(h: &dyn Harness) -> anyhow::Result<Vec<Fault>> {
         if !h.inject(fault).await? {
             continue;
         }
+        // Asked for after the fault is staged: a harness may stage it in
+        // the connector's configuration (a closed port, a wrong password).
+        let connector = h.connector();
         let mut stream = connector.pull(h.entity(), None);
         let result = stream.next().await;
         drop(stream);
@@ -469,4 +506,42 @@ pub async fn classify_errors(h: &dyn Harness) -> anyhow::Result<Vec<Fault>> {
     }
     ensure!(!tested.is_empty(), "the harness staged no fault at all");
     Ok(tested)
+}
+
+/// Unreadable records surface as rejects with a position and a reason; the
+/// readable records around them arrive exactly once and the pull ends.
+pub async fn quarantine_malformed(h: &dyn Harness) -> anyhow::Result<bool> {
+    let size = h.page_size();
+    let records = seeds(2 * size + 1);
+    let malformed = 3;
+    if !h.seed_malformed(&records, malformed).await? {
+        return Ok(false);
+    }
+    let connector = h.connector();
+    let (pages, _, rejects) =
+        drain_with_rejects(h, connector.as_ref(), h.entity(), None, 10 * size)
+            .await
+            .context("pulling a source with unreadable records")?;
+    let got: Vec<String> = pages.concat();
+    let unique: BTreeSet<&String> = got.iter().collect();
+    ensure!(unique.len() == got.len(), "records were read twice");
+    let want: BTreeSet<&String> = records.iter().map(|r| &r.id).collect();
+    ensure!(
+        unique == want,
+        "the readable records differ: missing {:?}, unexpected {:?}",
+        want.difference(&unique).take(5).collect::<Vec<_>>(),
+        unique.difference(&want).take(5).collect::<Vec<_>>()
+    );
+    ensure!(
+        rejects.len() == malformed,
+        "{malformed} unreadable records placed, {} rejected: {rejects:?}",
+        rejects.len()
+    );
+    for r in &rejects {
+        ensure!(
+            !r.position.is_empty() && !r.reason.is_empty(),
+            "a reject without a position or reason: {r:?}"
+        );
+    }
+    Ok(true)
 }

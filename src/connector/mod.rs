@@ -30,7 +30,9 @@ pub mod amqp;
 pub mod bank;
 pub mod conformance;
 mod error;
+pub mod file;
 pub mod http;
+pub mod sql;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -134,10 +136,32 @@ pub trait Ack: Send + Sync {
     async fn nack(self: Box<Self>, requeue: bool, reason: &str) -> Result<(), ConnectorError>;
 }
 
+/// A record the driver found but could not read (a malformed CSV line, a
+/// JSON value that does not parse, a row with an unreadable value).
+///
+/// It travels with its page instead of failing the pull, so one bad line
+/// does not block the rest of a file or table: the sync engine quarantines
+/// it with its reason, and the page's cursor moves past it like past any
+/// record. Nothing is dropped silently.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reject {
+    /// Where the record is, so an operator can find it: `invoices.csv:17`,
+    /// `public.customer id=42`.
+    pub position: String,
+    /// Why it could not be read.
+    pub reason: String,
+    /// The record as found (text, possibly cut to a bounded length).
+    pub raw: String,
+}
+
 /// A page of a pull.
 #[derive(Default)]
 pub struct Page {
     pub records: Vec<RawRecord>,
+    /// Records found in this stretch of the source that could not be read;
+    /// the engine quarantines them. Records and rejects together stay within
+    /// the page size.
+    pub rejects: Vec<Reject>,
     /// Where to resume after this page.
     pub cursor: Cursor,
     /// For consuming sources: call after the page is committed.
@@ -173,10 +197,24 @@ pub enum Notice {
     },
 }
 
+impl Page {
+    /// A page of readable records, without rejects or an ack.
+    pub fn new(records: Vec<RawRecord>, cursor: Cursor) -> Page {
+        Page {
+            records,
+            rejects: Vec::new(),
+            cursor,
+            ack: None,
+            notices: Vec::new(),
+        }
+    }
+}
+
 impl std::fmt::Debug for Page {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Page")
             .field("records", &self.records.len())
+            .field("rejects", &self.rejects.len())
             .field("cursor", &self.cursor)
             .field("ack", &self.ack.is_some())
             .field("notices", &self.notices)
@@ -320,7 +358,13 @@ impl std::fmt::Debug for Driver {
 }
 
 /// Every driver concord has.
-pub static DRIVERS: &[&Driver] = &[&http::DRIVER, &amqp::DRIVER, &bank::DRIVER];
+pub static DRIVERS: &[&Driver] = &[
+    &http::DRIVER,
+    &sql::DRIVER,
+    &file::DRIVER,
+    &amqp::DRIVER,
+    &bank::DRIVER,
+];
 
 /// The driver called `name`.
 pub fn driver(name: &str) -> Option<&'static Driver> {

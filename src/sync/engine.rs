@@ -366,10 +366,10 @@ impl Engine {
         while let Some(page) = pages.next().await {
             let page = page?;
             report.pages += 1;
-            report.pulled += page.records.len();
+            report.pulled += page.records.len() + page.rejects.len();
             let mut attempt = 0;
             loop {
-                let (mut batch, stats) = self
+                let (mut batch, mut stats) = self
                     .ingest_page(
                         job,
                         &mapping,
@@ -381,6 +381,19 @@ impl Engine {
                 batch
                     .alerts
                     .extend(notice_alerts(&job.source.system, &page.notices));
+                // Records the source could not read: kept, with where and why.
+                stats.quarantined += page.rejects.len();
+                for reject in &page.rejects {
+                    batch.quarantine.push(QuarantineItem {
+                        system: job.source.system.clone(),
+                        entity: mapping.entity,
+                        external_id: None,
+                        raw: Value::String(reject.raw.clone()),
+                        reason: format!("{}: {}", reject.position, reject.reason),
+                        rule: Some("unreadable".into()),
+                        field_path: None,
+                    });
+                }
                 if options.dry_run {
                     stats.add_to(report);
                     break;

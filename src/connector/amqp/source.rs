@@ -210,6 +210,7 @@ impl Pull {
         }
         Ok(Some(Page {
             records,
+            rejects: Vec::new(),
             cursor: self.cursor.clone(),
             ack: Some(Box::new(PageAck { session, held })),
             notices,

@@ -466,6 +466,7 @@ impl Pull {
         let name = file_name(&path);
         Page {
             records: Vec::new(),
+            rejects: Vec::new(),
             cursor: self.cursor.clone(),
             notices: vec![Notice::SetAside {
                 item: name.clone(),
@@ -769,6 +770,7 @@ impl FileRead {
         }
         Ok(Page {
             records,
+            rejects: Vec::new(),
             cursor: cursor.clone(),
             notices: if last {
                 std::mem::take(&mut self.statements)

@@ -314,7 +314,7 @@ impl<'a> Pull<'a> {
                 records,
                 cursor,
                 ack: None,
-                notices: Vec::new(),
+                ..Page::default()
             }));
         }
     }
