@@ -429,3 +429,107 @@ fn config_shows_system_placeholders_and_masks_literal_secrets() {
         text(&out.stderr)
     );
 }
+
+/// Copies a folder tree (the demo's configuration) into a test directory.
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn the_quickstart_demo_syncs_quarantines_and_settles_after_a_decision() {
+    let dir = tempfile::tempdir().unwrap();
+    let project = Path::new(env!("CARGO_MANIFEST_DIR"));
+    copy_tree(
+        &project.join("config/demo"),
+        &dir.path().join("config/demo"),
+    );
+    std::fs::copy(
+        project.join("config/demo.toml"),
+        dir.path().join("config/demo.toml"),
+    )
+    .unwrap();
+
+    let out = concord(dir.path(), &["demo"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let shown = text(&out.stdout);
+    assert!(shown.contains("2 record(s) quarantined"), "{shown}");
+    assert!(shown.contains("1 conflict(s) wait for you"), "{shown}");
+    let erp = dir.path().join("data/demo/erp.db");
+    assert!(erp.is_file());
+
+    let c = ["--config", "config/demo.toml"];
+    let out = concord(
+        dir.path(),
+        &[&c[..], &["conflicts", "list", "-o", "json"]].concat(),
+        &[],
+    );
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(list[0]["field_path"], "phone");
+    let out = concord(
+        dir.path(),
+        &[
+            &c[..],
+            &[
+                "conflicts",
+                "resolve",
+                "1",
+                "--take",
+                "theirs",
+                "--actor",
+                "ada",
+            ],
+        ]
+        .concat(),
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("resolved by ada"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // Running again moves nothing: the pair of jobs has settled.
+    for _ in 0..2 {
+        let out = concord(
+            dir.path(),
+            &[&c[..], &["sync", "run", "--all", "-o", "json"]].concat(),
+            &[],
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        let reports: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        for r in reports.as_array().unwrap() {
+            assert_eq!(
+                (
+                    r["created"].as_u64(),
+                    r["updated"].as_u64(),
+                    r["delivered"].as_u64()
+                ),
+                (Some(0), Some(0), Some(0)),
+                "{r}"
+            );
+        }
+    }
+    let out = concord(
+        dir.path(),
+        &[&c[..], &["history", "customer", "crm_main:C-1001"]].concat(),
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let history = text(&out.stdout);
+    assert!(history.contains("by operator ada"), "{history}");
+    assert!(
+        history.contains("phone: \"+49301234567\" → \"+49307654321\""),
+        "{history}"
+    );
+}

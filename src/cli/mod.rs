@@ -7,6 +7,7 @@ mod bank;
 mod config;
 mod connectors;
 mod db;
+mod demo;
 mod mapping;
 mod status;
 mod sync;
@@ -58,6 +59,9 @@ enum Command {
     /// Validate system definitions and check configured systems.
     #[command(subcommand)]
     Connectors(connectors::ConnectorsCommand),
+    /// The quickstart: a CRM export and an ERP database kept in agreement,
+    /// on the embedded store (uses config/demo.toml unless --config is given).
+    Demo(demo::DemoArgs),
     /// Manage the store's schema.
     #[command(subcommand)]
     Db(db::DbCommand),
@@ -90,6 +94,9 @@ pub enum OutputFormat {
     /// One JSON document for scripts.
     Json,
 }
+
+/// The configuration `concord demo` uses unless told otherwise.
+const DEMO_CONFIG: &str = "config/demo.toml";
 
 /// A failure classified for the exit code.
 #[derive(Debug)]
@@ -139,7 +146,12 @@ pub fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<(), Failure> {
-    let settings = Settings::load(cli.config.as_deref()).map_err(|e| Failure::Usage(e.into()))?;
+    // The demo brings its own configuration.
+    let config = match (&cli.config, &cli.command) {
+        (None, Command::Demo(_)) => Some(PathBuf::from(DEMO_CONFIG)),
+        (c, _) => c.clone(),
+    };
+    let settings = Settings::load(config.as_deref()).map_err(|e| Failure::Usage(e.into()))?;
     let format = cli.log_format.unwrap_or(settings.log.format);
     let filter = cli.log_level.as_deref().unwrap_or(&settings.log.level);
     logging::init(format, filter).map_err(Failure::Usage)?;
@@ -158,6 +170,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             Command::Bank(cmd) => bank::run(cmd, &settings).await,
             Command::Config(cmd) => config::run(cmd, &settings),
             Command::Connectors(cmd) => connectors::run(cmd, &settings).await,
+            Command::Demo(args) => demo::run(args, &settings).await,
             Command::Db(cmd) => db::run(cmd, &settings).await,
             Command::Mapping(cmd) => mapping::run(cmd, &settings).await,
             Command::Status(args) => status::run(args, &settings).await,

@@ -42,6 +42,19 @@ pub struct RunArgs {
     output: OutputFormat,
 }
 
+impl RunArgs {
+    /// Every job, once, printed as a table.
+    pub fn all() -> RunArgs {
+        RunArgs {
+            jobs: Vec::new(),
+            all: true,
+            full: false,
+            dry_run: false,
+            output: OutputFormat::Table,
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum ConflictsCommand {
     /// Open conflicts (all with --all).
@@ -410,13 +423,15 @@ pub async fn conflicts(command: ConflictsCommand, settings: &Settings) -> anyhow
                 (Some("theirs"), None) => Choice::Theirs,
                 (Some("ours"), None) => Choice::Ours,
                 (Some(s), None) if s == conflict.source_system => Choice::Theirs,
-                (Some(s), None) => match CanonicalId::parse(s) {
-                    Ok(id) => Choice::Link(id),
-                    Err(_) if settings.systems.contains_key(s) => Choice::Ours,
-                    Err(_) => bail!(
-                        "--take {s:?}: expected theirs, ours, a system name or a candidate id"
-                    ),
-                },
+                // Another system's value is the canonical one (ours).
+                (Some(s), None) if settings.systems.contains_key(s) => Choice::Ours,
+                (Some(s), None) if conflict.field_path == crate::sync::engine::IDENTITY_FIELD => {
+                    Choice::Link(CanonicalId::parse(s).with_context(|| format!("--take {s:?}"))?)
+                }
+                (Some(s), None) => bail!(
+                    "--take {s:?}: expected theirs, ours or a system name ({} raised this conflict)",
+                    conflict.source_system
+                ),
                 (None, None) => bail!("say what to take: --take or --value"),
             };
             let actor = actor.unwrap_or_else(os_user);
@@ -505,12 +520,11 @@ fn cut(s: &str) -> String {
 
 /// A record named by canonical id or by `SYSTEM:EXTERNAL_ID`.
 async fn find_record(store: &Store, entity: EntityKind, id: &str) -> anyhow::Result<CanonicalId> {
-    if let Ok(id) = CanonicalId::parse(id) {
-        return Ok(id);
-    }
-    let (system, external) = id
-        .split_once(':')
-        .ok_or_else(|| anyhow!("{id:?} is neither a canonical id nor SYSTEM:EXTERNAL_ID"))?;
+    // Canonical ids never hold a colon; SYSTEM:EXTERNAL_ID always does.
+    let Some((system, external)) = id.split_once(':') else {
+        return CanonicalId::parse(id)
+            .map_err(|e| anyhow!("{id:?} is neither a canonical id nor SYSTEM:EXTERNAL_ID: {e}"));
+    };
     Ok(store
         .find_link(entity, system, external)
         .await?

@@ -999,10 +999,15 @@ impl Engine {
                 continue;
             }
             let rename = BTreeMap::from([(mapping.system.clone(), target.system.clone())]);
+            // What the target was last known to hold, rendered the same way,
+            // tells whether this version changes anything there.
+            let known = |id: &CanonicalId| links.get(id).and_then(|l| l.synced_data.as_ref());
             let lookups = resolve_lookups(
                 &self.store,
                 &mapping,
-                sendable.iter().map(|(_, h)| &h.data),
+                sendable
+                    .iter()
+                    .flat_map(|(e, h)| std::iter::once(&h.data).chain(known(&e.canonical_id))),
                 &rename,
             )
             .await?;
@@ -1010,6 +1015,27 @@ impl Engine {
             let mut pending = Vec::new();
             for (entry, head) in sendable {
                 match mapping.apply(&head.data, &lookups) {
+                    Ok(data)
+                        if known(&entry.canonical_id)
+                            .is_some_and(|k| mapping.apply(k, &lookups).as_ref() == Ok(&data)) =>
+                    {
+                        // Nothing the target shows would change (a field it
+                        // does not carry changed): no write, no echo.
+                        let l = &links[&entry.canonical_id];
+                        let link = LinkWrite {
+                            entity: kind,
+                            system: target.system.clone(),
+                            external_id: l.external_id.clone(),
+                            canonical_id: entry.canonical_id.clone(),
+                            synced_version: Some(head.version),
+                            synced_data: l.synced_data.clone(),
+                            remote_updated_at: l.remote_updated_at,
+                        };
+                        self.store
+                            .outbox_settle(entry.id, &Delivery::Delivered { link })
+                            .await?;
+                        report.delivery_skipped += 1;
+                    }
                     Ok(data) => {
                         let external_id = links
                             .get(&entry.canonical_id)

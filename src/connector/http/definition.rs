@@ -1784,7 +1784,8 @@ update = { method = "PUT", path = "/customers/{id}" }
 
     #[test]
     fn the_example_definition_passes() {
-        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("connectors/example-http.toml");
+        let path =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("connectors/examples/example_http.toml");
         let source = SourceFile::read(&path).unwrap();
         assert_eq!(
             check(&source).err().unwrap_or_default(),
