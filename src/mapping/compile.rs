@@ -88,7 +88,7 @@ pub fn load_file(path: &Path) -> Result<Mapping, Vec<LoadError>> {
         direction,
         description: header.description.clone(),
         file: path.to_owned(),
-        fields,
+        fields: super::Fields::new(fields),
         rules,
         has_lookups,
     })
@@ -501,7 +501,7 @@ impl Compiler {
             return Some(FieldPlan {
                 target,
                 label,
-                source: Source::Each(path, plans),
+                source: Source::Each(path, super::Fields::new(plans)),
                 pipe: Vec::new(),
                 default: None,
                 required: s.required,
