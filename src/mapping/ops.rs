@@ -473,12 +473,16 @@ fn step<'a>(op: &'a Op, v: &V<'a>, lookups: &LookupMode<'_>) -> Result<Option<V<
         }
         Op::Collapse => {
             let text = need_text(op, v)?;
-            let clean = !text.starts_with(char::is_whitespace)
-                && !text.ends_with(char::is_whitespace)
-                && !text.as_bytes().windows(2).any(|w| {
-                    w[0].is_ascii_whitespace() && (w[1].is_ascii_whitespace() || w[0] != b' ')
-                })
-                && text.is_ascii();
+            // Already single-spaced: ASCII whose only white space is
+            // single spaces between words (vertical tab included, which
+            // `u8::is_ascii_whitespace` leaves out but `split_whitespace`
+            // splits on).
+            let bytes = text.as_bytes();
+            let clean = text.is_ascii()
+                && !bytes.iter().any(|b| matches!(b, b'\t'..=b'\r'))
+                && !bytes.windows(2).any(|w| w == b"  ")
+                && bytes.first() != Some(&b' ')
+                && bytes.last() != Some(&b' ');
             if clean && matches!(v, V::Str(_)) {
                 return Ok(None);
             }
@@ -758,6 +762,8 @@ mod tests {
         assert_eq!(run(Op::Upper, s("eur")), Ok(s("EUR")));
         assert_eq!(run(Op::Lower, s("ÄB")), Ok(s("äb")));
         assert_eq!(run(Op::Collapse, s(" a \t b\n c ")), Ok(s("a b c")));
+        // A vertical tab is white space too.
+        assert_eq!(run(Op::Collapse, s("a\u{b}b")), Ok(s("a b")));
         let re = Regex::new(r"[^0-9]").unwrap();
         assert_eq!(
             run(Op::Replace(re, String::new()), s("+49 (30) 1")),
@@ -917,6 +923,17 @@ mod tests {
             fn lowercase_check(s in text()) {
                 if is_lowercase(&s) {
                     prop_assert_eq!(s.to_lowercase(), s);
+                }
+            }
+
+            #[test]
+            fn collapse(s in text()) {
+                let expected = s.split_whitespace().collect::<Vec<_>>().join(" ");
+                let got = step(&Op::Collapse, &V::text(s.clone()), &LookupMode::Collect(&Default::default()));
+                match got {
+                    Ok(Some(V::Str(c))) => prop_assert_eq!(c.as_ref(), expected.as_str()),
+                    Ok(None) => prop_assert_eq!(s, expected),
+                    other => prop_assert!(false, "{other:?}"),
                 }
             }
 
