@@ -459,14 +459,14 @@ fn step<'a>(op: &'a Op, v: &V<'a>, lookups: &LookupMode<'_>) -> Result<Option<V<
         }
         Op::Upper => {
             let text = need_text(op, v)?;
-            if matches!(v, V::Str(_)) && !text.chars().any(char::is_lowercase) {
+            if matches!(v, V::Str(_)) && is_uppercase(&text) {
                 return Ok(None);
             }
             V::text(text.to_uppercase())
         }
         Op::Lower => {
             let text = need_text(op, v)?;
-            if matches!(v, V::Str(_)) && !text.chars().any(char::is_uppercase) {
+            if matches!(v, V::Str(_)) && is_lowercase(&text) {
                 return Ok(None);
             }
             V::text(text.to_lowercase())
@@ -690,8 +690,21 @@ fn table_lookup<'a>(table: &'a Table, v: &V<'a>) -> Result<Option<V<'a>>, StepEr
     }
 }
 
-/// Whether `str::to_lowercase` would leave `text` as it is, so a table can
-/// be probed without a lowered copy.
+/// Whether `str::to_uppercase` would leave `text` as it is. Not the same
+/// as having no lowercase letter: title-case letters such as `ǅ` change too.
+fn is_uppercase(text: &str) -> bool {
+    if text.is_ascii() {
+        return !text.bytes().any(|b| b.is_ascii_lowercase());
+    }
+    text.chars().all(|c| {
+        let mut upper = c.to_uppercase();
+        upper.next() == Some(c) && upper.next().is_none()
+    })
+}
+
+/// Whether `str::to_lowercase` would leave `text` as it is, so `lower`
+/// keeps it and a table is probed without a lowered copy. Not the same as
+/// having no uppercase letter: title-case letters such as `ǅ` change too.
 fn is_lowercase(text: &str) -> bool {
     if text.is_ascii() {
         return !text.bytes().any(|b| b.is_ascii_uppercase());
@@ -762,6 +775,9 @@ mod tests {
         assert_eq!(run(Op::Upper, s("eur")), Ok(s("EUR")));
         assert_eq!(run(Op::Lower, s("ÄB")), Ok(s("äb")));
         assert_eq!(run(Op::Collapse, s(" a \t b\n c ")), Ok(s("a b c")));
+        // Title-case letters change both ways.
+        assert_eq!(run(Op::Lower, s("ǅ")), Ok(s("ǆ")));
+        assert_eq!(run(Op::Upper, s("ǅ")), Ok(s("Ǆ")));
         // A vertical tab is white space too.
         assert_eq!(run(Op::Collapse, s("a\u{b}b")), Ok(s("a b")));
         let re = Regex::new(r"[^0-9]").unwrap();
@@ -908,7 +924,7 @@ mod tests {
             prop_oneof![
                 "[ \t\n\x0B\x0C\rA-Za-z0-9]{0,8}",
                 "\\PC{0,8}",
-                "[ \u{85}\u{a0}\u{2003}\u{3000}aÄß]{0,6}",
+                "[ \u{85}\u{a0}\u{2003}\u{3000}aÄßǅǈΣσ\u{345}İ]{0,6}",
             ]
         }
 
@@ -920,9 +936,16 @@ mod tests {
             }
 
             #[test]
-            fn lowercase_check(s in text()) {
-                if is_lowercase(&s) {
-                    prop_assert_eq!(s.to_lowercase(), s);
+            fn case_checks(s in text()) {
+                prop_assert_eq!(is_lowercase(&s), s.to_lowercase() == s);
+                prop_assert_eq!(is_uppercase(&s), s.to_uppercase() == s);
+            }
+
+            #[test]
+            fn upper_and_lower(s in text()) {
+                for (op, want) in [(Op::Upper, s.to_uppercase()), (Op::Lower, s.to_lowercase())] {
+                    let got = apply(&op, V::text(s.clone()), &LookupMode::Collect(&Default::default()));
+                    prop_assert_eq!(got, Ok(V::text(want)));
                 }
             }
 
