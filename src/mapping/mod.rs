@@ -313,23 +313,21 @@ impl Mapping {
         if self.direction == Direction::Out {
             return Ok(out);
         }
-        Entity::from_value(self.entity, out)
-            .map(|e| e.to_value())
-            .map_err(|e| {
-                let message = e.to_string();
-                // The model names the top-level field in its message.
-                let field = message
-                    .split('`')
-                    .nth(1)
-                    .unwrap_or(self.entity.as_str())
-                    .to_owned();
-                vec![RecordError {
-                    field,
-                    rule: "canonical".into(),
-                    value: None,
-                    message,
-                }]
-            })
+        Entity::canonical(self.entity, out).map_err(|e| {
+            let message = e.to_string();
+            // The model names the top-level field in its message.
+            let field = message
+                .split('`')
+                .nth(1)
+                .unwrap_or(self.entity.as_str())
+                .to_owned();
+            vec![RecordError {
+                field,
+                rule: "canonical".into(),
+                value: None,
+                message,
+            }]
+        })
     }
 }
 

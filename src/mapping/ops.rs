@@ -516,12 +516,7 @@ fn step<'a>(op: &'a Op, v: &V<'a>, lookups: &LookupMode<'_>) -> Result<Option<V<
                 None => V::Null,
             }
         }
-        Op::Split(sep) => V::List(
-            need_text(op, v)?
-                .split(sep.as_str())
-                .map(|s| V::text(s))
-                .collect(),
-        ),
+        Op::Split(sep) => V::List(need_text(op, v)?.split(sep.as_str()).map(V::text).collect()),
         Op::Join(_) => return Ok(None),
         Op::Prefix(p) => V::text(format!("{p}{}", need_text(op, v)?)),
         Op::Suffix(s) => V::text(format!("{}{s}", need_text(op, v)?)),
