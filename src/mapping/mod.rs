@@ -190,13 +190,28 @@ fn assemble_object(
     children: &[(String, Fill)],
     values: &mut [Option<Value>],
 ) -> Map<String, Value> {
-    let mut entries = Vec::with_capacity(children.len());
-    for (key, child) in children {
+    // The map is built in one go from its first 17 entries (sorted, so
+    // without searching); any more are inserted. A longer temporary list
+    // (over 1 KiB) would make glibc's malloc consolidate its free lists on
+    // every record, which slows every allocation after it.
+    const FIRST: usize = 17;
+    let mut entries = Vec::with_capacity(children.len().min(FIRST));
+    let mut rest = children.iter();
+    for (key, child) in rest.by_ref() {
         if let Some(value) = assemble(child, values) {
             entries.push((key.clone(), value));
+            if entries.len() == FIRST {
+                break;
+            }
         }
     }
-    entries.into_iter().collect()
+    let mut object: Map<String, Value> = entries.into_iter().collect();
+    for (key, child) in rest {
+        if let Some(value) = assemble(child, values) {
+            object.insert(key.clone(), value);
+        }
+    }
+    object
 }
 
 #[derive(Debug)]
