@@ -74,6 +74,71 @@ struct Fields {
     /// target lies inside another: the output is then built in one go
     /// instead of a path walk and a map insert per field.
     layout: Option<Vec<(String, Fill)>>,
+    /// The top-level keys the fields read, sorted, so one pass over the
+    /// record finds them all (at most [`MAX_READS`]; none if more).
+    reads: Vec<String>,
+    /// For each plan, for each path of its source: the index in `reads` of
+    /// the path's first key.
+    read_at: Vec<Vec<Option<usize>>>,
+}
+
+/// Most keys [`Fields::reads`] holds.
+const MAX_READS: usize = 32;
+
+/// The paths a source reads from the record, apart from expressions.
+fn source_paths(source: &Source) -> &[FieldPath] {
+    match source {
+        Source::Path(p) => std::slice::from_ref(p),
+        Source::Coalesce(paths) | Source::All(paths) => paths,
+        Source::Const(_) | Source::Expr(_) | Source::Each(..) => &[],
+    }
+}
+
+fn first_key(path: &FieldPath) -> Option<&String> {
+    match path.segments().first() {
+        Some(Segment::Key(key)) => Some(key),
+        _ => None,
+    }
+}
+
+/// Finds the values of `keys` (sorted) in `record` in one pass over it,
+/// into `found`. `false` when the record has so many more keys that
+/// searching for each is cheaper; `found` is then left as it is.
+fn find_keys<'a>(keys: &[String], record: &'a Value, found: &mut [Option<&'a Value>]) -> bool {
+    let Value::Object(map) = record else {
+        // Nothing to find: no key path reads anything from it.
+        return true;
+    };
+    if map.len() > 4 * keys.len() + 8 {
+        return false;
+    }
+    let mut wanted = 0;
+    for (key, value) in map {
+        while let Some(want) = keys.get(wanted) {
+            match want.as_str().cmp(key) {
+                std::cmp::Ordering::Less => wanted += 1,
+                std::cmp::Ordering::Equal => {
+                    found[wanted] = Some(value);
+                    wanted += 1;
+                    break;
+                }
+                std::cmp::Ordering::Greater => break,
+            }
+        }
+        if wanted == keys.len() {
+            break;
+        }
+    }
+    true
+}
+
+/// The value at `segments` under `from`, as [`FieldPath::get`] walks.
+fn walk<'a>(segments: &[Segment], from: &'a Value) -> Option<&'a Value> {
+    segments.iter().try_fold(from, |cur, seg| match (cur, seg) {
+        (Value::Object(m), Segment::Key(k)) => m.get(k),
+        (Value::Array(a), Segment::Index(n)) => a.get(*n),
+        _ => None,
+    })
 }
 
 /// What goes at one place of the output [`Fields::layout`] builds.
@@ -91,7 +156,32 @@ enum Fill {
 impl Fields {
     fn new(plans: Vec<FieldPlan>) -> Fields {
         let layout = Fields::layout(&plans);
-        Fields { plans, layout }
+        let mut reads: Vec<String> = plans
+            .iter()
+            .flat_map(|p| source_paths(&p.source))
+            .filter_map(first_key)
+            .cloned()
+            .collect();
+        reads.sort();
+        reads.dedup();
+        if reads.len() > MAX_READS {
+            reads.clear();
+        }
+        let read_at = plans
+            .iter()
+            .map(|p| {
+                source_paths(&p.source)
+                    .iter()
+                    .map(|path| first_key(path).and_then(|k| reads.binary_search(k).ok()))
+                    .collect()
+            })
+            .collect();
+        Fields {
+            plans,
+            layout,
+            reads,
+            read_at,
+        }
     }
 
     /// The layout of `plans`' targets, or `None` when setting them path by
@@ -369,7 +459,15 @@ fn apply_fields(
     if fields.layout.is_some() {
         values.resize_with(fields.plans.len(), || None);
     }
+    // The top-level values the sources read, found in one pass.
+    let mut found: [Option<&Value>; MAX_READS] = [None; MAX_READS];
+    let merged = find_keys(&fields.reads, record, &mut found);
     for (index, field) in fields.plans.iter().enumerate() {
+        let read_at = &fields.read_at[index];
+        let get = |i: usize, path: &FieldPath| match read_at[i] {
+            Some(at) if merged => found[at].and_then(|v| walk(&path.segments()[1..], v)),
+            _ => path.get(record),
+        };
         if let Some(when) = &field.when {
             match when.eval(record) {
                 Ok(v) if v.is_true() => {}
@@ -381,17 +479,19 @@ fn apply_fields(
             }
         }
         let value = match &field.source {
-            Source::Path(p) => p.get(record).map_or(V::Null, V::from_json),
+            Source::Path(p) => get(0, p).map_or(V::Null, V::from_json),
             Source::Coalesce(paths) => paths
                 .iter()
-                .filter_map(|p| p.get(record))
+                .enumerate()
+                .filter_map(|(i, p)| get(i, p))
                 .map(V::from_json)
                 .find(|v| !v.is_empty())
                 .unwrap_or(V::Null),
             Source::All(paths) => V::List(
                 paths
                     .iter()
-                    .map(|p| p.get(record).map_or(V::Null, V::from_json))
+                    .enumerate()
+                    .map(|(i, p)| get(i, p).map_or(V::Null, V::from_json))
                     .collect(),
             ),
             Source::Const(v) => V::from_json(v),
@@ -582,11 +682,16 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    /// The same mappings twice: as compiled, and with every layout removed
-    /// so values are set path by path.
+    /// The same mappings twice: as compiled, and with the shortcuts
+    /// removed, so each source path is searched for and each value set at
+    /// its path.
     fn shipped_pairs() -> Vec<(Mapping, Mapping)> {
         fn strip(fields: &mut Fields) {
             fields.layout = None;
+            fields.reads.clear();
+            for at in &mut fields.read_at {
+                at.iter_mut().for_each(|a| *a = None);
+            }
             for plan in &mut fields.plans {
                 if let Source::Each(_, sub) = &mut plan.source {
                     strip(sub);
@@ -708,13 +813,22 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(128))]
-        /// Building the output from a layout gives what setting each path
-        /// in turn gives, errors included.
+        /// Finding sources in one pass and building the output from a
+        /// layout give what searching each path and setting each target in
+        /// turn give, errors included.
         #[test]
-        fn layouts_place_values_like_paths(values in prop::collection::vec(value(), 1..48)) {
+        fn shortcuts_map_like_paths(
+            values in prop::collection::vec(value(), 1..48),
+            present in prop::collection::vec(prop::bool::weighted(0.8), 48),
+            others in prop::collection::btree_map("[a-z]{1,8}", leaf(), 0..120),
+        ) {
             for (laid_out, by_path) in shipped_pairs() {
-                let mut record = Value::Object(Map::new());
+                // Keys no field reads: few, or so many that searching wins.
+                let mut record = Value::Object(others.clone().into_iter().collect());
                 for (i, path) in laid_out.source_paths().iter().enumerate() {
+                    if !present[i % present.len()] {
+                        continue;
+                    }
                     if let Ok(p) = FieldPath::parse(path) {
                         let _ = p.set(&mut record, values[i % values.len()].clone());
                     }
