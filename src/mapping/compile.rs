@@ -738,7 +738,8 @@ impl Compiler {
                 if let Some(extra) = t.keys().find(|k| *k != "pattern" && *k != "with") {
                     return Err(format!("unknown key {extra:?}; expected pattern and with"));
                 }
-                Op::Replace(regex(pattern)?, with.to_owned())
+                let class = super::ops::CharClass::of(pattern, with).map(Box::new);
+                Op::Replace(regex(pattern)?, with.to_owned(), class)
             }
             "extract" => Op::Extract(regex(&text("a regex")?)?),
             "split" => Op::Split(text("a separator")?),

@@ -220,7 +220,9 @@ pub enum Op {
     Lower,
     Collapse,
     NullIfEmpty,
-    Replace(Regex, String),
+    /// Pattern, replacement, and the pattern as a character class when it
+    /// is one (and the replacement refers to no group).
+    Replace(Regex, String, Option<Box<CharClass>>),
     Extract(Regex),
     Split(String),
     Join(String),
@@ -242,7 +244,10 @@ pub enum Op {
     Email,
     Phone(Option<String>),
     Table(Arc<Table>),
-    Lookup { entity: EntityKind, system: String },
+    Lookup {
+        entity: EntityKind,
+        system: String,
+    },
 }
 
 impl Op {
@@ -310,6 +315,100 @@ impl Op {
             Op::Table(_) => (SCALAR, Any),
             Op::Lookup { .. } => (&[Any, Text, Number], Text),
         }
+    }
+}
+
+/// A `replace` pattern that is one character class, alone (`[^A-Z0-9]`)
+/// or repeated greedily (`\s+`), with a replacement that refers to no
+/// group: the regex's `replace_all` is then a walk over the characters,
+/// without a search per match.
+#[derive(Debug, Clone)]
+pub struct CharClass {
+    /// Membership of the ASCII characters.
+    ascii: [bool; 128],
+    /// The class, as sorted, disjoint ranges.
+    ranges: Vec<(char, char)>,
+    /// A maximal run of members is one match (`C+`), not each member.
+    runs: bool,
+}
+
+impl CharClass {
+    /// The class of `pattern` (parsed as `Regex::new` parses it), if it is
+    /// one and `with` has no `$`.
+    pub fn of(pattern: &str, with: &str) -> Option<CharClass> {
+        use regex_syntax::hir::{Class, HirKind};
+        if with.contains('$') {
+            return None;
+        }
+        let hir = regex_syntax::parse(pattern).ok()?;
+        let (class, runs) = match hir.kind() {
+            HirKind::Class(Class::Unicode(class)) => (class, false),
+            HirKind::Repetition(r) if r.min == 1 && r.max.is_none() && r.greedy => {
+                match r.sub.kind() {
+                    HirKind::Class(Class::Unicode(class)) => (class, true),
+                    _ => return None,
+                }
+            }
+            _ => return None,
+        };
+        let ranges: Vec<(char, char)> = class
+            .ranges()
+            .iter()
+            .map(|r| (r.start(), r.end()))
+            .collect();
+        let mut ascii = [false; 128];
+        for (byte, member) in (0u8..).zip(ascii.iter_mut()) {
+            let c = char::from(byte);
+            *member = ranges.iter().any(|&(from, to)| from <= c && c <= to);
+        }
+        Some(CharClass {
+            ascii,
+            ranges,
+            runs,
+        })
+    }
+
+    fn contains(&self, c: char) -> bool {
+        match self.ascii.get(c as usize) {
+            Some(member) => *member,
+            None => self
+                .ranges
+                .binary_search_by(|&(from, to)| {
+                    if to < c {
+                        std::cmp::Ordering::Less
+                    } else if from > c {
+                        std::cmp::Ordering::Greater
+                    } else {
+                        std::cmp::Ordering::Equal
+                    }
+                })
+                .is_ok(),
+        }
+    }
+
+    /// What the regex's `replace_all(text, with)` gives, or `None` when
+    /// nothing matches.
+    pub fn replace_all(&self, text: &str, with: &str) -> Option<String> {
+        let mut out: Option<String> = None;
+        // Text up to here is in `out` or replaced.
+        let mut done = 0;
+        let mut in_run = false;
+        for (at, c) in text.char_indices() {
+            if self.contains(c) {
+                if !(self.runs && in_run) {
+                    let out = out.get_or_insert_with(|| String::with_capacity(text.len()));
+                    out.push_str(&text[done..at]);
+                    out.push_str(with);
+                }
+                done = at + c.len_utf8();
+                in_run = true;
+            } else {
+                in_run = false;
+            }
+        }
+        let mut out = out?;
+        out.push_str(&text[done..]);
+        Some(out)
     }
 }
 
@@ -502,11 +601,19 @@ fn step<'a>(op: &'a Op, v: &V<'a>, lookups: &LookupMode<'_>) -> Result<Option<V<
                 return Ok(None);
             }
         }
-        Op::Replace(re, with) => {
+        Op::Replace(re, with, class) => {
             let text = need_text(op, v)?;
-            match re.replace_all(&text, with.as_str()) {
-                Cow::Borrowed(_) if matches!(v, V::Str(_)) => return Ok(None),
-                replaced => V::text(replaced.into_owned()),
+            let replaced = match class {
+                Some(class) => class.replace_all(&text, with),
+                None => match re.replace_all(&text, with.as_str()) {
+                    Cow::Borrowed(_) => None,
+                    Cow::Owned(replaced) => Some(replaced),
+                },
+            };
+            match replaced {
+                None if matches!(v, V::Str(_)) => return Ok(None),
+                None => V::text(text.into_owned()),
+                Some(replaced) => V::text(replaced),
             }
         }
         Op::Extract(re) => {
@@ -777,7 +884,7 @@ mod tests {
         assert_eq!(run(Op::Collapse, s("a\u{b}b")), Ok(s("a b")));
         let re = Regex::new(r"[^0-9]").unwrap();
         assert_eq!(
-            run(Op::Replace(re, String::new()), s("+49 (30) 1")),
+            run(Op::Replace(re, String::new(), None), s("+49 (30) 1")),
             Ok(s("49301"))
         );
         let re = Regex::new(r"INV-(\d+)").unwrap();
@@ -920,6 +1027,7 @@ mod tests {
                 "[ \t\n\x0B\x0C\rA-Za-z0-9]{0,8}",
                 "\\PC{0,8}",
                 "[ \u{85}\u{a0}\u{2003}\u{3000}aÄßǅǈΣσ\u{345}İ]{0,6}",
+                "[a-zäöüA-Z0-9 ._-]{0,10}",
             ]
         }
 
@@ -959,6 +1067,77 @@ mod tests {
             fn iso_dates(days in -3_000_000i32..3_000_000) {
                 let d = NaiveDate::from_num_days_from_ce_opt(days).unwrap();
                 prop_assert_eq!(iso_date(d), d.format("%Y-%m-%d").to_string());
+            }
+        }
+
+        const PATTERNS: &[&str] = &[
+            "[^A-Z0-9]",
+            "\\s+",
+            "\\s",
+            "[aeiou]+",
+            "(?i)[a-z]",
+            "\\d+",
+            "[^\\d]",
+            ".",
+            ".+",
+            "\\W+",
+            "[ä-ü]+",
+            "\\p{L}",
+            "[^\\p{L}\\s]+",
+            "(?U)\\s+",
+            "[a-z]*",
+            "[a-z]{2}",
+            "[a]",
+            "a+",
+            "(\\s)",
+            "[\\x{85}\\x{3000}]+",
+            "(?-u:[a-z])",
+        ];
+
+        #[test]
+        fn char_classes_are_recognised() {
+            let fast: Vec<&str> = PATTERNS
+                .iter()
+                .copied()
+                .filter(|p| CharClass::of(p, "-").is_some())
+                .collect();
+            assert_eq!(
+                fast,
+                [
+                    "[^A-Z0-9]",
+                    "\\s+",
+                    "\\s",
+                    "[aeiou]+",
+                    "(?i)[a-z]",
+                    "\\d+",
+                    "[^\\d]",
+                    ".",
+                    ".+",
+                    "\\W+",
+                    "[ä-ü]+",
+                    "\\p{L}",
+                    "[^\\p{L}\\s]+",
+                    "[\\x{85}\\x{3000}]+",
+                ]
+            );
+            assert!(CharClass::of("\\s+", "$0").is_none());
+        }
+
+        proptest! {
+            #[test]
+            fn char_classes_replace_like_the_regex(
+                pattern in prop::sample::select(PATTERNS),
+                with in prop::sample::select(vec!["", "-", "__", "ä"]),
+                s in text(),
+            ) {
+                let re = Regex::new(pattern).unwrap();
+                if let Some(class) = CharClass::of(pattern, with) {
+                    let expected = match re.replace_all(&s, with) {
+                        Cow::Borrowed(_) => None,
+                        Cow::Owned(r) => Some(r),
+                    };
+                    prop_assert_eq!(class.replace_all(&s, with), expected);
+                }
             }
         }
 
