@@ -40,13 +40,36 @@ pub fn record(i: u64) -> Value {
 }
 
 fn main() {
-    if !std::env::args().any(|a| a == "--bench") {
-        println!("mapping bench: run with `cargo bench --bench mapping`");
-        return;
-    }
+    let args: Vec<String> = std::env::args().collect();
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/data/crm-customer.in.toml");
     let m = mapping::load_file(&path).unwrap_or_else(|e| panic!("{e:#?}"));
     let lookups = Lookups::default();
+    // `--count plan|canonical N`: map N records once and stop, for counting
+    // instructions (`valgrind --tool=callgrind`), which other work on the
+    // machine does not disturb as it does wall time. Run it for two values
+    // of N: the difference divided by the difference in N is the cost of
+    // one record, setup excluded.
+    if let Some(at) = args.iter().position(|a| a == "--count") {
+        let canonical = args.get(at + 1).is_some_and(|a| a == "canonical");
+        let n: usize = args
+            .get(at + 2)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(1000);
+        let records: Vec<Value> = (0..64).map(record).collect();
+        for i in 0..n {
+            let r = &records[i % records.len()];
+            if canonical {
+                black_box(m.apply_canonical(black_box(r), &lookups).ok());
+            } else {
+                black_box(m.apply(black_box(r), &lookups).ok());
+            }
+        }
+        return;
+    }
+    if !args.iter().any(|a| a == "--bench") {
+        println!("mapping bench: run with `cargo bench --bench mapping`");
+        return;
+    }
     let records: Vec<Value> = (0..10_000).map(record).collect();
     assert!(
         m.apply_canonical(&records[0], &lookups).is_ok(),

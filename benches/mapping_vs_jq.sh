@@ -50,12 +50,14 @@ run() { # label command...
   /usr/bin/time -f "%e %M" -o "$tmp/time" "$@" > "$tmp/out.ndjson" 2> "$tmp/err" || { cat "$tmp/err" >&2; exit 1; }
   read -r secs kb < "$tmp/time"
   local lines; lines=$(wc -l < "$tmp/out.ndjson")
+  # The summary goes to stderr (reopening /dev/stderr would truncate it when
+  # it is a file); the seconds are the result.
   printf '%-8s %8.2f s  %10.0f records/s  peak RSS %6.1f MB  (%s records out)\n' \
-    "$label" "$secs" "$(echo "$n / $secs" | bc -l)" "$(echo "$kb / 1024" | bc -l)" "$lines"
+    "$label" "$secs" "$(echo "$n / $secs" | bc -l)" "$(echo "$kb / 1024" | bc -l)" "$lines" >&2
   echo "$secs"
-} 
+}
 
 c=$(run concord target/release/concord mapping apply benches/data/crm-customer.in.toml \
-      --input "$tmp/in.ndjson" --output - | tee /dev/stderr | tail -n1)
-j=$(run jq jq -c -f benches/data/crm-customer.jq "$tmp/in.ndjson" | tee /dev/stderr | tail -n1)
+      --input "$tmp/in.ndjson" --output -)
+j=$(run jq jq -c -f benches/data/crm-customer.jq "$tmp/in.ndjson")
 printf 'concord is %.1fx faster than jq\n' "$(echo "$j / $c" | bc -l)"

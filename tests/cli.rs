@@ -533,3 +533,81 @@ fn the_quickstart_demo_syncs_quarantines_and_settles_after_a_decision() {
         "{history}"
     );
 }
+
+/// Enough records for several threads and batches: every record comes out
+/// once, in input order, and every failure names its line.
+#[test]
+fn mapping_apply_keeps_order_across_threads_and_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("mappings")).unwrap();
+    std::fs::write(
+        dir.path().join("mappings/m.toml"),
+        "[mapping]\nname = \"m\"\nversion = 1\nsystem = \"erp\"\nentity = \"customer\"\ndirection = \"in\"\n[fields]\nname = { from = \"Name\", required = true }\n\"extra.n\" = { from = \"N\" }\n",
+    )
+    .unwrap();
+    let mut input = Vec::new();
+    let mut expected_names = Vec::new();
+    let mut expected_failures = Vec::new();
+    for i in 1..=700u64 {
+        let line: Vec<u8> = match i % 50 {
+            7 => b"not json".to_vec(),
+            13 => b"{\"N\": 1}".to_vec(),
+            21 => b"{\"Name\": \"bad \xff\"}".to_vec(),
+            29 => Vec::new(),
+            33 => format!("  {{\"Name\": \"r{i}\", \"N\": {i}}}\r").into_bytes(),
+            _ => format!("{{\"Name\": \"r{i}\", \"N\": {i}}}").into_bytes(),
+        };
+        match i % 50 {
+            7 | 13 | 21 => expected_failures.push(i),
+            29 => {}
+            _ => expected_names.push(format!("r{i}")),
+        }
+        input.extend(line);
+        input.push(b'\n');
+    }
+    std::fs::write(dir.path().join("in.ndjson"), &input).unwrap();
+    for batch in ["7", "2000"] {
+        let out = concord(
+            dir.path(),
+            &["mapping", "apply", "m", "-i", "in.ndjson", "--batch", batch],
+            &[],
+        );
+        assert_eq!(out.status.code(), Some(1));
+        let names: Vec<String> = text(&out.stdout)
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                assert_eq!(
+                    v["n"].as_u64(),
+                    v["name"].as_str().unwrap()[1..].parse().ok()
+                );
+                v["name"].as_str().unwrap().to_owned()
+            })
+            .collect();
+        assert_eq!(names, expected_names, "batch {batch}");
+        let err = text(&out.stderr);
+        let failures: Vec<serde_json::Value> = err
+            .lines()
+            .filter(|l| l.starts_with('{'))
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let lines: Vec<u64> = failures
+            .iter()
+            .map(|f| f["record"].as_u64().unwrap())
+            .collect();
+        assert_eq!(lines, expected_failures, "batch {batch}");
+        assert_eq!(
+            failures[2]["errors"][0]["message"],
+            "cannot read line: stream did not contain valid UTF-8"
+        );
+        assert!(
+            err.contains(&format!(
+                "{} read, {} mapped, {} failed",
+                expected_names.len() + expected_failures.len(),
+                expected_names.len(),
+                expected_failures.len()
+            )),
+            "{err}"
+        );
+    }
+}

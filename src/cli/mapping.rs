@@ -1,5 +1,6 @@
 //! `concord mapping …`: check, test and apply declarative mappings.
 
+use std::borrow::Cow;
 use std::io::{BufRead, BufReader, BufWriter, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -202,52 +203,59 @@ async fn apply(args: ApplyArgs, settings: &Settings) -> anyhow::Result<()> {
     let mut tally = Tally::default();
     let batch_size = args.batch.max(1);
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mut batch: Vec<(u64, Result<Raw, String>)> = Vec::with_capacity(batch_size);
-    let mut records = read_records(reader, format)?;
+    let mut input = read_records(reader, format)?;
+    let mut batch = Batch::default();
     loop {
         batch.clear();
-        batch.extend(records.by_ref().take(batch_size));
-        if batch.is_empty() {
+        input.fill(&mut batch, batch_size);
+        if batch.items.is_empty() {
             break;
         }
-        // Parsing and mapping run on every core, a slice of the batch each;
-        // output keeps the input order.
-        let parsed: Vec<(u64, Result<Value, String>)> =
-            in_parallel(std::mem::take(&mut batch), workers, |(at, raw)| {
-                (at, raw.and_then(|r| r.parse(at)))
-            });
-        let lookups = match &store {
-            Some(store) => resolve(&mapping, store, &parsed).await?,
-            None => Lookups::default(),
-        };
-        let rendered: Vec<Result<Vec<u8>, Vec<u8>>> =
-            in_parallel(parsed, workers, |(at, record)| {
-                let result = match record {
-                    Ok(value) => mapping
-                        .apply_canonical(&value, &lookups)
-                        .map_err(|errors| json!({ "record": at, "errors": errors })),
-                    Err(reason) => Err(json!({
-                        "record": at,
-                        "errors": [{ "field": "", "rule": "input", "message": reason }]
-                    })),
-                };
-                match result {
-                    Ok(mapped) => Ok(line_of(&mapped)),
-                    Err(failure) => Err(line_of(&failure)),
-                }
-            });
-        for item in rendered {
-            tally.read += 1;
-            match item {
-                Ok(line) => {
-                    tally.mapped += 1;
-                    out.write_all(&line)?;
-                }
-                Err(line) => {
-                    tally.failed += 1;
-                    failures.write_all(&line)?;
-                }
+        // Parsing, mapping and rendering run on every core, a slice of the
+        // batch at a time; output keeps the input order. With lookups, the
+        // batch is parsed first so its lookups are resolved in one go.
+        let rendered: Vec<Rendered> = match &store {
+            None => {
+                let lookups = Lookups::default();
+                in_parallel(&batch.items, workers, |items| {
+                    let mut out = Rendered::default();
+                    for (at, item) in items {
+                        out.add(&mapping, &lookups, *at, batch.parse(*at, item));
+                    }
+                    out
+                })
             }
+            Some(store) => {
+                let parsed: Vec<(u64, Result<Cow<'_, Value>, String>)> =
+                    in_parallel(&batch.items, workers, |items| {
+                        items
+                            .iter()
+                            .map(|(at, item)| (*at, batch.parse(*at, item)))
+                            .collect::<Vec<_>>()
+                    })
+                    .into_iter()
+                    .flatten()
+                    .collect();
+                let lookups = resolve(&mapping, store, &parsed).await?;
+                in_parallel(&parsed, workers, |items| {
+                    let mut out = Rendered::default();
+                    for (at, record) in items {
+                        let record = match record {
+                            Ok(value) => Ok(Cow::Borrowed(value.as_ref())),
+                            Err(reason) => Err(reason.clone()),
+                        };
+                        out.add(&mapping, &lookups, *at, record);
+                    }
+                    out
+                })
+            }
+        };
+        for part in rendered {
+            tally.read += part.mapped + part.failed;
+            tally.mapped += part.mapped;
+            tally.failed += part.failed;
+            out.write_all(&part.lines)?;
+            failures.write_all(&part.failure_lines)?;
         }
     }
     out.flush()?;
@@ -285,62 +293,129 @@ fn stdin_reader() -> Box<dyn Read> {
     Box::new(std::io::stdin().lock())
 }
 
-/// A JSON value as one NDJSON line.
-fn line_of(value: &Value) -> Vec<u8> {
-    let mut line = serde_json::to_vec(value)
-        .unwrap_or_else(|e| format!("{{\"error\":{:?}}}", e.to_string()).into_bytes());
-    line.push(b'\n');
-    line
+/// Mapped records and failures of part of a batch, as NDJSON.
+#[derive(Default)]
+struct Rendered {
+    lines: Vec<u8>,
+    failure_lines: Vec<u8>,
+    mapped: u64,
+    failed: u64,
 }
 
-/// Maps `items` with `f` on up to `workers` threads, keeping their order.
-fn in_parallel<T: Send, U: Send>(
-    items: Vec<T>,
+impl Rendered {
+    /// Maps record `at` (or reports why it could not be read) and adds its
+    /// line.
+    fn add(
+        &mut self,
+        mapping: &Mapping,
+        lookups: &Lookups,
+        at: u64,
+        record: Result<Cow<'_, Value>, String>,
+    ) {
+        let result = match record {
+            Ok(value) => mapping
+                .apply_canonical(&value, lookups)
+                .map_err(|errors| json!({ "record": at, "errors": errors })),
+            Err(reason) => Err(json!({
+                "record": at,
+                "errors": [{ "field": "", "rule": "input", "message": reason }]
+            })),
+        };
+        match result {
+            Ok(mapped) => {
+                self.mapped += 1;
+                write_line(&mut self.lines, &mapped);
+            }
+            Err(failure) => {
+                self.failed += 1;
+                write_line(&mut self.failure_lines, &failure);
+            }
+        }
+    }
+}
+
+/// Appends `value` to `out` as one NDJSON line.
+fn write_line(out: &mut Vec<u8>, value: &Value) {
+    let start = out.len();
+    if let Err(e) = serde_json::to_writer(&mut *out, value) {
+        out.truncate(start);
+        out.extend_from_slice(format!("{{\"error\":{:?}}}", e.to_string()).as_bytes());
+    }
+    out.push(b'\n');
+}
+
+/// Runs `f` on slices of `items` on up to `workers` threads (this one
+/// included) and returns the results in the order of the slices. The
+/// slices are small enough that a thread slowed by other work on the
+/// machine leaves the rest to the others.
+fn in_parallel<'a, T: Sync, U: Send>(
+    items: &'a [T],
     workers: usize,
-    f: impl Fn(T) -> U + Sync,
+    f: impl Fn(&'a [T]) -> U + Sync,
 ) -> Vec<U> {
     if workers <= 1 || items.len() < 64 {
-        return items.into_iter().map(f).collect();
+        return vec![f(items)];
     }
-    let per = items.len().div_ceil(workers);
-    let mut chunks: Vec<Vec<T>> = Vec::with_capacity(workers);
-    let mut items = items.into_iter();
-    loop {
-        let chunk: Vec<T> = items.by_ref().take(per).collect();
-        if chunk.is_empty() {
-            break;
+    let slices: Vec<&'a [T]> = items.chunks(items.len().div_ceil(workers * 4)).collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let work = || {
+        let mut done = Vec::new();
+        loop {
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some(slice) = slices.get(i) else {
+                return done;
+            };
+            done.push((i, f(slice)));
         }
-        chunks.push(chunk);
-    }
-    let f = &f;
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = chunks
-            .into_iter()
-            .map(|chunk| scope.spawn(move || chunk.into_iter().map(f).collect::<Vec<U>>()))
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| {
-                h.join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-            })
-            .collect()
-    })
+    };
+    let mut results: Vec<(usize, U)> = std::thread::scope(|scope| {
+        let helpers: Vec<_> = (1..workers).map(|_| scope.spawn(work)).collect();
+        let mut results = work();
+        for helper in helpers {
+            results.extend(
+                helper
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            );
+        }
+        results
+    });
+    results.sort_by_key(|(i, _)| *i);
+    results.into_iter().map(|(_, u)| u).collect()
 }
 
-/// A record as read: a line still to parse, or an already parsed value.
-enum Raw {
-    Line(String),
+/// Records read for one batch: NDJSON lines in one buffer (no allocation
+/// per line), or records already parsed (JSON arrays, CSV).
+#[derive(Default)]
+struct Batch {
+    text: Vec<u8>,
+    items: Vec<(u64, Result<Item, String>)>,
+}
+
+enum Item {
+    /// A line of `Batch::text`, checked to be UTF-8 and trimmed.
+    Line(std::ops::Range<usize>),
     Value(Value),
 }
 
-impl Raw {
-    fn parse(self, at: u64) -> Result<Value, String> {
-        match self {
-            Raw::Value(v) => Ok(v),
-            Raw::Line(text) => {
-                serde_json::from_str(&text).map_err(|e| format!("line {at}: not JSON: {e}"))
-            }
+impl Batch {
+    fn clear(&mut self) {
+        self.text.clear();
+        self.items.clear();
+    }
+
+    /// The record of `item`, parsed if it is a line.
+    fn parse<'a>(
+        &'a self,
+        at: u64,
+        item: &'a Result<Item, String>,
+    ) -> Result<Cow<'a, Value>, String> {
+        match item {
+            Ok(Item::Value(v)) => Ok(Cow::Borrowed(v)),
+            Ok(Item::Line(range)) => serde_json::from_slice(&self.text[range.clone()])
+                .map(Cow::Owned)
+                .map_err(|e| format!("line {at}: not JSON: {e}")),
+            Err(reason) => Err(reason.clone()),
         }
     }
 }
@@ -350,9 +425,11 @@ impl Raw {
 async fn resolve(
     mapping: &Mapping,
     store: &crate::store::Store,
-    batch: &[(u64, Result<Value, String>)],
+    batch: &[(u64, Result<Cow<'_, Value>, String>)],
 ) -> anyhow::Result<Lookups> {
-    let records = batch.iter().filter_map(|(_, r)| r.as_ref().ok());
+    let records = batch
+        .iter()
+        .filter_map(|(_, r)| r.as_ref().ok().map(|v| &**v));
     crate::sync::engine::resolve_lookups(store, mapping, records, &Default::default()).await
 }
 
@@ -368,11 +445,32 @@ fn resolve_format(format: InputFormat, input: &Path) -> InputFormat {
     }
 }
 
-type Records = Box<dyn Iterator<Item = (u64, Result<Raw, String>)>>;
+/// Where records come from.
+enum Records {
+    Ndjson(NdjsonRecords),
+    /// Parsed records with their line (CSV) or index (JSON array); a record
+    /// that cannot be read is an `Err` with the reason.
+    Values(Box<dyn Iterator<Item = (u64, Result<Value, String>)>>),
+}
 
-/// Input records, each with its line (NDJSON, CSV) or index (JSON array);
-/// a record that cannot be read is an `Err` with the reason, and reading
-/// goes on.
+impl Records {
+    /// Adds up to `max` records to `batch`, none at the end of the input.
+    /// A record that cannot be read is an `Err` with the reason, and
+    /// reading goes on.
+    fn fill(&mut self, batch: &mut Batch, max: usize) {
+        match self {
+            Records::Ndjson(lines) => lines.fill(batch, max),
+            Records::Values(values) => batch.items.extend(
+                values
+                    .by_ref()
+                    .take(max)
+                    .map(|(at, v)| (at, v.map(Item::Value))),
+            ),
+        }
+    }
+}
+
+/// Input records, each with its line (NDJSON, CSV) or index (JSON array).
 fn read_records(
     mut reader: BufReader<CountingReader>,
     format: InputFormat,
@@ -395,83 +493,87 @@ fn read_records(
             let Value::Array(items) = value else {
                 bail!("input JSON is not an array of records");
             };
-            Box::new(
+            Records::Values(Box::new(
                 items
                     .into_iter()
                     .enumerate()
-                    .map(|(i, v)| (i as u64 + 1, Ok(Raw::Value(v)))),
-            )
+                    .map(|(i, v)| (i as u64 + 1, Ok(v))),
+            ))
         }
         InputFormat::Csv => {
             let mut csv = csv::ReaderBuilder::new()
                 .flexible(false)
                 .from_reader(reader);
             let headers = csv.headers().context("cannot read the CSV header")?.clone();
-            Box::new(csv.into_records().enumerate().map(move |(i, row)| {
-                // Line numbers count the header line; quoted newlines can
-                // make them approximate, so the record number is given too.
-                let line = i as u64 + 2;
-                let record = row
-                    .map_err(|e| format!("CSV record {}: {e}", i + 1))
-                    .map(|row| {
-                        let fields: serde_json::Map<String, Value> = headers
-                            .iter()
-                            .zip(row.iter())
-                            .map(|(h, v)| (h.to_owned(), Value::String(v.to_owned())))
-                            .collect();
-                        Raw::Value(Value::Object(fields))
-                    });
-                (line, record)
-            }))
+            Records::Values(Box::new(csv.into_records().enumerate().map(
+                move |(i, row)| {
+                    // Line numbers count the header line; quoted newlines can
+                    // make them approximate, so the record number is given too.
+                    let line = i as u64 + 2;
+                    let record = row
+                        .map_err(|e| format!("CSV record {}: {e}", i + 1))
+                        .map(|row| {
+                            let fields: serde_json::Map<String, Value> = headers
+                                .iter()
+                                .zip(row.iter())
+                                .map(|(h, v)| (h.to_owned(), Value::String(v.to_owned())))
+                                .collect();
+                            Value::Object(fields)
+                        });
+                    (line, record)
+                },
+            )))
         }
-        InputFormat::Ndjson | InputFormat::Auto => Box::new(NdjsonRecords {
-            reader,
-            line: 0,
-            buf: String::new(),
-        }),
+        InputFormat::Ndjson | InputFormat::Auto => {
+            Records::Ndjson(NdjsonRecords { reader, line: 0 })
+        }
     })
 }
 
 struct NdjsonRecords {
     reader: BufReader<CountingReader>,
     line: u64,
-    buf: String,
 }
 
 /// Lines longer than this are reported as errors rather than parsed.
 const MAX_LINE: usize = 16 * 1024 * 1024;
 
-impl Iterator for NdjsonRecords {
-    type Item = (u64, Result<Raw, String>);
-
-    fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            self.buf.clear();
+impl NdjsonRecords {
+    /// Reads up to `max` non-blank lines into `batch`, straight into its
+    /// text buffer.
+    fn fill(&mut self, batch: &mut Batch, max: usize) {
+        let mut added = 0;
+        while added < max {
+            let start = batch.text.len();
             self.line += 1;
-            match self.reader.read_line(&mut self.buf) {
-                Ok(0) => return None,
-                Ok(_) => {}
-                Err(e) => return Some((self.line, Err(format!("cannot read line: {e}")))),
-            }
-            let text = self.buf.trim();
-            if text.is_empty() {
-                continue;
-            }
-            if text.len() > MAX_LINE {
-                return Some((
-                    self.line,
-                    Err(format!(
-                        "line is {} bytes; the limit is {MAX_LINE}",
-                        text.len()
-                    )),
-                ));
-            }
-            let line = if text.len() == self.buf.len() {
-                std::mem::take(&mut self.buf)
-            } else {
-                text.to_owned()
+            let item = match self.reader.read_until(b'\n', &mut batch.text) {
+                Ok(0) => return,
+                Ok(_) => match std::str::from_utf8(&batch.text[start..]) {
+                    // As `BufRead::read_line` says it.
+                    Err(_) => Err("cannot read line: stream did not contain valid UTF-8".into()),
+                    Ok(text) => {
+                        let trimmed = text.trim();
+                        let from = start + (trimmed.as_ptr() as usize - text.as_ptr() as usize);
+                        if trimmed.is_empty() {
+                            batch.text.truncate(start);
+                            continue;
+                        } else if trimmed.len() > MAX_LINE {
+                            Err(format!(
+                                "line is {} bytes; the limit is {MAX_LINE}",
+                                trimmed.len()
+                            ))
+                        } else {
+                            Ok(Item::Line(from..from + trimmed.len()))
+                        }
+                    }
+                },
+                Err(e) => Err(format!("cannot read line: {e}")),
             };
-            return Some((self.line, Ok(Raw::Line(line))));
+            if item.is_err() {
+                batch.text.truncate(start);
+            }
+            batch.items.push((self.line, item));
+            added += 1;
         }
     }
 }

@@ -88,7 +88,7 @@ pub fn load_file(path: &Path) -> Result<Mapping, Vec<LoadError>> {
         direction,
         description: header.description.clone(),
         file: path.to_owned(),
-        fields,
+        fields: super::Fields::new(fields),
         rules,
         has_lookups,
     })
@@ -501,7 +501,7 @@ impl Compiler {
             return Some(FieldPlan {
                 target,
                 label,
-                source: Source::Each(path, plans),
+                source: Source::Each(path, super::Fields::new(plans)),
                 pipe: Vec::new(),
                 default: None,
                 required: s.required,
@@ -738,7 +738,8 @@ impl Compiler {
                 if let Some(extra) = t.keys().find(|k| *k != "pattern" && *k != "with") {
                     return Err(format!("unknown key {extra:?}; expected pattern and with"));
                 }
-                Op::Replace(regex(pattern)?, with.to_owned())
+                let class = super::ops::CharClass::of(pattern, with).map(Box::new);
+                Op::Replace(regex(pattern)?, with.to_owned(), class)
             }
             "extract" => Op::Extract(regex(&text("a regex")?)?),
             "split" => Op::Split(text("a separator")?),

@@ -16,6 +16,7 @@
 //! * **Nothing panics on input.** All fallible operations return
 //!   [`ModelError`], whose messages name the offending value and the problem.
 
+mod canonical;
 mod entities;
 mod hash;
 mod ids;
