@@ -1,0 +1,173 @@
+//! The sync pipeline end to end: an NDJSON file → map → identity → merge →
+//! store → an NDJSON file target, then the same run again on unchanged input.
+//!
+//! `cargo bench --bench sync` runs on a fresh SQLite store;
+//! `CONCORD_BENCH_RECORDS` sets the count (default 200,000) and
+//! `CONCORD_BENCH_DATABASE_URL=postgres://…` runs the store on PostgreSQL
+//! (its tables are left in the database's default schema — use a scratch
+//! database). Prints records/s for both runs and the peak RSS.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::Instant;
+
+use concord::settings::Settings;
+use concord::store::Store;
+use concord::sync::{Engine, RunOptions};
+
+fn write_setup(dir: &Path, n: usize) {
+    std::fs::create_dir_all(dir.join("connectors")).unwrap();
+    std::fs::create_dir_all(dir.join("mappings")).unwrap();
+    std::fs::create_dir_all(dir.join("out")).unwrap();
+    let mut f = std::io::BufWriter::new(std::fs::File::create(dir.join("in.ndjson")).unwrap());
+    for i in 0..n {
+        writeln!(
+            f,
+            r#"{{"id":"C{i:08}","company":"Customer {i} GmbH","vat":"DE{:09}","email":"AP{i}@Example.test","phone":"+49 30 {:07}","city":"Berlin","country":"de","updated":"2026-11-{:02}T08:00:00Z"}}"#,
+            100_000_000 + i,
+            i % 10_000_000,
+            1 + i % 28
+        )
+        .unwrap();
+    }
+    f.flush().unwrap();
+    let text = |p: &str, t: &str| std::fs::write(dir.join(p), t).unwrap();
+    text(
+        "connectors/src.toml",
+        r#"name = "src"
+driver = "file"
+[entities.company]
+path = "in.ndjson"
+format = "ndjson"
+id = "id"
+page_size = 1000
+"#,
+    );
+    text(
+        "connectors/dst.toml",
+        r#"name = "dst"
+driver = "file"
+[entities.company]
+folder = "out"
+pattern = "*.ndjson"
+push = { folder = "out", format = "ndjson", prefix = "customers" }
+"#,
+    );
+    text(
+        "mappings/in.toml",
+        r#"[mapping]
+name = "src-in"
+version = 1
+system = "src"
+entity = "customer"
+direction = "in"
+[defaults]
+phone_country = "DE"
+[fields]
+name = { from = "company", pipe = ["collapse"], required = true }
+tax_id = { from = "vat", pipe = ["trim"] }
+email = { from = "email", pipe = ["trim", "email"] }
+phone = { from = "phone", pipe = ["trim", "phone"] }
+"billing.city" = { from = "city", pipe = ["collapse"] }
+"billing.country" = { from = "country", pipe = ["trim", "upper"] }
+"extra.source_id" = { from = "id" }
+"#,
+    );
+    text(
+        "mappings/out.toml",
+        r#"[mapping]
+name = "dst-out"
+version = 1
+system = "dst"
+entity = "customer"
+direction = "out"
+[fields]
+name = { from = "name" }
+vat = { from = "tax_id" }
+email = { from = "email" }
+phone = { from = "phone" }
+city = { from = "billing.city" }
+country = { from = "billing.country" }
+"#,
+    );
+    text(
+        "concord.toml",
+        r#"[connectors]
+dir = "connectors"
+[mappings]
+dir = "mappings"
+[systems.source]
+connector = "src"
+[systems.target]
+connector = "dst"
+[[jobs]]
+name = "copy"
+source = { system = "source", entity = "company", mapping = "src-in" }
+targets = [{ system = "target", entity = "company", mapping = "dst-out" }]
+identity = ["tax_id"]
+batch_size = 1000
+[delivery]
+batch_size = 1000
+"#,
+    );
+}
+
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("sync bench: run with `cargo bench --bench sync`");
+        return;
+    }
+    let n: usize = std::env::var("CONCORD_BENCH_RECORDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
+    let dir = tempfile::tempdir().unwrap();
+    write_setup(dir.path(), n);
+    std::env::set_current_dir(dir.path()).unwrap();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut settings = Settings::load(Some(Path::new("concord.toml"))).unwrap();
+        let label = match std::env::var("CONCORD_BENCH_DATABASE_URL") {
+            Ok(url) => {
+                settings.store.url = url.as_str().into();
+                "postgres"
+            }
+            Err(_) => {
+                settings.store.url = "sqlite://state/concord.db".into();
+                "sqlite"
+            }
+        };
+        let store = Store::open(&settings.store).await.unwrap();
+        let engine = Engine::new(settings, store).unwrap();
+        let started = Instant::now();
+        let first = engine.run_job("copy", RunOptions::default()).await.unwrap();
+        let t1 = started.elapsed().as_secs_f64();
+        assert_eq!(first.created, n, "{first:?}");
+        assert_eq!(first.delivered, n, "{first:?}");
+        let started = Instant::now();
+        let again = engine
+            .run_job("copy", RunOptions { full: true, ..RunOptions::default() })
+            .await
+            .unwrap();
+        let t2 = started.elapsed().as_secs_f64();
+        assert_eq!(again.unchanged, n, "{again:?}");
+        println!(
+            "{label:<9} {n} records: first run {:>7.0} records/s ({t1:.1} s), unchanged re-run {:>7.0} records/s ({t2:.1} s), peak RSS {:.0} MB",
+            n as f64 / t1,
+            n as f64 / t2,
+            peak_rss_mb()
+        );
+    });
+}
