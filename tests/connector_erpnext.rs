@@ -665,64 +665,157 @@ async fn the_site_refuses_what_frappe_refuses() {
     assert_eq!(rows[0], json!({ "name": "K24" }));
 }
 
-/// Kept as a known limit of offset (and page-number) pagination, which
-/// Frappe's lists, Xero's pages and HubSpot's search all use: a record
-/// changed while a pull is under way moves to the end of the
-/// `modified asc` order, every record behind it moves up one place, and
-/// the one that crosses the page boundary is never read. The cursor then
-/// passes it, so the next pull does not read it either. Fixing this needs
-/// keyset pages (each page asking for records after the last one read)
-/// from the driver; see the report.
-#[tokio::test]
-async fn known_limit_a_change_during_an_offset_pull_hides_a_record() {
-    let site = Erpnext::start().await;
-    {
-        let mut s = site.lock();
-        for i in 0..150 {
-            s.put(
-                "Customer",
-                &format!("C{i:03}"),
-                json!({ "customer_name": format!("C{i:03}") }),
-                at(i),
-            );
-        }
-    }
-    let c = shipped(&site);
-    let mut read = std::collections::BTreeSet::new();
-    let mut cursor = None;
-    {
-        let mut stream = c.pull("customer", None);
-        let first = stream.next().await.unwrap().unwrap();
-        assert_eq!(first.records.len(), 100);
-        read.extend(
-            first
-                .records
-                .iter()
-                .map(|r| r.external_id.as_str().to_owned()),
-        );
-        // Someone edits an early customer while the pull is under way.
-        site.lock().put(
+// ---------------------------------------------------------------------------
+// Lists that change while they are read
+
+fn seed_customers(site: &Erpnext, n: usize, at_of: impl Fn(usize) -> DateTime<Utc>) {
+    let mut s = site.lock();
+    for i in 0..n {
+        s.put(
             "Customer",
-            "C010",
-            json!({ "customer_name": "C010 (edited)" }),
-            at(500),
+            &format!("C{i:03}"),
+            json!({ "customer_name": format!("C{i:03}") }),
+            at_of(i),
         );
-        while let Some(page) = stream.next().await {
-            let page = page.unwrap();
-            read.extend(
-                page.records
-                    .iter()
-                    .map(|r| r.external_id.as_str().to_owned()),
-            );
-            cursor = Some(page.cursor);
+    }
+}
+
+/// Reads a pull to its end; `between` runs after the first `after` pages.
+async fn pull_changing(
+    c: &dyn Connector,
+    cursor: Option<Cursor>,
+    after: usize,
+    between: impl FnOnce(),
+) -> (Vec<RawRecord>, Vec<Cursor>) {
+    let mut stream = c.pull("customer", cursor);
+    let (mut records, mut cursors) = (Vec::new(), Vec::new());
+    let mut between = Some(between);
+    while let Some(page) = stream.next().await {
+        let page = page.unwrap();
+        records.extend(page.records);
+        cursors.push(page.cursor);
+        if cursors.len() == after
+            && let Some(f) = between.take()
+        {
+            f();
         }
     }
-    let (again, _, err) = pull_all(c.as_ref(), "customer", cursor).await;
-    assert!(err.is_none(), "{err:?}");
-    read.extend(again.iter().map(|r| r.external_id.as_str().to_owned()));
-    assert!(
-        !read.contains("C100"),
-        "C100 was read: offset pulls no longer skip records"
+    (records, cursors)
+}
+
+fn edit(site: &Erpnext, name: &str, at: DateTime<Utc>) {
+    site.lock().put(
+        "Customer",
+        name,
+        json!({ "customer_name": format!("{name} (edited)") }),
+        at,
     );
-    assert_eq!(read.len(), 149);
+}
+
+/// A customer edited while a pull is under way moves to the end of the
+/// `modified asc` list and every customer behind it moves up a place: an
+/// offset would step over the one that crosses the page boundary. Keyset
+/// pages ask from the last `modified` read instead, so none is missed, and
+/// none is read twice (the edited one comes again with its new version).
+#[tokio::test]
+async fn a_change_during_a_pull_hides_no_record() {
+    let site = Erpnext::start().await;
+    seed_customers(&site, 150, |i| at(i as i64));
+    let c = shipped(&site);
+    let (records, cursors) = pull_changing(c.as_ref(), None, 1, || {
+        edit(&site, "C010", at(500));
+        edit(&site, "C020", at(501));
+    })
+    .await;
+    let names = ids(&records);
+    assert_eq!(names.len(), 152, "150 and the two new versions: {names:?}");
+    let unique: std::collections::BTreeSet<&str> = names.iter().copied().collect();
+    assert_eq!(unique.len(), 150);
+    assert_eq!(&names[100..102], ["C100", "C101"]);
+    assert_eq!(&names[150..], ["C010", "C020"]);
+    assert_eq!(cursors.last().unwrap(), &Cursor::at(at(501), "C020"));
+    // The second page asked from the last `modified` read, at offset 0.
+    let s = site.lock();
+    let second = &s.seen("GET", "/api/resource/Customer")[1];
+    assert_eq!(second.query["limit_start"], "0");
+    let filters: Value = serde_json::from_str(&second.query["filters"]).unwrap();
+    assert_eq!(filters, json!([["modified", ">=", "2026-11-02 10:39:00"]]));
+}
+
+/// Without keyset pages, offsets overlap by one customer and check it.
+/// Two customers edited in front of the boundary shift the list by two:
+/// the check fails, the pull reads on, and its cursor stays before the
+/// boundary, so the customer stepped over is read by the next pull.
+#[tokio::test]
+async fn without_keyset_an_overlap_catches_the_shift_and_the_cursor_waits() {
+    let site = Erpnext::start().await;
+    seed_customers(&site, 150, |i| at(i as i64));
+    // The customers' pagination (the first in the file) without keyset.
+    let shipped_text =
+        std::fs::read_to_string(support::root().join("connectors/erpnext.toml")).unwrap();
+    let line = "size_param = \"limit_page_length\", size = 100 }";
+    assert!(shipped_text.contains(line));
+    let text = shipped_text.replacen(
+        line,
+        "size_param = \"limit_page_length\", size = 100, keyset = false }",
+        1,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("erpnext.toml");
+    std::fs::write(&path, text).unwrap();
+    let def = concord::connector::check_file(&path).unwrap();
+    let c = support::open(&def, &instance(&site, erpnext::API_SECRET));
+
+    let (first, cursors) = pull_changing(c.as_ref(), None, 1, || {
+        edit(&site, "C010", at(500));
+        edit(&site, "C020", at(501));
+    })
+    .await;
+    assert!(
+        !ids(&first).contains(&"C100"),
+        "offsets step over C100 when two records move"
+    );
+    let held = cursors.last().unwrap().clone();
+    assert_eq!(held, Cursor::at(at(99), "C099"), "the cursor waits");
+    {
+        let s = site.lock();
+        let second = &s.seen("GET", "/api/resource/Customer")[1];
+        assert_eq!(second.query["limit_start"], "99", "one record of overlap");
+    }
+    let (again, _, err) = pull_all(c.as_ref(), "customer", Some(held)).await;
+    assert!(err.is_none(), "{err:?}");
+    let mut all: std::collections::BTreeSet<&str> = ids(&first).into_iter().collect();
+    all.extend(ids(&again));
+    assert_eq!(all.len(), 150);
+}
+
+/// More customers changed within one second than a page holds (a bulk
+/// import): `{since}` cannot tell them apart, so the pull pages within that
+/// second with overlapping offsets. The overlap shows the list held still,
+/// or else the cursor waits at that second.
+#[tokio::test]
+async fn more_changes_within_one_second_than_a_page_are_read_within_it() {
+    let site = Erpnext::start().await;
+    let bulk = |i: usize| at(0) + Span::milliseconds(i as i64);
+    seed_customers(&site, 250, bulk);
+    let c = shipped(&site);
+    let (records, cursors) = pull_changing(c.as_ref(), None, 0, || {}).await;
+    let want: Vec<String> = (0..250).map(|i| format!("C{i:03}")).collect();
+    assert_eq!(ids(&records), want);
+    assert_eq!(cursors.last().unwrap(), &Cursor::at(bulk(249), "C249"));
+
+    // Again, with two customers in front of the page boundary edited
+    // after the second page: C199 is stepped over, the cursor waits
+    // before it, and the next pull reads it.
+    let (records, cursors) = pull_changing(c.as_ref(), None, 2, || {
+        edit(&site, "C120", at(500));
+        edit(&site, "C130", at(501));
+    })
+    .await;
+    assert!(!ids(&records).contains(&"C199"));
+    let held = cursors.last().unwrap().clone();
+    assert_eq!(held, Cursor::at(bulk(198), "C198"));
+    let (again, _, err) = pull_all(c.as_ref(), "customer", Some(held)).await;
+    assert!(err.is_none(), "{err:?}");
+    assert!(ids(&again).contains(&"C199"));
 }
