@@ -663,8 +663,8 @@ pub struct WriteRequest {
     /// change's idempotency key (`{key}`), for systems without idempotency
     /// keys or upserts. Sent before each create: a record found is the
     /// outcome (`Created` with its id) and nothing is written; sent again
-    /// after a create refused as a conflict (a unique key field), so two
-    /// tries racing end with the one record.
+    /// after a refused create (a unique key field refuses the second of two
+    /// tries racing), so they end with the one record.
     #[serde(default)]
     pub lookup: Option<Spanned<Lookup>>,
     /// `create` only: the JSON pointer at which the idempotency key is

@@ -125,10 +125,10 @@ pub(super) async fn push(
                 }
                 Err(f) if refused(&f) => {
                     for i in &batch {
-                        // A create refused as a duplicate of its key: the
-                        // record an earlier try (or one racing it) made.
+                        // A create refused because its key is taken (a
+                        // unique key field): the record an earlier try, or
+                        // one racing it, made.
                         if !update
-                            && f.error.kind == ErrorKind::Conflict
                             && let Some(l) = &tpl.lookup
                             && let Ok(Some(id)) = lookup(c, e, l, &changes[*i]).await
                         {
