@@ -390,7 +390,9 @@ pub struct ListRequest {
     #[serde(default)]
     pub records: Option<Spanned<String>>,
     /// Whether the system returns records in ascending `updated_at` order
-    /// (because this request asks it to). Then every page moves the cursor;
+    /// (because this request asks it to; an answer out of that order is
+    /// refused). Then every page moves the cursor, and next pages can start
+    /// from the newest record read ([`Pagination`]'s keyset pages);
     /// otherwise only the last page does, so a pull cut short starts over
     /// instead of skipping records not read yet. Default `false`.
     #[serde(default)]
@@ -2149,6 +2151,133 @@ get = { path = "/customers" }
         );
         assert!(joined.contains("needs `id`"), "{joined}");
         assert!(joined.contains("give `key`"), "{joined}");
+    }
+
+    #[test]
+    fn keyset_pages_need_an_ordered_filtered_request_and_say_where_not() {
+        let text = r#"name = "demo"
+driver = "http"
+base_url = "https://api.example.com"
+[entities.a]
+id = "/id"
+updated_at = { pointer = "/t" }
+list = { path = "/a" }
+pagination = { style = "page", param = "p", size = 10, keyset = true }
+[entities.b]
+id = "/id"
+updated_at = { pointer = "/t" }
+list = { path = "/b", ordered = true }
+pagination = { style = "link", keyset = false }
+incremental = { query = { s = "{since}" }, format = "rfc3339" }
+[entities.c]
+id = "/id"
+updated_at = { pointer = "/t" }
+list = { path = "/c", ordered = true }
+pagination = { style = "offset", param = "o", size = 10, keyset = true }
+incremental = { format = "unix_ms", request = { method = "POST", path = "/c/search", body = { since = "{since}", offset = "{offset}" } }, pagination = { style = "offset", size = 10, keyset = true } }
+"#;
+        let errs = errors(text);
+        let want = [
+            "demo.toml:8:65: `keyset` needs a request sorted by `updated_at`",
+            "demo.toml:8:65: `keyset` needs the entity's `incremental` filter",
+            "demo.toml:13:41: `keyset` does not apply to pagination style `link`",
+            "demo.toml:19:67: `keyset` needs the incremental filter on `list`, but `incremental.request` is another request",
+            "demo.toml:20:192: `keyset` needs a request sorted by `updated_at`",
+        ];
+        for w in want {
+            assert!(
+                errs.iter().any(|e| e.contains(w)),
+                "missing {w:?} in {errs:#?}"
+            );
+        }
+        assert_eq!(errs.len(), want.len(), "{errs:#?}");
+        // Where it can work, it passes (and is the default).
+        assert_eq!(
+            errors(&GOOD.replace("size = 50 }", "size = 50, keyset = true }")),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn fetch_each_lookup_key_field_and_item_errors_are_checked_with_their_place() {
+        let text = r#"name = "demo"
+driver = "http"
+base_url = "https://api.example.com"
+[entities.a]
+id = "/id"
+list = { path = "/a" }
+fetch_each = true
+create = { path = "/a", id = "/id", lookup = { path = "/a", query = { q = "x" } }, item_errors = { list = "errors", refs = [], message = [] } }
+update = { method = "PUT", path = "/a/{id}", key_field = "/k", lookup = { path = "/a", query = { k = "{key}" } } }
+[entities.b]
+id = "/id"
+create = { path = "/b", id = "/id", key_field = "", lookup = { path = "/b/{key}", id = "name" } }
+"#;
+        let errs = errors(text);
+        let want = [
+            "demo.toml:7:14: `fetch_each` fetches each listed record with `get`",
+            "demo.toml:8:55: `entities.a.create.lookup` does not use `{key}`",
+            "demo.toml:8:46: `entities.a.create.lookup` finds records by their idempotency key, but `entities.a.create` never sends it",
+            "demo.toml:8:107: `errors` is not a JSON pointer",
+            "demo.toml:8:98: `entities.a.create.item_errors` needs `refs`",
+            "demo.toml:8:98: `entities.a.create.item_errors` needs `message`",
+            "demo.toml:9:58: `key_field` applies to `create`",
+            "demo.toml:9:73: `lookup` applies to `create`",
+            "demo.toml:12:49: `key_field` must point into the record",
+            "demo.toml:12:88: `name` is not a JSON pointer",
+        ];
+        for w in want {
+            assert!(
+                errs.iter().any(|e| e.contains(w)),
+                "missing {w:?} in {errs:#?}"
+            );
+        }
+        assert_eq!(errs.len(), want.len(), "{errs:#?}");
+    }
+
+    #[test]
+    fn instance_values_may_carry_defaults_which_are_checked() {
+        let oauth = |url: &str| {
+            GOOD.replace(
+                "[auth]\nkind = \"bearer\"\ntoken = \"${token}\"",
+                &format!(
+                    "[auth]\nkind = \"oauth2_client_credentials\"\ntoken_url = \"{url}\"\nclient_id = \"${{id}}\"\nclient_secret = \"${{secret}}\""
+                ),
+            )
+        };
+        assert_eq!(
+            errors(&oauth("${token_url:-https://id.example.com/token}")),
+            Vec::<String>::new()
+        );
+        let errs = errors(&oauth("${token_url:-ftp://id.example.com/token}"));
+        assert!(
+            errs[0].contains("`token_url` must be an http or https URL"),
+            "{errs:?}"
+        );
+        let zone = |tz: &str| {
+            GOOD.replace(
+                r#"updated_at = { pointer = "/updated", format = "rfc3339" }"#,
+                &format!(r#"updated_at = {{ pointer = "/updated", format = "naive", timezone = "{tz}" }}"#),
+            )
+            .replace(
+                r#"format = "rfc3339" }
+get"#,
+                r#"format = "naive" }
+get"#,
+            )
+        };
+        assert_eq!(errors(&zone("${timezone}")), Vec::<String>::new());
+        assert_eq!(
+            errors(&zone("${timezone:-Europe/Berlin}")),
+            Vec::<String>::new()
+        );
+        let errs = errors(&zone("${timezone:-Mars/Olympus}"));
+        assert!(
+            errs[0].contains("`Mars/Olympus` is not an IANA time zone"),
+            "{errs:?}"
+        );
+        let errs = errors(&zone("${time zone}"));
+        assert!(errs[0].contains("is not a valid value name"), "{errs:?}");
     }
 
     #[test]
