@@ -635,12 +635,13 @@ async fn a_repeated_create_finds_the_customer_it_made() {
         .await
         .unwrap();
     assert_eq!(raced, acme);
-    let s = site.lock();
-    assert_eq!(s.docs["Customer"].len(), 1);
-    assert_eq!(s.seen("POST", "/api/resource/Customer").len(), 2);
+    {
+        let s = site.lock();
+        assert_eq!(s.docs["Customer"].len(), 1);
+        assert_eq!(s.seen("POST", "/api/resource/Customer").len(), 2);
+    }
 
     // Another customer of the same name (another key) is another customer.
-    drop(s);
     let other = c
         .push(
             "customer",

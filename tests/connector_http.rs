@@ -1208,6 +1208,49 @@ async fn without_keyset_page_numbers_step_over_a_record_but_the_cursor_waits() {
     assert!(again.contains(&"R000006".to_owned()), "{again:?}");
 }
 
+/// A record written late, with a time in front of the page boundary, moves
+/// the rest of the list one place back: the overlapping offset finds the
+/// last record of the page before one place later, and the pull goes on
+/// without holding its cursor. (The late record itself is the look-back's
+/// to find, on the next pull.)
+#[tokio::test]
+async fn a_record_written_in_front_of_the_boundary_does_not_stop_offsets() {
+    let (base, state) = serve().await;
+    let start = conformance::seeds(1)[0].updated_at;
+    let one_a_second: Vec<Seed> = (0..20)
+        .map(|i| Seed {
+            id: format!("R{i:02}"),
+            updated_at: start + chrono::Duration::seconds(i),
+            name: format!("r{i}"),
+        })
+        .collect();
+    lock(&state).records = one_a_second
+        .iter()
+        .map(|s| (s.id.clone(), seed_record(s)))
+        .collect();
+    let text = definition(&base, "offset", 5).replace("size = 5 }", "size = 5, keyset = false }");
+    let c = open(&text, "mock_late_write");
+    let pages = pull_changing(&c, None, || {
+        // Between R02 and R03: the next page begins with R03, then R04.
+        let late = Seed {
+            id: "L".into(),
+            updated_at: start + chrono::Duration::milliseconds(2500),
+            name: "written late".into(),
+        };
+        lock(&state)
+            .records
+            .insert(late.id.clone(), seed_record(&late));
+    })
+    .await;
+    let want: Vec<String> = one_a_second.iter().map(|s| s.id.clone()).collect();
+    assert_eq!(page_ids(&pages), want);
+    let newest = one_a_second.last().unwrap();
+    assert_eq!(
+        pages.last().unwrap().cursor,
+        Cursor::at(newest.updated_at, newest.id.clone())
+    );
+}
+
 /// Twelve records changed at one instant, five to a page: `{since}` cannot
 /// tell them apart, so the pull pages within that instant.
 #[tokio::test]

@@ -23,6 +23,7 @@
 //! | `{cursor}` | `pagination.style = "cursor"` | the token from the previous response; left out on the first page |
 //! | `{size}` | any pagination | `pagination.size` |
 //! | `{record}`, `{records}`, `{key}` | `create`, `update` | the record, the batch of records, the change's idempotency key |
+//! | `{key}` | `create.lookup` | the change's idempotency key |
 //!
 //! In a `body`, a string that is exactly one placeholder is replaced by the
 //! value with its JSON type (a number for `{size}`, the whole record for

@@ -368,9 +368,34 @@ impl<'a> Pull<'a> {
                 )));
             }
             self.previous_ids = Some(ids);
-            let page_min = listed.iter().find_map(|r| r.updated_at);
+            // An offset step must find the last record of the page before;
+            // records after it are new to this pull. Records before it came
+            // back because something was written in front of them.
+            let mut fresh = count;
+            let mut checked_from = Some(0);
+            if let Some((id, at)) = self.overlap.take() {
+                match listed
+                    .iter()
+                    .position(|r| r.external_id.as_str() == id && r.updated_at == at)
+                {
+                    Some(i) => {
+                        fresh = count - i - 1;
+                        checked_from = Some(i);
+                    }
+                    None => {
+                        checked_from = None;
+                        self.hold(
+                            &what,
+                            "the page does not begin with the last record of the page before: the list changed in front of it",
+                            false,
+                        );
+                    }
+                }
+            }
+
             let page_max = listed.iter().rev().find_map(|r| r.updated_at);
             if ordered {
+                let page_min = listed.iter().find_map(|r| r.updated_at);
                 if self.restarted {
                     // A restarted page begins at the time it asked for; one
                     // that begins well before ignores the filter, and keyset
@@ -382,8 +407,10 @@ impl<'a> Pull<'a> {
                             "the answer to {what} begins with a record from {min}, before the {since} it asked for: the system does not apply the incremental filter, which keyset pages need (set `keyset = false` in the pagination)"
                         )));
                     }
-                } else if let (Some(before), Some(min)) = (self.previous_max, page_min)
-                    && min < before
+                } else if let (Some(before), Some(min)) = (
+                    self.previous_max,
+                    checked_from.and_then(|i| listed[i..].iter().find_map(|r| r.updated_at)),
+                ) && min < before
                 {
                     return Err(self.invalid(format!(
                         "the answer to {what} has a record from {min}, before the previous page's {before}: the records are not in ascending `updated_at` order as the definition says (`ordered = true`)"
@@ -391,23 +418,6 @@ impl<'a> Pull<'a> {
                 }
                 if page_max.is_some() {
                     self.previous_max = page_max.max(self.previous_max);
-                }
-            }
-
-            // An offset step must find the last record of the page before;
-            // records after it are new to this pull.
-            let mut fresh = count;
-            if let Some((id, at)) = self.overlap.take() {
-                match listed
-                    .iter()
-                    .position(|r| r.external_id.as_str() == id && r.updated_at == at)
-                {
-                    Some(i) => fresh = count - i - 1,
-                    None => self.hold(
-                        &what,
-                        "the page does not begin with the last record of the page before: the list changed in front of it",
-                        false,
-                    ),
                 }
             }
             let last_listed = listed
