@@ -17,7 +17,7 @@
 //! | placeholder | where | value |
 //! | --- | --- | --- |
 //! | `{id}` | `get`, `update` | the record's external id (escaped for a path) |
-//! | `{since}` | `incremental` | the cursor's timestamp minus `look_back_secs`, in `incremental.format` |
+//! | `{since}` | `incremental` | the cursor's timestamp minus `look_back_secs` (on keyset pages after the first: the newest record's), in `incremental.format` |
 //! | `{page}` | `pagination.style = "page"` | the page number |
 //! | `{offset}` | `pagination.style = "offset"` | the number of records before this page |
 //! | `{cursor}` | `pagination.style = "cursor"` | the token from the previous response; left out on the first page |

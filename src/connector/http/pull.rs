@@ -578,7 +578,11 @@ impl<'a> Pull<'a> {
             }
         }
 
-        let crowded = "more records share one `{since}` than a page holds, and the pages within it cannot show that they left nothing out";
+        let crowded = if self.paging.size.is_some_and(|s| (count as u64) < s) {
+            "the system answers with fewer records than asked, so the pull pages on within one `{since}`, and those pages cannot show that they left nothing out"
+        } else {
+            "more records share one `{since}` than a page holds, and the pages within it cannot show that they left nothing out"
+        };
         match style {
             PaginationStyle::Page => {
                 self.page += 1;

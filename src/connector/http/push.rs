@@ -553,3 +553,22 @@ fn outcome(
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn keys_are_stored_at_their_pointer() {
+        let mut record = json!({ "name": "Acme" });
+        set_pointer(&mut record, "/custom_concord_key", "customer:1:1:erp").unwrap();
+        assert_eq!(record["custom_concord_key"], "customer:1:1:erp");
+        set_pointer(&mut record, "/meta/a~1b", "k").unwrap();
+        assert_eq!(record["meta"]["a/b"], "k");
+        let err = set_pointer(&mut json!(["not", "an object"]), "/k", "k").unwrap_err();
+        assert!(err.contains("not a JSON object"), "{err}");
+        let err = set_pointer(&mut json!({ "name": "x" }), "/name/k", "k").unwrap_err();
+        assert!(err.contains("not a JSON object"), "{err}");
+    }
+}
