@@ -192,6 +192,7 @@ async fn customers_pass_the_conformance_kit() {
     };
     conformance::pull_pages(&h).await.unwrap();
     conformance::resume_from_cursor(&h).await.unwrap();
+    conformance::change_during_pull(&h).await.unwrap();
     conformance::idempotent_push(&h).await.unwrap();
     let tested = conformance::classify_errors(&h).await.unwrap();
     assert_eq!(tested.len(), 5, "{tested:?}");

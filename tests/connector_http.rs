@@ -678,12 +678,32 @@ impl Harness for Mocked {
 }
 
 async fn conformance_for(style: &str) {
-    let h = Mocked::new(style).await;
+    let mut h = Mocked::new(style).await;
     conformance::pull_pages(&h).await.unwrap();
     conformance::resume_from_cursor(&h).await.unwrap();
     conformance::idempotent_push(&h).await.unwrap();
     let tested = conformance::classify_errors(&h).await.unwrap();
     assert_eq!(tested.len(), 5, "{tested:?}");
+    // The mock's cursor tokens and links are offsets and page numbers in
+    // disguise: only keyset pages keep them from stepping over a record
+    // when the list changes during a pull.
+    if matches!(style, "cursor" | "link") {
+        h.text = h.text.replace("size = 5 }", "size = 5, keyset = true }");
+        assert!(h.text.contains("keyset = true"));
+    }
+    conformance::change_during_pull(&h).await.unwrap();
+}
+
+/// Without keyset the mock's offset tokens step over records when the list
+/// changes during a pull: what `keyset = true` is for.
+#[tokio::test]
+async fn offset_tokens_without_keyset_lose_records_when_the_list_changes() {
+    let h = Mocked::new("cursor").await;
+    let err = conformance::change_during_pull(&h).await.unwrap_err();
+    assert!(
+        err.to_string().contains("lost while two records changed"),
+        "{err:#}"
+    );
 }
 
 #[tokio::test]

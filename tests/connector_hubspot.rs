@@ -165,6 +165,7 @@ async fn companies_pass_the_conformance_kit() {
     let h = Companies::start().await;
     conformance::pull_pages(&h).await.unwrap();
     conformance::resume_from_cursor(&h).await.unwrap();
+    conformance::change_during_pull(&h).await.unwrap();
     conformance::idempotent_push(&h).await.unwrap();
     let tested = conformance::classify_errors(&h).await.unwrap();
     assert_eq!(tested.len(), 5, "{tested:?}");

@@ -429,14 +429,14 @@ pub struct ListRequest {
 /// - *keyset* (`keyset = true`): each next page asks again through the
 ///   incremental filter (`header`, `query` or `request`), from the
 ///   `updated_at` of the newest record read, with the page number or
-///   offset back at `start` and no cursor token, and drops the records it
+///   offset back at `start` and no cursor token or link, and drops the records it
 ///   has read already (older ones, and those of that same time it has
 ///   seen). Where a page starts is then said by the request, not by a
 ///   position, so nothing can be stepped over. The filter must include
 ///   records changed at exactly `{since}` (`>=`). Only when more records
 ///   share one `{since}` than a page holds does the pull page on within
-///   that time; `offset` pages then overlap (below), while `page` numbers
-///   and `cursor` tokens cannot show that they left nothing out, so the
+///   that time; `offset` pages then overlap (below), while `page`
+///   numbers, tokens and links cannot show that they left nothing out, so the
 ///   cursor stays at that time for the rest of the pull and the next pull
 ///   reads on from there (a warning says so).
 /// - *checked positions* (without keyset): `offset` pages overlap by one
@@ -451,12 +451,14 @@ pub struct ListRequest {
 /// `keyset` defaults to on for `page` and `offset` where it can work: the
 /// request is `ordered` and the entity's incremental filter applies to it
 /// (its `incremental` has no `request` of its own, or this is that
-/// request's `pagination`). `cursor` tokens are trusted to be positions
-/// that do not shift; set `keyset = true` where a token is an offset in
-/// disguise (HubSpot's search `after`). `link` and `next_url` pages are the
-/// system's own and are always trusted. Lists that are not `ordered` keep
-/// their order when a record changes (id or creation order) and move the
-/// cursor only on their last page.
+/// request's `pagination`). `cursor` tokens and `link` / `next_url` pages
+/// are trusted to be positions that do not shift; set `keyset = true`
+/// where one is an offset or page number in disguise (HubSpot's search
+/// `after = 200`, a `Link` to `?page=3`): the next page is then asked for
+/// through the filter, and the system's token or link is followed only
+/// within one crowded `{since}`. Lists that are not `ordered` keep their
+/// order when a record changes (id or creation order) and move the cursor
+/// only on their last page.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Pagination {
@@ -486,8 +488,8 @@ pub struct Pagination {
     /// more request).
     #[serde(default)]
     pub end: Option<Spanned<PageEnd>>,
-    /// `page`, `offset` and `cursor`: whether each next page restarts from
-    /// the newest record read through the incremental filter (see above).
+    /// Whether each next page restarts from the newest record read through
+    /// the incremental filter (see above).
     #[serde(default)]
     pub keyset: Option<Spanned<bool>>,
 }
@@ -1616,7 +1618,6 @@ impl Checker<'_> {
                 misplaced(self, "start", pg.start.as_ref().map(Spanned::span));
                 misplaced(self, "end", pg.end.as_ref().map(Spanned::span));
                 misplaced(self, "param", pg.param.as_ref().map(Spanned::span));
-                misplaced(self, "keyset", pg.keyset.as_ref().map(Spanned::span));
                 if style == PaginationStyle::Link {
                     misplaced(self, "next", pg.next.as_ref().map(Spanned::span));
                 } else if pg.next.is_none() {
@@ -2168,7 +2169,7 @@ pagination = { style = "page", param = "p", size = 10, keyset = true }
 id = "/id"
 updated_at = { pointer = "/t" }
 list = { path = "/b", ordered = true }
-pagination = { style = "link", keyset = false }
+pagination = { style = "none", keyset = false }
 incremental = { query = { s = "{since}" }, format = "rfc3339" }
 [entities.c]
 id = "/id"
@@ -2181,7 +2182,7 @@ incremental = { format = "unix_ms", request = { method = "POST", path = "/c/sear
         let want = [
             "demo.toml:8:65: `keyset` needs a request sorted by `updated_at`",
             "demo.toml:8:65: `keyset` needs the entity's `incremental` filter",
-            "demo.toml:13:41: `keyset` does not apply to pagination style `link`",
+            "demo.toml:13:41: `keyset` does not apply to pagination style `none`",
             "demo.toml:19:67: `keyset` needs the incremental filter on `list`, but `incremental.request` is another request",
             "demo.toml:20:192: `keyset` needs a request sorted by `updated_at`",
         ];

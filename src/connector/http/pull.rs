@@ -551,9 +551,10 @@ impl<'a> Pull<'a> {
             PaginationStyle::Page | PaginationStyle::Offset if ended(self.paging.size) => {
                 return Ok(true);
             }
-            PaginationStyle::Cursor if next.is_none() => return Ok(true),
-            PaginationStyle::Link | PaginationStyle::NextUrl => {
-                return self.follow(next, url, what).map(|n| !n);
+            PaginationStyle::Cursor | PaginationStyle::Link | PaginationStyle::NextUrl
+                if next.is_none() =>
+            {
+                return Ok(true);
             }
             _ => {}
         }
@@ -571,6 +572,7 @@ impl<'a> Pull<'a> {
                 self.page = self.paging.start;
                 self.offset = self.paging.start;
                 self.token = None;
+                self.next_url = None;
                 self.seen_positions.clear();
                 self.overlap = None;
                 self.restarted = true;
@@ -634,21 +636,21 @@ impl<'a> Pull<'a> {
                     self.hold(what, crowded, false);
                 }
             }
-            _ => return Ok(true),
+            PaginationStyle::Link | PaginationStyle::NextUrl => {
+                self.follow(next, url, what)?;
+                if self.keyset {
+                    self.hold(what, crowded, false);
+                }
+            }
+            PaginationStyle::None => return Ok(true),
         }
         Ok(false)
     }
 
-    /// `link` and `next_url`: follows the system's next page; `false` when
-    /// there is none.
-    fn follow(
-        &mut self,
-        next: Option<Value>,
-        url: &Url,
-        what: &str,
-    ) -> Result<bool, ConnectorError> {
+    /// `link` and `next_url`: the system's next page.
+    fn follow(&mut self, next: Option<Value>, url: &Url, what: &str) -> Result<(), ConnectorError> {
         match next {
-            None => Ok(false),
+            None => Ok(()),
             Some(Value::String(link)) => {
                 let next = url.join(&link).map_err(|e| {
                     self.invalid(format!(
@@ -668,7 +670,7 @@ impl<'a> Pull<'a> {
                     )));
                 }
                 self.next_url = Some(next);
-                Ok(true)
+                Ok(())
             }
             Some(other) => Err(self.invalid(format!(
                 "the next-page URL in the answer to {what} is {}, not a string",

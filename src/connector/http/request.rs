@@ -205,10 +205,7 @@ impl Paging {
     /// that the incremental filter applies to it (`filtered`).
     pub fn keyset_for(&self, req: &RequestTpl, filtered: bool) -> bool {
         let default = matches!(self.style, PaginationStyle::Page | PaginationStyle::Offset);
-        let possible = matches!(
-            self.style,
-            PaginationStyle::Page | PaginationStyle::Offset | PaginationStyle::Cursor
-        );
+        let possible = self.style != PaginationStyle::None;
         possible && req.ordered && filtered && self.keyset.unwrap_or(default)
     }
 }
