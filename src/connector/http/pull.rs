@@ -18,10 +18,11 @@
 //! crossed the boundary then lies, in that order, between the last record
 //! of the earlier page and the first of the later one. A keyset restart
 //! asks for everything from the newest time read, so nothing can lie
-//! between. An offset step that finds the earlier page's last record again
-//! shows that nothing in front of it moved. Any other step (page numbers,
-//! tokens under keyset, an offset whose check failed) may hide a record,
-//! and that record is no older than the newest one read before the step:
+//! between. An offset step that finds the earlier page's last record in
+//! its page reads on right after it, wherever the list moved it. Any other
+//! step (page numbers, tokens and links under keyset, an offset whose check
+//! failed) may hide a record, and that record is no older than the newest
+//! one read before the step:
 //! from that step on the pull *holds* its cursor there, so the next pull
 //! (which asks from the cursor minus the look-back) reads it. Records
 //! written late with an older time are the look-back's concern, as for

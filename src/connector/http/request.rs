@@ -208,9 +208,7 @@ impl Paging {
         let possible = self.style != PaginationStyle::None;
         possible && req.ordered && filtered && self.keyset.unwrap_or(default)
     }
-}
 
-impl Paging {
     fn single() -> Paging {
         Paging {
             style: PaginationStyle::None,
