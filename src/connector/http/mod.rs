@@ -5,8 +5,11 @@
 //! - `request`: the definition compiled for one instance (templates);
 //! - `client`: one request sent well (auth, rate limit, retries, capped
 //!   reads, classified failures without secrets);
-//! - `pull`: pages streamed on demand, cursors, loop detection;
-//! - `push`: writes one by one or in batches, one outcome per change.
+//! - `pull`: pages streamed on demand, keyset pages and checked offsets so
+//!   that a list changing under the pull loses nothing, cursors, loop
+//!   detection, records fetched whole where lists leave parts out;
+//! - `push`: writes one by one or in batches, one outcome per change, and
+//!   creates found again by their key where the system has no idempotency.
 
 mod client;
 pub mod definition;

@@ -12,7 +12,11 @@
 //!   push stops there instead of pressing on against a failing system. A
 //!   timed-out write may have been done after all; the idempotency key
 //!   (`idempotency_header`, or `{key}` in the body) makes the retry safe
-//!   where the system honours it.
+//!   where the system honours it, and where it has no such thing, `lookup`
+//!   finds the record a create with the same key made (stored there by
+//!   `key_field`) before creating it again;
+//! - a batch answered in part (HubSpot's 207): each record without a result
+//!   is refused with the failure that names it (`item_errors`).
 
 use std::time::Duration;
 
