@@ -41,6 +41,8 @@ fn instance(site: &Erpnext, secret: &str) -> Instance {
         .with_var("site", "erp.example.com")
         .with_var("api_key", erpnext::API_KEY)
         .with_var("api_secret", secret)
+        // The mock site keeps its times in UTC.
+        .with_var("timezone", "UTC")
 }
 
 fn shipped(site: &Erpnext) -> Arc<dyn Connector> {
@@ -151,6 +153,15 @@ impl conformance::Harness for Customers {
         }
         Ok(())
     }
+    async fn stored(&self) -> anyhow::Result<std::collections::BTreeMap<String, Value>> {
+        Ok(self.site.lock().docs["Customer"]
+            .iter()
+            .map(|(name, doc)| (name.clone(), Value::Object(doc.clone())))
+            .collect())
+    }
+    fn push_body(&self, n: usize) -> Value {
+        json!({ "customer_name": format!("pushed {n}"), "customer_type": "Company" })
+    }
     async fn inject(&self, fault: Fault) -> anyhow::Result<bool> {
         self.site.lock().fault = Some(match fault {
             Fault::Unauthorized => erpnext::Fault::Unauthorized,
@@ -169,9 +180,6 @@ impl conformance::Harness for Customers {
     }
 }
 
-/// `idempotent_push` is left out: Frappe has no idempotency keys and no
-/// upsert, so a repeated create makes a second customer (see
-/// `known_limit_a_repeated_create_makes_a_second_customer`).
 #[tokio::test]
 async fn customers_pass_the_conformance_kit() {
     let site = Erpnext::start().await;
@@ -184,10 +192,17 @@ async fn customers_pass_the_conformance_kit() {
     };
     conformance::pull_pages(&h).await.unwrap();
     conformance::resume_from_cursor(&h).await.unwrap();
+    conformance::change_during_pull(&h).await.unwrap();
+    conformance::idempotent_push(&h).await.unwrap();
     let tested = conformance::classify_errors(&h).await.unwrap();
     assert_eq!(tested.len(), 5, "{tested:?}");
     let s = h.site.lock();
-    let lists = s.seen("GET", "/api/resource/Customer");
+    // Pull lists, not the look-ups before creates.
+    let lists: Vec<_> = s
+        .seen("GET", "/api/resource/Customer")
+        .into_iter()
+        .filter(|r| r.query.get("fields").map(String::as_str) == Some(r#"["*"]"#))
+        .collect();
     assert!(
         lists.iter().any(|r| r.query.contains_key("filters")),
         "no incremental list"
@@ -344,57 +359,83 @@ async fn records_pulled_with_the_shipped_definition_go_through_the_inbound_mappi
     assert!(err.is_none(), "{err:?}");
     assert_eq!(ids(&payments), ["ACC-PAY-2026-00001"]);
 
-    // Lists never carry child tables: the sales order has no items and is
-    // refused by its mapping, the payment maps without its allocations.
-    // The whole documents (as `get` returns them) map completely; see the
-    // report: the driver needs a per-record fetch for these two.
+    // Lists never carry child tables: sales orders and payment entries are
+    // fetched whole after their lists, and map completely.
     let (orders, _, err) = pull_all(c.as_ref(), "sales_order", None).await;
     assert!(err.is_none(), "{err:?}");
     assert_eq!(ids(&orders), ["SAL-ORD-2026-00001"]);
-    assert!(orders[0].data.get("items").is_none());
-    let order_mapping = mapping_of("sales_order.in.toml");
-    let errors = map_in(&order_mapping, &orders[0].data).unwrap_err();
-    assert!(
-        errors
-            .iter()
-            .any(|e| e.field == "lines" && e.rule == "required"),
-        "{errors:?}"
-    );
-    let payment_mapping = mapping_of("payment_entry.in.toml");
-    let listed = map_in(&payment_mapping, &payments[0].data).unwrap();
-    assert!(listed.get("allocations").is_none(), "{listed}");
-
-    let whole_order = c
-        .get(
-            "sales_order",
-            &ExternalId::parse("SAL-ORD-2026-00001").unwrap(),
-        )
-        .await
-        .unwrap()
-        .expect("the order");
-    let order = map_in(&order_mapping, &whole_order.data).unwrap();
+    let order = map_in(&mapping_of("sales_order.in.toml"), &orders[0].data).unwrap();
     assert_eq!(order["lines"][0]["sku"], "WID-1");
     assert_eq!(order["status"], "open");
-    let whole_payment = c
-        .get(
-            "payment_entry",
-            &ExternalId::parse("ACC-PAY-2026-00001").unwrap(),
-        )
-        .await
-        .unwrap()
-        .expect("the payment");
-    let payment = map_in(&payment_mapping, &whole_payment.data).unwrap();
+    let payment = map_in(&mapping_of("payment_entry.in.toml"), &payments[0].data).unwrap();
     assert_eq!(
         payment["allocations"][0]["invoice"],
         "canonical-of-ACC-SINV-2026-00001"
     );
     assert_eq!(payment["method"], "bank_transfer");
+    // Sales invoices are read from their list alone.
+    assert!(invoices[0].data.get("items").is_none());
 
     let s = site.lock();
     let list = &s.seen("GET", "/api/resource/Sales Order")[0];
     assert_eq!(list.query["fields"], r#"["*"]"#);
     assert_eq!(list.query["limit_page_length"], "100");
     assert_eq!(list.query["limit_start"], "0");
+    assert_eq!(
+        s.seen("GET", "/api/resource/Sales Order/SAL-ORD-2026-00001")
+            .len(),
+        1
+    );
+    assert_eq!(
+        s.seen("GET", "/api/resource/Payment Entry/ACC-PAY-2026-00001")
+            .len(),
+        1
+    );
+    assert!(
+        s.requests
+            .iter()
+            .all(|r| !r.path.starts_with("/api/resource/Sales Invoice/"))
+    );
+}
+
+/// Fetching each listed document: `concurrency` at a time (4 in the
+/// shipped definition), in the list's order, and a document deleted between
+/// the list and its fetch is left out. The cursor follows the list.
+#[tokio::test]
+async fn listed_documents_are_fetched_whole_a_few_at_a_time() {
+    let site = Erpnext::start().await;
+    {
+        let mut s = site.lock();
+        for i in 0..12 {
+            s.put(
+                "Sales Order",
+                &format!("SO-{i:02}"),
+                json!({ "customer": "Acme GmbH", "items": [{ "item_code": format!("I{i}"), "qty": 1.0, "rate": 1.0, "amount": 1.0 }] }),
+                at(i),
+            );
+        }
+        s.get_delay = Some(std::time::Duration::from_millis(30));
+    }
+    // SO-05 is deleted after the list is read, before it is fetched.
+    site.lock().delete_on_first_get = Some(("Sales Order".into(), "SO-05".into()));
+    let c = shipped(&site);
+    let mut stream = c.pull("sales_order", None);
+    let page = stream.next().await.unwrap().unwrap();
+    assert!(stream.next().await.is_none());
+    let names = ids(&page.records);
+    let want: Vec<String> = (0..12)
+        .filter(|i| *i != 5)
+        .map(|i| format!("SO-{i:02}"))
+        .collect();
+    assert_eq!(names, want);
+    assert!(
+        page.records
+            .iter()
+            .all(|r| r.data["items"][0]["item_code"].is_string())
+    );
+    assert_eq!(page.cursor, Cursor::at(at(11), "SO-11"));
+    let s = site.lock();
+    assert_eq!(s.max_gets_in_flight, 4, "at most `concurrency` at once");
 }
 
 #[tokio::test]
@@ -542,15 +583,18 @@ async fn customer_pushes_report_each_record_with_frappes_words() {
     );
 }
 
-/// Kept as a known limit: Frappe has neither idempotency keys nor an
-/// upsert, and the definition cannot look a record up before creating it,
-/// so a create pushed again (a retry after a lost answer) makes a second
-/// customer, "Acme GmbH - 1".
+/// Frappe has neither idempotency keys nor an upsert: the definition stores
+/// each new customer's key in a custom field and looks for it first, so a
+/// create pushed again (a retry after a lost answer) finds the customer it
+/// made instead of making "Acme GmbH - 1".
 #[tokio::test]
-async fn known_limit_a_repeated_create_makes_a_second_customer() {
+async fn a_repeated_create_finds_the_customer_it_made() {
     let site = Erpnext::start().await;
     let c = shipped(&site);
     let body = json!({ "customer_name": "Acme GmbH", "customer_type": "Company" });
+    let acme = [PushOutcome::Created {
+        external_id: ExternalId::parse("Acme GmbH").unwrap(),
+    }];
     let first = c
         .push(
             "customer",
@@ -558,23 +602,99 @@ async fn known_limit_a_repeated_create_makes_a_second_customer() {
         )
         .await
         .unwrap();
+    assert_eq!(first, acme);
     let again = c
+        .push(
+            "customer",
+            vec![change("customer:a:1:erpnext", None, body.clone())],
+        )
+        .await
+        .unwrap();
+    assert_eq!(again, acme);
+    {
+        let s = site.lock();
+        assert_eq!(s.docs["Customer"].len(), 1);
+        assert_eq!(
+            s.docs["Customer"]["Acme GmbH"]["custom_concord_key"],
+            "customer:a:1:erpnext"
+        );
+        let lookups = s.seen("GET", "/api/resource/Customer");
+        assert_eq!(lookups.len(), 2, "one look-up before each create");
+        assert_eq!(
+            lookups[0].query["filters"],
+            r#"[["custom_concord_key", "=", "customer:a:1:erpnext"]]"#
+        );
+        assert_eq!(s.seen("POST", "/api/resource/Customer").len(), 1);
+    }
+
+    // A look-up that misses (a lagging replica, or two tries racing): the
+    // unique field refuses the second create, and a second look-up finds
+    // the first customer.
+    site.lock().stale_lists = 1;
+    let raced = c
         .push("customer", vec![change("customer:a:1:erpnext", None, body)])
         .await
         .unwrap();
+    assert_eq!(raced, acme);
+    {
+        let s = site.lock();
+        assert_eq!(s.docs["Customer"].len(), 1);
+        assert_eq!(s.seen("POST", "/api/resource/Customer").len(), 2);
+    }
+
+    // Another customer of the same name (another key) is another customer.
+    let other = c
+        .push(
+            "customer",
+            vec![change(
+                "customer:b:1:erpnext",
+                None,
+                json!({ "customer_name": "Acme GmbH" }),
+            )],
+        )
+        .await
+        .unwrap();
     assert_eq!(
-        first,
-        [PushOutcome::Created {
-            external_id: ExternalId::parse("Acme GmbH").unwrap()
-        }]
-    );
-    assert_eq!(
-        again,
+        other,
         [PushOutcome::Created {
             external_id: ExternalId::parse("Acme GmbH - 1").unwrap()
-        }],
-        "a repeated create no longer duplicates: move idempotent_push into the conformance test"
+        }]
     );
+}
+
+#[tokio::test]
+async fn the_sites_time_zone_is_an_instance_value() {
+    let site = Erpnext::start().await;
+    seed_site(&site);
+    let def = support::definition("erpnext");
+    let berlin = support::open(
+        &def,
+        &instance(&site, erpnext::API_SECRET).with_var("timezone", "Europe/Berlin"),
+    );
+    let (_, _, err) = pull_all(berlin.as_ref(), "customer", Some(Cursor::at(at(30), ""))).await;
+    assert!(err.is_none(), "{err:?}");
+    {
+        let s = site.lock();
+        let list = s.seen("GET", "/api/resource/Customer").pop().unwrap();
+        let filters: Value = serde_json::from_str(&list.query["filters"]).unwrap();
+        // 09:28 UTC is 10:28 in Berlin in November.
+        assert_eq!(filters, json!([["modified", ">=", "2026-11-02 10:28:00"]]));
+    }
+    let no_zone = Instance::bare("erpnext_test")
+        .with_base_url(site.base_url.clone())
+        .with_var("api_key", erpnext::API_KEY)
+        .with_var("api_secret", erpnext::API_SECRET);
+    let Err(err) = (def.driver.open)(&def, &no_zone) else {
+        panic!("opened without a time zone")
+    };
+    assert_eq!(err.kind, ErrorKind::Config);
+    assert!(err.message.contains("`${timezone}` has no value"), "{err}");
+    let wrong = instance(&site, erpnext::API_SECRET).with_var("timezone", "Mars/Olympus");
+    let Err(err) = (def.driver.open)(&def, &wrong) else {
+        panic!("opened with a time zone that does not exist")
+    };
+    assert_eq!(err.kind, ErrorKind::Config);
+    assert!(err.message.contains("not an IANA time zone"), "{err}");
 }
 
 // ---------------------------------------------------------------------------
@@ -665,64 +785,157 @@ async fn the_site_refuses_what_frappe_refuses() {
     assert_eq!(rows[0], json!({ "name": "K24" }));
 }
 
-/// Kept as a known limit of offset (and page-number) pagination, which
-/// Frappe's lists, Xero's pages and HubSpot's search all use: a record
-/// changed while a pull is under way moves to the end of the
-/// `modified asc` order, every record behind it moves up one place, and
-/// the one that crosses the page boundary is never read. The cursor then
-/// passes it, so the next pull does not read it either. Fixing this needs
-/// keyset pages (each page asking for records after the last one read)
-/// from the driver; see the report.
-#[tokio::test]
-async fn known_limit_a_change_during_an_offset_pull_hides_a_record() {
-    let site = Erpnext::start().await;
-    {
-        let mut s = site.lock();
-        for i in 0..150 {
-            s.put(
-                "Customer",
-                &format!("C{i:03}"),
-                json!({ "customer_name": format!("C{i:03}") }),
-                at(i),
-            );
-        }
-    }
-    let c = shipped(&site);
-    let mut read = std::collections::BTreeSet::new();
-    let mut cursor = None;
-    {
-        let mut stream = c.pull("customer", None);
-        let first = stream.next().await.unwrap().unwrap();
-        assert_eq!(first.records.len(), 100);
-        read.extend(
-            first
-                .records
-                .iter()
-                .map(|r| r.external_id.as_str().to_owned()),
-        );
-        // Someone edits an early customer while the pull is under way.
-        site.lock().put(
+// ---------------------------------------------------------------------------
+// Lists that change while they are read
+
+fn seed_customers(site: &Erpnext, n: usize, at_of: impl Fn(usize) -> DateTime<Utc>) {
+    let mut s = site.lock();
+    for i in 0..n {
+        s.put(
             "Customer",
-            "C010",
-            json!({ "customer_name": "C010 (edited)" }),
-            at(500),
+            &format!("C{i:03}"),
+            json!({ "customer_name": format!("C{i:03}") }),
+            at_of(i),
         );
-        while let Some(page) = stream.next().await {
-            let page = page.unwrap();
-            read.extend(
-                page.records
-                    .iter()
-                    .map(|r| r.external_id.as_str().to_owned()),
-            );
-            cursor = Some(page.cursor);
+    }
+}
+
+/// Reads a pull to its end; `between` runs after the first `after` pages.
+async fn pull_changing(
+    c: &dyn Connector,
+    cursor: Option<Cursor>,
+    after: usize,
+    between: impl FnOnce(),
+) -> (Vec<RawRecord>, Vec<Cursor>) {
+    let mut stream = c.pull("customer", cursor);
+    let (mut records, mut cursors) = (Vec::new(), Vec::new());
+    let mut between = Some(between);
+    while let Some(page) = stream.next().await {
+        let page = page.unwrap();
+        records.extend(page.records);
+        cursors.push(page.cursor);
+        if cursors.len() == after
+            && let Some(f) = between.take()
+        {
+            f();
         }
     }
-    let (again, _, err) = pull_all(c.as_ref(), "customer", cursor).await;
-    assert!(err.is_none(), "{err:?}");
-    read.extend(again.iter().map(|r| r.external_id.as_str().to_owned()));
-    assert!(
-        !read.contains("C100"),
-        "C100 was read: offset pulls no longer skip records"
+    (records, cursors)
+}
+
+fn edit(site: &Erpnext, name: &str, at: DateTime<Utc>) {
+    site.lock().put(
+        "Customer",
+        name,
+        json!({ "customer_name": format!("{name} (edited)") }),
+        at,
     );
-    assert_eq!(read.len(), 149);
+}
+
+/// A customer edited while a pull is under way moves to the end of the
+/// `modified asc` list and every customer behind it moves up a place: an
+/// offset would step over the one that crosses the page boundary. Keyset
+/// pages ask from the last `modified` read instead, so none is missed, and
+/// none is read twice (the edited one comes again with its new version).
+#[tokio::test]
+async fn a_change_during_a_pull_hides_no_record() {
+    let site = Erpnext::start().await;
+    seed_customers(&site, 150, |i| at(i as i64));
+    let c = shipped(&site);
+    let (records, cursors) = pull_changing(c.as_ref(), None, 1, || {
+        edit(&site, "C010", at(500));
+        edit(&site, "C020", at(501));
+    })
+    .await;
+    let names = ids(&records);
+    assert_eq!(names.len(), 152, "150 and the two new versions: {names:?}");
+    let unique: std::collections::BTreeSet<&str> = names.iter().copied().collect();
+    assert_eq!(unique.len(), 150);
+    assert_eq!(&names[100..102], ["C100", "C101"]);
+    assert_eq!(&names[150..], ["C010", "C020"]);
+    assert_eq!(cursors.last().unwrap(), &Cursor::at(at(501), "C020"));
+    // The second page asked from the last `modified` read, at offset 0.
+    let s = site.lock();
+    let second = &s.seen("GET", "/api/resource/Customer")[1];
+    assert_eq!(second.query["limit_start"], "0");
+    let filters: Value = serde_json::from_str(&second.query["filters"]).unwrap();
+    assert_eq!(filters, json!([["modified", ">=", "2026-11-02 10:39:00"]]));
+}
+
+/// Without keyset pages, offsets overlap by one customer and check it.
+/// Two customers edited in front of the boundary shift the list by two:
+/// the check fails, the pull reads on, and its cursor stays before the
+/// boundary, so the customer stepped over is read by the next pull.
+#[tokio::test]
+async fn without_keyset_an_overlap_catches_the_shift_and_the_cursor_waits() {
+    let site = Erpnext::start().await;
+    seed_customers(&site, 150, |i| at(i as i64));
+    // The customers' pagination (the first in the file) without keyset.
+    let shipped_text =
+        std::fs::read_to_string(support::root().join("connectors/erpnext.toml")).unwrap();
+    let line = "size_param = \"limit_page_length\", size = 100 }";
+    assert!(shipped_text.contains(line));
+    let text = shipped_text.replacen(
+        line,
+        "size_param = \"limit_page_length\", size = 100, keyset = false }",
+        1,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("erpnext.toml");
+    std::fs::write(&path, text).unwrap();
+    let def = concord::connector::check_file(&path).unwrap();
+    let c = support::open(&def, &instance(&site, erpnext::API_SECRET));
+
+    let (first, cursors) = pull_changing(c.as_ref(), None, 1, || {
+        edit(&site, "C010", at(500));
+        edit(&site, "C020", at(501));
+    })
+    .await;
+    assert!(
+        !ids(&first).contains(&"C100"),
+        "offsets step over C100 when two records move"
+    );
+    let held = cursors.last().unwrap().clone();
+    assert_eq!(held, Cursor::at(at(99), "C099"), "the cursor waits");
+    {
+        let s = site.lock();
+        let second = &s.seen("GET", "/api/resource/Customer")[1];
+        assert_eq!(second.query["limit_start"], "99", "one record of overlap");
+    }
+    let (again, _, err) = pull_all(c.as_ref(), "customer", Some(held)).await;
+    assert!(err.is_none(), "{err:?}");
+    let mut all: std::collections::BTreeSet<&str> = ids(&first).into_iter().collect();
+    all.extend(ids(&again));
+    assert_eq!(all.len(), 150);
+}
+
+/// More customers changed within one second than a page holds (a bulk
+/// import): `{since}` cannot tell them apart, so the pull pages within that
+/// second with overlapping offsets. The overlap shows the list held still,
+/// or else the cursor waits at that second.
+#[tokio::test]
+async fn more_changes_within_one_second_than_a_page_are_read_within_it() {
+    let site = Erpnext::start().await;
+    let bulk = |i: usize| at(0) + Span::milliseconds(i as i64);
+    seed_customers(&site, 250, bulk);
+    let c = shipped(&site);
+    let (records, cursors) = pull_changing(c.as_ref(), None, 0, || {}).await;
+    let want: Vec<String> = (0..250).map(|i| format!("C{i:03}")).collect();
+    assert_eq!(ids(&records), want);
+    assert_eq!(cursors.last().unwrap(), &Cursor::at(bulk(249), "C249"));
+
+    // Again, with two customers in front of the page boundary edited
+    // after the second page: C199 is stepped over, the cursor waits
+    // before it, and the next pull reads it.
+    let (records, cursors) = pull_changing(c.as_ref(), None, 2, || {
+        edit(&site, "C120", at(500));
+        edit(&site, "C130", at(501));
+    })
+    .await;
+    assert!(!ids(&records).contains(&"C199"));
+    let held = cursors.last().unwrap().clone();
+    assert_eq!(held, Cursor::at(bulk(198), "C198"));
+    let (again, _, err) = pull_all(c.as_ref(), "customer", Some(held)).await;
+    assert!(err.is_none(), "{err:?}");
+    assert!(ids(&again).contains(&"C199"));
 }

@@ -54,6 +54,8 @@ enum Quirk {
     NoId,
     /// Every bearer token is refused.
     RejectTokens,
+    /// Lists ignore the `since` filter.
+    IgnoreSince,
 }
 
 #[derive(Default)]
@@ -74,6 +76,8 @@ struct Mock {
     quirk: Quirk,
     /// Most records a page holds, whatever the client asks.
     cap: Option<usize>,
+    /// The bodies of search requests.
+    searches: Vec<Value>,
 }
 
 type Shared = Arc<Mutex<Mock>>;
@@ -192,7 +196,10 @@ async fn list(
         return r;
     }
     let m = lock(&s);
-    let since: Option<DateTime<Utc>> = q.get("since").map(|t| t.parse().expect("since is rfc3339"));
+    let since: Option<DateTime<Utc>> = q
+        .get("since")
+        .map(|t| t.parse().expect("since is rfc3339"))
+        .filter(|_| m.quirk != Quirk::IgnoreSince);
     let mut rows: Vec<Value> = m
         .records
         .values()
@@ -424,7 +431,8 @@ async fn search(State(s): State<Shared>, headers: HeaderMap, Json(body): Json<Va
     if let Some(r) = gate(&s, &headers).await {
         return r;
     }
-    let m = lock(&s);
+    let mut m = lock(&s);
+    m.searches.push(body.clone());
     let (Some(since_ms), Some(limit)) =
         (body["filter"]["since_ms"].as_i64(), body["limit"].as_u64())
     else {
@@ -670,12 +678,32 @@ impl Harness for Mocked {
 }
 
 async fn conformance_for(style: &str) {
-    let h = Mocked::new(style).await;
+    let mut h = Mocked::new(style).await;
     conformance::pull_pages(&h).await.unwrap();
     conformance::resume_from_cursor(&h).await.unwrap();
     conformance::idempotent_push(&h).await.unwrap();
     let tested = conformance::classify_errors(&h).await.unwrap();
     assert_eq!(tested.len(), 5, "{tested:?}");
+    // The mock's cursor tokens and links are offsets and page numbers in
+    // disguise: only keyset pages keep them from stepping over a record
+    // when the list changes during a pull.
+    if matches!(style, "cursor" | "link") {
+        h.text = h.text.replace("size = 5 }", "size = 5, keyset = true }");
+        assert!(h.text.contains("keyset = true"));
+    }
+    conformance::change_during_pull(&h).await.unwrap();
+}
+
+/// Without keyset the mock's offset tokens step over records when the list
+/// changes during a pull: what `keyset = true` is for.
+#[tokio::test]
+async fn offset_tokens_without_keyset_lose_records_when_the_list_changes() {
+    let h = Mocked::new("cursor").await;
+    let err = conformance::change_during_pull(&h).await.unwrap_err();
+    assert!(
+        err.to_string().contains("lost while two records changed"),
+        "{err:#}"
+    );
 }
 
 #[tokio::test]
@@ -897,7 +925,9 @@ async fn repeated_pages_are_detected() {
     let (base, state) = serve().await;
     seed(&state, 12).await;
     lock(&state).quirk = Quirk::RepeatPages;
-    let c = open(&definition(&base, "page", 5), "mock_repeat");
+    // Page numbers, not keyset pages (which do not step through numbers).
+    let text = definition(&base, "page", 5).replace("size = 5 }", "size = 5, keyset = false }");
+    let c = open(&text, "mock_repeat");
     let mut stream = c.pull("item", None);
     assert_eq!(stream.next().await.unwrap().unwrap().records.len(), 5);
     let err = stream.next().await.unwrap().unwrap_err();
@@ -967,7 +997,12 @@ async fn systems_that_return_fewer_than_asked_are_read_to_an_empty_page() {
         .await
         .unwrap();
     assert_eq!(pages.iter().map(|p| p.records.len()).sum::<usize>(), 3);
-    let text = text.replace("size = 5 }", "size = 5, end = \"empty_page\" }");
+    // Page numbers to the empty page (keyset pages of such a system are
+    // below, with offsets).
+    let text = text.replace(
+        "size = 5 }",
+        "size = 5, end = \"empty_page\", keyset = false }",
+    );
     let pages = pull_all(&open(&text, "mock_cap_empty"), None)
         .await
         .unwrap();
@@ -976,6 +1011,40 @@ async fn systems_that_return_fewer_than_asked_are_read_to_an_empty_page() {
         requests(&state),
         1 + 5,
         "four pages of 3, then the empty one"
+    );
+    // Page numbers cannot show that the list held still: the cursor
+    // stays after the first page, and the next pull reads on from there.
+    let first = conformance::seeds(12)[2].clone();
+    assert!(
+        pages
+            .iter()
+            .all(|p| p.cursor == Cursor::at(first.updated_at, first.id.clone())),
+        "{:?}",
+        pages.iter().map(|p| &p.cursor).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
+async fn keyset_offsets_read_a_system_that_returns_fewer_than_asked() {
+    let (base, state) = serve().await;
+    seed(&state, 12).await;
+    lock(&state).cap = Some(3);
+    let text =
+        definition(&base, "offset", 5).replace("size = 5 }", "size = 5, end = \"empty_page\" }");
+    let pages = pull_all(&open(&text, "mock_cap_keyset"), None)
+        .await
+        .unwrap();
+    let ids: Vec<&str> = pages
+        .iter()
+        .flat_map(|p| p.records.iter().map(|r| r.external_id.as_str()))
+        .collect();
+    let want: Vec<String> = conformance::seeds(12).into_iter().map(|s| s.id).collect();
+    assert_eq!(ids, want, "each record once, in order");
+    let newest = conformance::seeds(12).pop().unwrap();
+    assert_eq!(
+        pages.last().unwrap().cursor,
+        Cursor::at(newest.updated_at, newest.id),
+        "overlapping offsets within one time need not hold the cursor"
     );
 }
 
@@ -1014,11 +1083,9 @@ async fn incremental_pulls_ask_since_the_cursor_minus_the_look_back() {
     assert_eq!(pages.last().unwrap().cursor.id.as_deref(), Some("R000299"));
 }
 
-#[tokio::test]
-async fn search_requests_carry_time_size_and_cursor_in_a_json_body() {
-    let (base, state) = serve().await;
-    seed(&state, 300).await;
-    let text = format!(
+/// A search endpoint: time, page size and an `after` offset in a JSON body.
+fn search_definition(base: &str) -> String {
+    format!(
         r#"name = "mock"
 driver = "http"
 base_url = "{base}"
@@ -1036,8 +1103,14 @@ records = "/results"
 ordered = true
 body = {{ filter = {{ since_ms = "{{since}}" }}, sorts = ["updated_at"], limit = "{{size}}", after = "{{cursor}}" }}
 "#
-    );
-    let c = open(&text, "mock_search");
+    )
+}
+
+#[tokio::test]
+async fn search_requests_carry_time_size_and_cursor_in_a_json_body() {
+    let (base, state) = serve().await;
+    seed(&state, 300).await;
+    let c = open(&search_definition(&base), "mock_search");
     assert!(c.capabilities().entities["item"].pull);
     // No cursor: everything, from the beginning of time.
     let pages = pull_all(&c, None).await.unwrap();
@@ -1052,6 +1125,239 @@ body = {{ filter = {{ since_ms = "{{since}}" }}, sorts = ["updated_at"], limit =
         .flat_map(|p| p.records.iter().map(|r| r.external_id.as_str()))
         .collect();
     assert_eq!((ids.len(), ids[0]), (210, "R000090"));
+}
+
+// ---------------------------------------------------------------------------
+// Lists that change while they are read
+
+/// Reads a pull of `item` to its end; `between` runs after the first page.
+async fn pull_changing(
+    c: &dyn Connector,
+    cursor: Option<Cursor>,
+    between: impl FnOnce(),
+) -> Vec<Page> {
+    let mut stream = c.pull("item", cursor);
+    let mut pages = vec![stream.next().await.unwrap().unwrap()];
+    between();
+    while let Some(page) = stream.next().await {
+        pages.push(page.unwrap());
+    }
+    pages
+}
+
+fn page_ids(pages: &[Page]) -> Vec<String> {
+    pages
+        .iter()
+        .flat_map(|p| p.records.iter().map(|r| r.external_id.as_str().to_owned()))
+        .collect()
+}
+
+/// Two records of the first page change: they move to the end of the
+/// list, and every record behind them moves up two places.
+fn change_two(state: &Shared) -> DateTime<Utc> {
+    let mut m = lock(state);
+    // Later than any seed, whatever the clock says.
+    let now = conformance::seeds(1)[0].updated_at + chrono::Duration::hours(1);
+    for (n, id) in ["R000001", "R000003"].into_iter().enumerate() {
+        let r = m.records.get_mut(id).unwrap();
+        r["updated_at"] = json!(
+            (now + chrono::Duration::milliseconds(n as i64))
+                .to_rfc3339_opts(SecondsFormat::Millis, true)
+        );
+        r["name"] = json!("changed");
+    }
+    now + chrono::Duration::milliseconds(1)
+}
+
+#[tokio::test]
+async fn records_changed_during_a_pull_are_not_stepped_over() {
+    for style in ["page", "offset"] {
+        let (base, state) = serve().await;
+        seed(&state, 20).await;
+        let c = open(&definition(&base, style, 5), &format!("mock_shift_{style}"));
+        let mut newest = None;
+        let pages = pull_changing(&c, None, || newest = Some(change_two(&state))).await;
+        let ids = page_ids(&pages);
+        let want: Vec<String> = conformance::seeds(20).into_iter().map(|s| s.id).collect();
+        let unique: BTreeMap<&String, usize> = ids.iter().fold(BTreeMap::new(), |mut m, id| {
+            *m.entry(id).or_default() += 1;
+            m
+        });
+        assert_eq!(
+            unique.keys().copied().cloned().collect::<Vec<_>>(),
+            want,
+            "{style}: {ids:?}"
+        );
+        // The two changed records come again, as their new versions; no
+        // other record comes twice.
+        assert_eq!(ids.len(), 22, "{style}: {ids:?}");
+        assert_eq!(&ids[20..], ["R000001", "R000003"], "{style}");
+        let newest = newest.unwrap();
+        assert_eq!(
+            pages
+                .last()
+                .unwrap()
+                .cursor
+                .updated_at
+                .map(|t| t.timestamp_millis()),
+            Some(newest.timestamp_millis()),
+            "{style}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn without_keyset_page_numbers_step_over_a_record_but_the_cursor_waits() {
+    let (base, state) = serve().await;
+    seed(&state, 20).await;
+    let text = definition(&base, "page", 5).replace("size = 5 }", "size = 5, keyset = false }");
+    let c = open(&text, "mock_shift_numbers");
+    let pages = pull_changing(&c, None, || {
+        change_two(&state);
+    })
+    .await;
+    let first = page_ids(&pages);
+    // Pages 2 and 3 shifted by two: R000005 and R000006 fell into page 1.
+    assert!(!first.contains(&"R000005".to_owned()), "{first:?}");
+    assert!(!first.contains(&"R000006".to_owned()), "{first:?}");
+    let end_of_first = conformance::seeds(5).pop().unwrap();
+    let held = Cursor::at(end_of_first.updated_at, end_of_first.id);
+    assert!(pages.iter().all(|p| p.cursor == held), "the cursor waits");
+    let again = page_ids(&pull_all(&c, Some(held)).await.unwrap());
+    assert!(again.contains(&"R000005".to_owned()), "{again:?}");
+    assert!(again.contains(&"R000006".to_owned()), "{again:?}");
+}
+
+/// A record written late, with a time in front of the page boundary, moves
+/// the rest of the list one place back: the overlapping offset finds the
+/// last record of the page before one place later, and the pull goes on
+/// without holding its cursor. (The late record itself is the look-back's
+/// to find, on the next pull.)
+#[tokio::test]
+async fn a_record_written_in_front_of_the_boundary_does_not_stop_offsets() {
+    let (base, state) = serve().await;
+    let start = conformance::seeds(1)[0].updated_at;
+    let one_a_second: Vec<Seed> = (0..20)
+        .map(|i| Seed {
+            id: format!("R{i:02}"),
+            updated_at: start + chrono::Duration::seconds(i),
+            name: format!("r{i}"),
+        })
+        .collect();
+    lock(&state).records = one_a_second
+        .iter()
+        .map(|s| (s.id.clone(), seed_record(s)))
+        .collect();
+    let text = definition(&base, "offset", 5).replace("size = 5 }", "size = 5, keyset = false }");
+    let c = open(&text, "mock_late_write");
+    let pages = pull_changing(&c, None, || {
+        // Between R02 and R03: the next page begins with R03, then R04.
+        let late = Seed {
+            id: "L".into(),
+            updated_at: start + chrono::Duration::milliseconds(2500),
+            name: "written late".into(),
+        };
+        lock(&state)
+            .records
+            .insert(late.id.clone(), seed_record(&late));
+    })
+    .await;
+    let want: Vec<String> = one_a_second.iter().map(|s| s.id.clone()).collect();
+    assert_eq!(page_ids(&pages), want);
+    let newest = one_a_second.last().unwrap();
+    assert_eq!(
+        pages.last().unwrap().cursor,
+        Cursor::at(newest.updated_at, newest.id.clone())
+    );
+}
+
+/// Twelve records changed at one instant, five to a page: `{since}` cannot
+/// tell them apart, so the pull pages within that instant.
+#[tokio::test]
+async fn more_records_at_one_time_than_a_page_holds_are_read_within_it() {
+    let (base, state) = serve().await;
+    let at = conformance::seeds(1)[0].updated_at;
+    let same: Vec<Seed> = (0..12)
+        .map(|i| Seed {
+            id: format!("T{i:02}"),
+            updated_at: at,
+            name: format!("t{i}"),
+        })
+        .collect();
+    lock(&state).records = same
+        .iter()
+        .map(|s| (s.id.clone(), seed_record(s)))
+        .collect();
+    let want: Vec<String> = same.iter().map(|s| s.id.clone()).collect();
+
+    // Offsets overlap by one record and check it: nothing to hold.
+    let c = open(&definition(&base, "offset", 5), "mock_crowd_offset");
+    let pages = pull_all(&c, None).await.unwrap();
+    assert_eq!(page_ids(&pages), want);
+    assert_eq!(pages.last().unwrap().cursor, Cursor::at(at, "T11"));
+
+    // Page numbers cannot be checked: every record is read, and the cursor
+    // waits at that time (each pull reads the group again until it fits a
+    // page).
+    let c = open(&definition(&base, "page", 5), "mock_crowd_page");
+    let pages = pull_all(&c, None).await.unwrap();
+    assert_eq!(page_ids(&pages), want);
+    assert_eq!(pages.last().unwrap().cursor, Cursor::at(at, "T04"));
+}
+
+#[tokio::test]
+async fn keyset_pages_need_a_system_that_applies_the_filter() {
+    let (base, state) = serve().await;
+    seed(&state, 30).await;
+    lock(&state).quirk = Quirk::IgnoreSince;
+    let err = pull_err(&open(&definition(&base, "page", 5), "mock_no_filter")).await;
+    assert_eq!(err.kind, ErrorKind::InvalidData);
+    assert!(
+        err.message
+            .contains("does not apply the incremental filter"),
+        "{err}"
+    );
+    assert!(err.message.contains("keyset = false"), "{err}");
+}
+
+#[tokio::test]
+async fn a_list_said_to_be_ordered_that_is_not_is_refused() {
+    let (base, state) = serve().await;
+    seed(&state, 12).await;
+    // This list is in descending order.
+    let text = definition(&base, "unordered", 5).replace("ordered = false", "ordered = true");
+    let err = pull_err(&open(&text, "mock_not_ordered")).await;
+    assert_eq!(err.kind, ErrorKind::InvalidData);
+    assert!(err.message.contains("not in ascending"), "{err}");
+}
+
+/// A search whose `after` token is an offset (HubSpot's): with keyset,
+/// each page starts a new search from the newest record read.
+#[tokio::test]
+async fn keyset_searches_restart_from_the_newest_record_read() {
+    let (base, state) = serve().await;
+    seed(&state, 100).await;
+    let text = search_definition(&base).replace("size = 40 }", "size = 40, keyset = true }");
+    let c = open(&text, "mock_search_keyset");
+    let pages = pull_changing(&c, None, || {
+        change_two(&state);
+    })
+    .await;
+    let ids = page_ids(&pages);
+    let unique: std::collections::BTreeSet<&String> = ids.iter().collect();
+    assert_eq!(unique.len(), 100);
+    assert_eq!(ids.len(), 102);
+    let m = lock(&state);
+    assert!(m.searches.len() >= 3);
+    for body in &m.searches {
+        assert!(body.get("after").is_none(), "a restarted search: {body}");
+    }
+    let since: Vec<i64> = m
+        .searches
+        .iter()
+        .map(|b| b["filter"]["since_ms"].as_i64().unwrap())
+        .collect();
+    assert!(since.windows(2).all(|w| w[0] < w[1]), "{since:?}");
 }
 
 // ---------------------------------------------------------------------------
@@ -1078,13 +1384,8 @@ async fn oversize_answers_are_refused_with_or_without_a_length() {
     // Under the cap, a chunked answer reads fine.
     lock(&state).quirk = Quirk::Chunked;
     let small = definition(&base, "page", 10);
-    assert_eq!(
-        pull_all(&open(&small, "mock_small"), None)
-            .await
-            .unwrap()
-            .len(),
-        20
-    );
+    let pages = pull_all(&open(&small, "mock_small"), None).await.unwrap();
+    assert_eq!(pages.iter().map(|p| p.records.len()).sum::<usize>(), 200);
 }
 
 #[tokio::test]

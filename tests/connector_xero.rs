@@ -6,11 +6,14 @@
 //! not allow (422 for a missing `xero-tenant-id`, 400 for a body that does
 //! not fit), so these tests show that what concord sends is what Xero
 //! documents. Xero's token endpoint is not in the spec: a small local server
-//! stands in for it, and the tests run the shipped definition with only its
-//! `token_url` pointed there.
+//! stands in for it, and the tests run the shipped definition as it is, with
+//! the instance's `token_url` pointed there.
 //!
 //! Needs Prism (`.ci/install-prism`, or `CONCORD_PRISM`) and the shared
-//! fixtures; without them the tests skip, and under `CI=true` they fail.
+//! fixtures; without them those tests skip, and under `CI=true` they fail.
+//! Prism keeps no state, so what happens when invoices change during a pull
+//! is shown against a small stateful stand-in for Xero's invoice list
+//! instead (at the end), which needs neither.
 
 #[path = "support/prism.rs"]
 mod prism;
@@ -29,7 +32,6 @@ use concord::model::ExternalId;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
-const SHIPPED_TOKEN_URL: &str = "https://identity.xero.com/connect/token";
 const CLIENT_ID: &str = "CONCORDTESTCLIENT";
 const CLIENT_SECRET: &str = "s3cret-client-secret";
 const TENANT: &str = "a3675fc4-f8dd-4f03-ba5b-f1870566bcd7";
@@ -106,15 +108,15 @@ fn base64(text: &str) -> String {
     out
 }
 
-/// A Xero instance: the shipped definition with `token_url` pointed at a
-/// local identity server, the base URL at Prism.
+/// A Xero instance: the shipped definition, with the instance's
+/// `token_url` pointed at a local identity server and its base URL at
+/// Prism.
 struct Xero {
     connector: Arc<dyn Connector>,
     identity: SharedIdentity,
-    _dir: tempfile::TempDir,
 }
 
-async fn xero(prism: &prism::Prism, client_secret: &str) -> Xero {
+async fn identity_server() -> (String, SharedIdentity) {
     let identity = SharedIdentity::default();
     let addr = support::serve(
         Router::new()
@@ -122,26 +124,24 @@ async fn xero(prism: &prism::Prism, client_secret: &str) -> Xero {
             .with_state(identity.clone()),
     )
     .await;
-    let shipped = std::fs::read_to_string(support::root().join("connectors/xero.toml")).unwrap();
-    assert_eq!(
-        shipped.matches(SHIPPED_TOKEN_URL).count(),
-        1,
-        "connectors/xero.toml no longer names {SHIPPED_TOKEN_URL} once"
-    );
-    let text = shipped.replace(SHIPPED_TOKEN_URL, &format!("http://{addr}/connect/token"));
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("xero.toml");
-    std::fs::write(&path, text).unwrap();
-    let def = concord::connector::check_file(&path).unwrap_or_else(|e| panic!("{e:?}"));
-    let instance = Instance::bare("xero_test")
-        .with_base_url(prism.base_url.clone())
+    (format!("http://{addr}/connect/token"), identity)
+}
+
+fn instance(base_url: &str, token_url: &str, client_secret: &str) -> Instance {
+    Instance::bare("xero_test")
+        .with_base_url(base_url)
+        .with_var("token_url", token_url)
         .with_var("client_id", CLIENT_ID)
         .with_var("client_secret", client_secret)
-        .with_var("tenant_id", TENANT);
+        .with_var("tenant_id", TENANT)
+}
+
+async fn xero(prism: &prism::Prism, client_secret: &str) -> Xero {
+    let (token_url, identity) = identity_server().await;
+    let def = support::definition("xero");
     Xero {
-        connector: support::open(&def, &instance),
+        connector: support::open(&def, &instance(&prism.base_url, &token_url, client_secret)),
         identity,
-        _dir: dir,
     }
 }
 
@@ -590,4 +590,151 @@ fn expected_mapping_failures() -> Vec<String> {
         // PaymentType=="ACCRECPAYMENT"); Prism ignores `where`.
         "payment 6b037c9b-2e5d-4905-84d3-eabfb3438242: extra.xero_payment_type: \"ARCREDITPAYMENT\" is not in table \"receivable_payment_type\" (table)".to_owned(),
     ]
+}
+
+// ---------------------------------------------------------------------------
+// Invoices that change during a pull (a stateful stand-in; Prism keeps no
+// state)
+
+/// Xero's invoice list as far as pulls use it: `page` (from 1),
+/// `pageSize` (at most 1000), `order=UpdatedDateUTC ASC`, and
+/// `If-Modified-Since` compared to the second, as Xero documents.
+#[derive(Default)]
+struct Invoices {
+    /// By InvoiceID: the invoice and when it last changed.
+    rows: BTreeMap<String, (Value, chrono::DateTime<chrono::Utc>)>,
+    /// Each list request: page and If-Modified-Since.
+    seen: Vec<(u64, Option<String>)>,
+}
+
+type SharedInvoices = Arc<Mutex<Invoices>>;
+
+impl Invoices {
+    fn put(&mut self, n: usize, at: chrono::DateTime<chrono::Utc>) {
+        let id = format!("00000000-0000-4000-8000-{n:012}");
+        let invoice = json!({
+            "InvoiceID": id,
+            "InvoiceNumber": format!("INV-{n:04}"),
+            "Type": "ACCREC",
+            "Status": "AUTHORISED",
+            "Total": 100.0,
+            "UpdatedDateUTC": format!("/Date({}+0000)/", at.timestamp_millis()),
+        });
+        self.rows.insert(id, (invoice, at));
+    }
+}
+
+async fn invoices(
+    axum::extract::State(state): axum::extract::State<SharedInvoices>,
+    axum::extract::Query(q): axum::extract::Query<BTreeMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    let text = |k: &str| headers.get(k).and_then(|v| v.to_str().ok());
+    if text("xero-tenant-id") != Some(TENANT)
+        || !text("authorization").is_some_and(|a| a.starts_with("Bearer eyJ-test-token-"))
+    {
+        return (StatusCode::UNAUTHORIZED, "AuthenticationUnsuccessful").into_response();
+    }
+    assert_eq!(
+        q.get("order").map(String::as_str),
+        Some("UpdatedDateUTC ASC")
+    );
+    let page: u64 = q.get("page").map_or(1, |p| p.parse().unwrap());
+    let size: usize = q.get("pageSize").map_or(100, |p| p.parse().unwrap());
+    assert!(size <= 1000);
+    let since = text("if-modified-since").map(str::to_owned);
+    // "Accurate to the second".
+    let floor = |t: chrono::DateTime<chrono::Utc>| t.timestamp();
+    let from = since.as_deref().map(|s| {
+        floor(
+            chrono::DateTime::parse_from_rfc3339(s)
+                .expect("If-Modified-Since is ISO 8601")
+                .to_utc(),
+        )
+    });
+    let mut s = state.lock().unwrap();
+    s.seen.push((page, since));
+    let mut rows: Vec<&(Value, chrono::DateTime<chrono::Utc>)> = s
+        .rows
+        .values()
+        .filter(|(_, at)| from.is_none_or(|f| floor(*at) >= f))
+        .collect();
+    rows.sort_by_key(|(invoice, at)| (*at, invoice["InvoiceID"].as_str().map(str::to_owned)));
+    let page_rows: Vec<&Value> = rows
+        .iter()
+        .skip((page as usize - 1) * size)
+        .take(size)
+        .map(|(invoice, _)| invoice)
+        .collect();
+    axum::Json(json!({ "Id": "c0ffee00-0000-4000-8000-000000000000", "Status": "OK", "Invoices": page_rows }))
+        .into_response()
+}
+
+/// Xero pages by number: an invoice changed while a pull reads page 1 moves
+/// to the end of the list, and page 2 would begin one invoice later than
+/// it did. Each next page asks again from the newest change read, so none
+/// is stepped over.
+#[tokio::test]
+async fn invoices_changed_during_a_pull_are_not_stepped_over() {
+    let (token_url, _identity) = identity_server().await;
+    let org = SharedInvoices::default();
+    let start = chrono::DateTime::parse_from_rfc3339("2026-11-02T09:00:00Z")
+        .unwrap()
+        .to_utc();
+    {
+        let mut o = org.lock().unwrap();
+        for n in 0..2500 {
+            o.put(n, start + chrono::Duration::seconds(n as i64));
+        }
+    }
+    let addr = support::serve(
+        Router::new()
+            .route("/api.xro/2.0/Invoices", axum::routing::get(invoices))
+            .with_state(org.clone()),
+    )
+    .await;
+    let def = support::definition("xero");
+    let c = support::open(
+        &def,
+        &instance(
+            &format!("http://{addr}/api.xro/2.0"),
+            &token_url,
+            CLIENT_SECRET,
+        ),
+    );
+
+    let mut stream = c.pull("invoice", None);
+    let first = stream.next().await.unwrap().unwrap();
+    assert_eq!(first.records.len(), 1000);
+    let later = start + chrono::Duration::hours(2);
+    {
+        let mut o = org.lock().unwrap();
+        o.put(5, later);
+        o.put(7, later + chrono::Duration::seconds(1));
+    }
+    let mut records = first.records;
+    let mut cursor = first.cursor;
+    while let Some(page) = stream.next().await {
+        let page = page.unwrap();
+        records.extend(page.records);
+        cursor = page.cursor;
+    }
+    let numbers: Vec<String> = records
+        .iter()
+        .map(|r| r.data["InvoiceNumber"].as_str().unwrap().to_owned())
+        .collect();
+    let unique: std::collections::BTreeSet<&String> = numbers.iter().collect();
+    assert_eq!(unique.len(), 2500, "every invoice");
+    assert_eq!(numbers.len(), 2502, "each once, and the two new versions");
+    assert_eq!(&numbers[2500..], ["INV-0005", "INV-0007"]);
+    assert_eq!(
+        cursor.updated_at,
+        Some(later + chrono::Duration::seconds(1))
+    );
+
+    // Page 1 each time, from the newest change read.
+    let o = org.lock().unwrap();
+    assert!(o.seen.iter().all(|(page, _)| *page == 1), "{:?}", o.seen);
+    assert_eq!(o.seen[0].1, None);
+    assert_eq!(o.seen[1].1.as_deref(), Some("2026-11-02T09:16:39.000Z"));
 }

@@ -9,6 +9,9 @@
 //!   including records sharing one `updated_at` across a page boundary;
 //! - [`resume_from_cursor`]: stop after a page, change the source, resume from
 //!   the saved cursor: nothing is lost (re-reading the boundary is allowed);
+//! - [`change_during_pull`]: records already read change while the pull goes
+//!   on (in a list sorted by time they move to its end and shift the rest):
+//!   that pull and the next, from its last cursor, lose nothing;
 //! - [`redeliver_unacked`]: for consuming sources, a page never acknowledged
 //!   is read again, an acknowledged one is not;
 //! - [`idempotent_push`]: the same change pushed twice writes once;
@@ -333,6 +336,95 @@ pub async fn resume_from_cursor(h: &dyn Harness) -> anyhow::Result<()> {
         .take(5)
         .collect();
     ensure!(missing.is_empty(), "lost across the resume: {missing:?}");
+    Ok(())
+}
+
+/// Two records of the first page change while the pull goes on. In a list
+/// sorted by time they move to its end, and every record behind them moves
+/// up two places: a source that pages by position would step over records
+/// at the next page boundary. That pull, and the next one from the last
+/// cursor it gave, must read every record, and the changed ones again.
+pub async fn change_during_pull(h: &dyn Harness) -> anyhow::Result<()> {
+    let size = h.page_size();
+    ensure!(size >= 2, "use a page size of at least 2 for the kit");
+    let records = seeds(3 * size);
+    h.seed(&records).await?;
+    let connector = h.connector();
+
+    let mut stream = connector.pull(h.entity(), None);
+    let first = stream
+        .next()
+        .await
+        .ok_or_else(|| anyhow!("no first page"))?
+        .context("page 1 of the pull")?;
+    let first_ids = ids(h, &first);
+    check_cursor_forward(&Cursor::default(), &first.cursor, 1)?;
+    let mut last = first.cursor.clone();
+    if let Some(ack) = first.ack {
+        ack.ack().await.context("acknowledging a page")?;
+    }
+    ensure!(
+        first_ids.len() >= 2 && first_ids.len() < records.len(),
+        "the first page holds {} of {} records; the check needs a page boundary after two",
+        first_ids.len(),
+        records.len()
+    );
+    let newest = records.last().map(|r| r.updated_at).unwrap();
+    let changed: Vec<Seed> = first_ids[..2]
+        .iter()
+        .enumerate()
+        .map(|(n, id)| Seed {
+            id: id.clone(),
+            updated_at: newest + chrono::Duration::seconds(60 + n as i64),
+            name: format!("changed during the pull ({n})"),
+        })
+        .collect();
+    h.upsert(&changed).await?;
+
+    let mut later: Vec<String> = Vec::new();
+    let mut pages = 1;
+    while let Some(page) = stream.next().await {
+        pages += 1;
+        let page = page.with_context(|| format!("page {pages} of the pull"))?;
+        check_cursor_forward(&last, &page.cursor, pages)?;
+        last = page.cursor.clone();
+        later.extend(ids(h, &page));
+        if let Some(ack) = page.ack {
+            ack.ack().await.context("acknowledging a page")?;
+        }
+        ensure!(pages <= 10 * size, "the pull does not end");
+    }
+    drop(stream);
+    let (next, _) = drain(
+        h,
+        connector.as_ref(),
+        h.entity(),
+        Some(last.clone()),
+        10 * size,
+    )
+    .await
+    .with_context(|| format!("the next pull, from {last:?}"))?;
+    later.extend(next.concat());
+
+    let mut seen: BTreeSet<&String> = first_ids.iter().collect();
+    seen.extend(later.iter());
+    let missing: Vec<_> = records
+        .iter()
+        .map(|r| &r.id)
+        .filter(|id| !seen.contains(id))
+        .take(5)
+        .collect();
+    ensure!(
+        missing.is_empty(),
+        "lost while two records changed during the pull: {missing:?} (the pull ended at {last:?})"
+    );
+    for c in &changed {
+        ensure!(
+            later.contains(&c.id),
+            "{} changed during the pull but was not read again",
+            c.id
+        );
+    }
     Ok(())
 }
 

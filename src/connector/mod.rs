@@ -519,8 +519,10 @@ impl Instance {
 
     /// Expands every `${name}` in `text`: from the instance's values first
     /// (which may in turn name environment variables), then from the
-    /// environment. `$${` stands for a literal `${`. The result may hold a
-    /// secret: keep it in a [`SecretString`] and never log it.
+    /// environment. `${name:-default}` takes `default` when neither has
+    /// `name`, so a definition can ship a value an instance may replace.
+    /// `$${` stands for a literal `${`. The result may hold a secret: keep it
+    /// in a [`SecretString`] and never log it.
     pub fn expand(&self, text: &str) -> Result<SecretString, ConnectorError> {
         self.expand_with(text, &|k| std::env::var(k).ok())
     }
@@ -564,18 +566,17 @@ fn expand(text: &str, lookup: Lookup<'_>, system: &str) -> Result<SecretString, 
                     format!("unclosed `${{` in `{}`", placeholder_hint(text)),
                 )
             })?;
-            let key = &after[..end];
-            if key.is_empty()
-                || !key
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-')
-            {
+            let (key, default) = match after[..end].split_once(":-") {
+                Some((key, default)) => (key, Some(default)),
+                None => (&after[..end], None),
+            };
+            if !valid_placeholder_name(key) {
                 return Err(ConnectorError::config(
                     system,
                     format!("`${{{key}}}` is not a valid placeholder name"),
                 ));
             }
-            match lookup(key)? {
+            match lookup(key)?.or_else(|| default.map(str::to_owned)) {
                 Some(v) => out.push_str(&v),
                 None => {
                     return Err(ConnectorError::config(
@@ -594,6 +595,14 @@ fn expand(text: &str, lookup: Lookup<'_>, system: &str) -> Result<SecretString, 
     }
     out.push_str(rest);
     Ok(SecretString::from(out))
+}
+
+/// A `${name}` placeholder's name: letters, digits, `_`, `.` and `-`.
+pub fn valid_placeholder_name(key: &str) -> bool {
+    !key.is_empty()
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-')
 }
 
 /// Only the placeholders of a template, never its expanded value.
@@ -642,6 +651,29 @@ mod tests {
         let err = inst.expand_with("x ${TOKEN", &env).unwrap_err();
         assert!(err.message.contains("unclosed"), "{err}");
         assert!(!err.to_string().contains("s3cret"));
+    }
+
+    #[test]
+    fn a_default_applies_only_when_no_value_is_set() {
+        let url = "${token_url:-https://identity.example.com/connect/token}";
+        let got = Instance::bare("x").expand_with(url, &env).unwrap();
+        assert_eq!(
+            got.expose_secret(),
+            "https://identity.example.com/connect/token"
+        );
+        let inst = Instance::bare("x").with_var("token_url", "http://127.0.0.1:9/token");
+        let got = inst.expand_with(url, &env).unwrap();
+        assert_eq!(got.expose_secret(), "http://127.0.0.1:9/token");
+        // From the environment too, and an empty default is a value.
+        let got = inst
+            .expand_with("${TOKEN:-none}/${nothing:-}", &env)
+            .unwrap();
+        assert_eq!(got.expose_secret(), "s3cret/");
+        let err = inst.expand_with("${bad key:-x}", &env).unwrap_err();
+        assert!(
+            err.message.contains("not a valid placeholder name"),
+            "{err}"
+        );
     }
 
     #[test]

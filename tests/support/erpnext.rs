@@ -22,7 +22,10 @@
 //!   "Too Many Requests" with `Retry-After`;
 //! - naming: customers by customer name (a second "Acme" becomes
 //!   "Acme - 1", as ERPNext's default naming does), the others by series
-//!   (`SAL-ORD-2026-00001`, `ACC-SINV-2026-00001`, `ACC-PAY-2026-00001`).
+//!   (`SAL-ORD-2026-00001`, `ACC-SINV-2026-00001`, `ACC-PAY-2026-00001`);
+//! - the site has the custom field the shipped definition asks for:
+//!   Customer `custom_concord_key` (Data, Unique: a second document with a
+//!   value taken is a 417 UniqueValidationError).
 
 #![allow(dead_code)]
 // Handlers answer early with a whole response; boxing it buys nothing here.
@@ -74,6 +77,17 @@ pub struct State {
     pub fault: Option<Fault>,
     pub next_faults: VecDeque<Fault>,
     pub requests: Vec<Seen>,
+    /// The next this many lists answer with no rows (a read replica that
+    /// lags behind the writes).
+    pub stale_lists: usize,
+    /// How long a document request takes.
+    pub get_delay: Option<Duration>,
+    /// Document requests being answered now, and the most at once.
+    pub gets_in_flight: usize,
+    pub max_gets_in_flight: usize,
+    /// (doctype, name): deleted when the first document request arrives
+    /// (someone deletes it between a list and the fetches after it).
+    pub delete_on_first_get: Option<(String, String)>,
 }
 
 pub type Shared = Arc<Mutex<State>>;
@@ -94,6 +108,11 @@ impl Erpnext {
             fault: None,
             next_faults: VecDeque::new(),
             requests: Vec::new(),
+            stale_lists: 0,
+            get_delay: None,
+            gets_in_flight: 0,
+            max_gets_in_flight: 0,
+            delete_on_first_get: None,
         }));
         let app = Router::new()
             .route("/api/resource/{doctype}", get(list).post(insert))
@@ -161,6 +180,9 @@ fn fields(doctype: &str) -> Vec<(&'static str, Value)> {
             ("email_id", Value::Null),
             ("mobile_no", Value::Null),
             ("customer_primary_contact", Value::Null),
+            // The custom field connectors/erpnext.toml asks sites to add
+            // (Data, Unique): a column like any other.
+            ("custom_concord_key", Value::Null),
         ],
         "Sales Order" => vec![
             ("naming_series", json!("SAL-ORD-.YYYY.-")),
@@ -722,7 +744,11 @@ async fn list(
             }
         },
     };
-    let s = state.lock().unwrap();
+    let mut s = state.lock().unwrap();
+    if s.stale_lists > 0 {
+        s.stale_lists -= 1;
+        return axum::Json(json!({ "data": [] })).into_response();
+    }
     let mut rows: Vec<&Map<String, Value>> = s.docs[&doctype]
         .values()
         .filter(|d| conds.iter().all(|c| holds(d, c)))
@@ -772,7 +798,20 @@ async fn get_doc(
     {
         return r;
     }
-    let s = state.lock().unwrap();
+    let delay = {
+        let mut s = state.lock().unwrap();
+        if let Some((doctype, name)) = s.delete_on_first_get.take() {
+            s.docs.get_mut(&doctype).unwrap().remove(&name);
+        }
+        s.gets_in_flight += 1;
+        s.max_gets_in_flight = s.max_gets_in_flight.max(s.gets_in_flight);
+        s.get_delay
+    };
+    if let Some(d) = delay {
+        tokio::time::sleep(d).await;
+    }
+    let mut s = state.lock().unwrap();
+    s.gets_in_flight -= 1;
     match s.docs[&doctype].get(&name) {
         Some(d) => {
             let mut d = d.clone();
@@ -915,6 +954,18 @@ async fn insert(
         return r;
     }
     let mut s = state.lock().unwrap();
+    // A Unique field refuses a value another document holds.
+    if let Some(key) = doc.get("custom_concord_key").filter(|k| !k.is_null())
+        && s.docs[&doctype]
+            .values()
+            .any(|d| d.get("custom_concord_key") == Some(key))
+    {
+        return frappe_error(
+            StatusCode::EXPECTATION_FAILED,
+            "UniqueValidationError",
+            Some("Concord Key must be unique"),
+        );
+    }
     let name = if doctype == "Customer" {
         // ERPNext's default: named by the customer name, numbered on clash.
         let base = doc["customer_name"].as_str().unwrap().trim().to_owned();

@@ -6,7 +6,9 @@
 //! `rate_limit`, `retry`, `concurrency`), and per entity how to list, fetch,
 //! create and update records (`[entities.NAME]`). Values may name instance
 //! values or environment variables as `${name}`; those are filled in when an
-//! instance is opened and never appear in errors or logs.
+//! instance is opened and never appear in errors or logs. `${name:-value}`
+//! ships a value an instance may replace (a token URL a sandbox or a test
+//! points elsewhere).
 //!
 //! Requests are built from *templates*: `path`, `query` values and `body`
 //! strings may hold request-time placeholders in single braces, filled for
@@ -15,12 +17,13 @@
 //! | placeholder | where | value |
 //! | --- | --- | --- |
 //! | `{id}` | `get`, `update` | the record's external id (escaped for a path) |
-//! | `{since}` | `incremental` | the cursor's timestamp minus `look_back_secs`, in `incremental.format` |
+//! | `{since}` | `incremental` | the cursor's timestamp minus `look_back_secs` (on keyset pages after the first: the newest record's), in `incremental.format` |
 //! | `{page}` | `pagination.style = "page"` | the page number |
 //! | `{offset}` | `pagination.style = "offset"` | the number of records before this page |
 //! | `{cursor}` | `pagination.style = "cursor"` | the token from the previous response; left out on the first page |
 //! | `{size}` | any pagination | `pagination.size` |
 //! | `{record}`, `{records}`, `{key}` | `create`, `update` | the record, the batch of records, the change's idempotency key |
+//! | `{key}` | `create.lookup` | the change's idempotency key |
 //!
 //! In a `body`, a string that is exactly one placeholder is replaced by the
 //! value with its JSON type (a number for `{size}`, the whole record for
@@ -303,6 +306,14 @@ pub struct EntitySpec {
     /// How to fetch one record by id (for webhooks that name records).
     #[serde(default)]
     pub get: Option<Spanned<GetRequest>>,
+    /// Fetch each listed record by id (`get`) before passing it on, for
+    /// systems whose lists leave parts of a record out (ERPNext lists never
+    /// carry child tables). One request per record, `concurrency` at a
+    /// time and within the rate limit; where the pull stands is still
+    /// taken from the list. A record gone by the time it is fetched
+    /// (deleted meanwhile) is left out. Default `false`.
+    #[serde(default)]
+    pub fetch_each: Option<Spanned<bool>>,
     /// How to create records (changes without an external id).
     #[serde(default)]
     pub create: Option<Spanned<WriteRequest>>,
@@ -380,7 +391,9 @@ pub struct ListRequest {
     #[serde(default)]
     pub records: Option<Spanned<String>>,
     /// Whether the system returns records in ascending `updated_at` order
-    /// (because this request asks it to). Then every page moves the cursor;
+    /// (because this request asks it to; an answer out of that order is
+    /// refused). Then every page moves the cursor, and next pages can start
+    /// from the newest record read ([`Pagination`]'s keyset pages);
     /// otherwise only the last page does, so a pull cut short starts over
     /// instead of skipping records not read yet. Default `false`.
     #[serde(default)]
@@ -405,6 +418,47 @@ pub struct ListRequest {
 /// `{size}` in its path, query or body instead (a JSON-RPC body, a search
 /// body with `after`). Next pages from `link` and `next_url` must stay on
 /// the origin of `base_url`, so credentials never go elsewhere.
+///
+/// **Pages of a list that changes while it is read.** In a list sorted by
+/// `updated_at`, a record edited during a pull moves to the end and every
+/// record behind it moves up one place: the next page number or offset
+/// then steps over the record that crossed the page boundary, and a cursor
+/// moved past it would lose it for good. Pulls of `ordered` lists avoid
+/// that in one of two ways:
+///
+/// - *keyset* (`keyset = true`): each next page asks again through the
+///   incremental filter (`header`, `query` or `request`), from the
+///   `updated_at` of the newest record read, with the page number or
+///   offset back at `start` and no cursor token or link, and drops the records it
+///   has read already (older ones, and those of that same time it has
+///   seen). Where a page starts is then said by the request, not by a
+///   position, so nothing can be stepped over. The filter must include
+///   records changed at exactly `{since}` (`>=`). Only when more records
+///   share one `{since}` than a page holds does the pull page on within
+///   that time; `offset` pages then overlap (below), while `page`
+///   numbers, tokens and links cannot show that they left nothing out, so the
+///   cursor stays at that time for the rest of the pull and the next pull
+///   reads on from there (a warning says so).
+/// - *checked positions* (without keyset): `offset` pages overlap by one
+///   record — each asks from the last record of the page before and checks
+///   that it comes first. When it does not, the list changed in front of
+///   the page, and the cursor stays where it was before that page for the
+///   rest of the pull (the next pull reads the rest again: nothing is
+///   lost, some records come twice). `page` numbers cannot be checked, so
+///   the cursor moves only as far as the first page: safe, but each pull
+///   reads everything after it again.
+///
+/// `keyset` defaults to on for `page` and `offset` where it can work: the
+/// request is `ordered` and the entity's incremental filter applies to it
+/// (its `incremental` has no `request` of its own, or this is that
+/// request's `pagination`). `cursor` tokens and `link` / `next_url` pages
+/// are trusted to be positions that do not shift; set `keyset = true`
+/// where one is an offset or page number in disguise (HubSpot's search
+/// `after = 200`, a `Link` to `?page=3`): the next page is then asked for
+/// through the filter, and the system's token or link is followed only
+/// within one crowded `{since}`. Lists that are not `ordered` keep their
+/// order when a record changes (id or creation order) and move the cursor
+/// only on their last page.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Pagination {
@@ -434,6 +488,10 @@ pub struct Pagination {
     /// more request).
     #[serde(default)]
     pub end: Option<Spanned<PageEnd>>,
+    /// Whether each next page restarts from the newest record read through
+    /// the incremental filter (see above).
+    #[serde(default)]
+    pub keyset: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -489,7 +547,10 @@ impl PaginationStyle {
 ///
 /// Records the system returns from before `{since}` are dropped (they were
 /// read by an earlier pull); records between `{since}` and the cursor are
-/// read again, which is harmless.
+/// read again, which is harmless. Keyset pages (see [`Pagination`]) also
+/// use the filter to say where each next page starts: it must then include
+/// records changed at exactly `{since}` (`>=`, `GTE`) and compare the same
+/// time the entity's `updated_at` reads.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Incremental {
@@ -598,6 +659,68 @@ pub struct WriteRequest {
     /// Marks a result as a failure of its record.
     #[serde(default)]
     pub result_error: Option<Spanned<ErrorRule>>,
+    /// Failures the system lists apart from the results (HubSpot's 207
+    /// `errors`), each naming the records it is about, so that each
+    /// refused record gets its own message.
+    #[serde(default)]
+    pub item_errors: Option<Spanned<ItemErrors>>,
+    /// `create` only: a request that finds a record already created with a
+    /// change's idempotency key (`{key}`), for systems without idempotency
+    /// keys or upserts. Sent before each create: a record found is the
+    /// outcome (`Created` with its id) and nothing is written; sent again
+    /// after a refused create (a unique key field refuses the second of two
+    /// tries racing), so they end with the one record.
+    #[serde(default)]
+    pub lookup: Option<Spanned<Lookup>>,
+    /// `create` only: the JSON pointer at which the idempotency key is
+    /// written into each record (`{record}`) before it is sent
+    /// (`/custom_concord_key`), where `lookup` finds it later.
+    #[serde(default)]
+    pub key_field: Option<Spanned<String>>,
+}
+
+/// `item_errors = { list = "/errors", refs = ["/context/ids"], message = ["/message"] }`.
+///
+/// Each entry of the array at `list` is one failure; the values at its
+/// `refs` pointers (a string or an array of strings) are the ids or
+/// idempotency keys of the records it is about. A record without a result
+/// takes the message of the failure that names it, else the response's
+/// overall message.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ItemErrors {
+    /// JSON pointer to the array of failures.
+    pub list: Spanned<String>,
+    /// JSON pointers, within one failure, to the ids or keys it names.
+    pub refs: Vec<Spanned<String>>,
+    /// JSON pointers, within one failure, to its message; the first with a
+    /// value wins.
+    pub message: Vec<Spanned<String>>,
+}
+
+/// `lookup = { path = "/api/resource/Customer", query = { filters = '[["custom_concord_key", "=", "{key}"]]' }, records = "/data", id = "/name" }`.
+///
+/// `{key}` is the change's idempotency key, placed as it is (concord's keys
+/// hold letters, digits, `-`, `_` and `:`). The answer holds no record (an
+/// empty array, `null`, a 404: create it) or one (already created).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Lookup {
+    #[serde(default)]
+    pub method: Option<Spanned<Method>>,
+    pub path: Spanned<String>,
+    #[serde(default)]
+    pub query: BTreeMap<String, Spanned<String>>,
+    #[serde(default)]
+    pub body: Option<Spanned<toml::Value>>,
+    /// JSON pointer to the record, or to an array holding it (default: the
+    /// whole answer).
+    #[serde(default)]
+    pub records: Option<Spanned<String>>,
+    /// JSON pointer to the id within the record found (default: the
+    /// entity's `id`).
+    #[serde(default)]
+    pub id: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -699,12 +822,9 @@ pub fn split_template(text: &str) -> Result<Vec<Piece>, String> {
             let end = text[i + 2..]
                 .find('}')
                 .ok_or_else(|| format!("unclosed `${{` in `{}`", hint(text)))?;
-            let key = &text[i + 2..i + 2 + end];
-            if key.is_empty()
-                || !key
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-')
-            {
+            let inner = &text[i + 2..i + 2 + end];
+            let key = inner.split_once(":-").map_or(inner, |(k, _)| k);
+            if !crate::connector::valid_placeholder_name(key) {
                 return Err(format!("`${{{key}}}` is not a valid value name"));
             }
             literal.push_str(&text[i..i + 3 + end]);
@@ -1278,6 +1398,19 @@ impl Checker<'_> {
             {
                 self.err(o.span(), "`ordered` needs the entity's `updated_at`");
             }
+            if let Some(p) = &spec.pagination {
+                let ordered = is_true(&list.get_ref().ordered);
+                let filter = match spec.incremental.as_ref().map(|i| i.get_ref()) {
+                    None => Err(
+                        "the entity's `incremental` filter, which says where each next page starts",
+                    ),
+                    Some(i) if i.request.is_some() => Err(
+                        "the incremental filter on `list`, but `incremental.request` is another request (set `keyset` in `incremental.pagination`)",
+                    ),
+                    Some(_) => Ok(()),
+                };
+                self.keyset(p, ordered, filter);
+            }
         } else if let Some(p) = &spec.pagination {
             self.err(p.span(), "`pagination` without `list`");
         }
@@ -1305,6 +1438,22 @@ impl Checker<'_> {
                 self.pointer(r);
             }
         }
+        if let Some(f) = &spec.fetch_each
+            && *f.get_ref()
+        {
+            if spec.get.is_none() {
+                self.err(
+                    f.span(),
+                    "`fetch_each` fetches each listed record with `get`, which the entity does not have",
+                );
+            }
+            if spec.list.is_none() && !searchable {
+                self.err(
+                    f.span(),
+                    "`fetch_each` applies to pulls, and the entity has no `list` or `incremental.request`",
+                );
+            }
+        }
         if let Some(c) = &spec.create {
             self.write(c, false, &format!("entities.{name}.create"));
         }
@@ -1321,7 +1470,29 @@ impl Checker<'_> {
         what: &str,
     ) {
         if let Some(z) = zone {
-            if chrono_tz::Tz::from_str(z.get_ref()).is_err() {
+            if z.get_ref().contains("${") {
+                // The instance's zone (the site's setting), checked when an
+                // instance is opened; a default must be a zone already.
+                self.instance_template(z, &format!("`{what}.timezone`"));
+                let default = z
+                    .get_ref()
+                    .strip_prefix("${")
+                    .and_then(|t| t.strip_suffix('}'))
+                    .filter(|t| !t.contains("${"))
+                    .and_then(|t| t.split_once(":-"))
+                    .map(|(_, d)| d);
+                if let Some(d) = default
+                    && chrono_tz::Tz::from_str(d).is_err()
+                {
+                    self.err(
+                        z.span(),
+                        format!(
+                            "`{}` is not an IANA time zone (like `Europe/Berlin`)",
+                            hint(d)
+                        ),
+                    );
+                }
+            } else if chrono_tz::Tz::from_str(z.get_ref()).is_err() {
                 self.err(
                     z.span(),
                     format!(
@@ -1409,6 +1580,7 @@ impl Checker<'_> {
                     ("size", pg.size.as_ref().map(Spanned::span)),
                     ("next", pg.next.as_ref().map(Spanned::span)),
                     ("end", pg.end.as_ref().map(Spanned::span)),
+                    ("keyset", pg.keyset.as_ref().map(Spanned::span)),
                 ] {
                     misplaced(self, key, span);
                 }
@@ -1456,6 +1628,26 @@ impl Checker<'_> {
                 }
                 SIZE_PLACEHOLDER
             }
+        }
+    }
+
+    /// `keyset = true` needs a request that can say where each page starts:
+    /// sorted by `updated_at` and filtered by the incremental time.
+    fn keyset(&mut self, p: &Spanned<Pagination>, ordered: bool, filter: Result<(), &str>) {
+        let Some(k) = &p.get_ref().keyset else {
+            return;
+        };
+        if !*k.get_ref() {
+            return;
+        }
+        if !ordered {
+            self.err(
+                k.span(),
+                "`keyset` needs a request sorted by `updated_at` (`ordered = true`): each next page asks from the newest record read",
+            );
+        }
+        if let Err(why) = filter {
+            self.err(k.span(), format!("`keyset` needs {why}"));
         }
     }
 
@@ -1536,6 +1728,9 @@ impl Checker<'_> {
                     && spec.updated_at.is_none()
                 {
                     self.err(o.span(), "`ordered` needs the entity's `updated_at`");
+                }
+                if let Some(p) = &i.pagination {
+                    self.keyset(p, is_true(&r.get_ref().ordered), Ok(()));
                 }
             }
             None => {
@@ -1684,7 +1879,77 @@ impl Checker<'_> {
         if let Some(e) = &wr.result_error {
             self.error_rule(e, &format!("{what}.result_error"));
         }
+        if let Some(ie) = &wr.item_errors {
+            let ie_ref = ie.get_ref();
+            self.pointer(&ie_ref.list);
+            for p in ie_ref.refs.iter().chain(&ie_ref.message) {
+                self.pointer(p);
+            }
+            if ie_ref.refs.is_empty() {
+                self.err(
+                    ie.span(),
+                    format!("`{what}.item_errors` needs `refs`: where a failure names its records"),
+                );
+            }
+            if ie_ref.message.is_empty() {
+                self.err(
+                    ie.span(),
+                    format!("`{what}.item_errors` needs `message`: where a failure says why"),
+                );
+            }
+        }
+        if let Some(k) = &wr.key_field {
+            if update {
+                self.err(
+                    k.span(),
+                    "`key_field` applies to `create`: it stores the key `lookup` finds new records by",
+                );
+            }
+            if k.get_ref().is_empty() {
+                self.err(
+                    k.span(),
+                    "`key_field` must point into the record, not be it",
+                );
+            } else {
+                self.pointer(k);
+            }
+        }
+        if let Some(l) = &wr.lookup {
+            if update {
+                self.err(
+                    l.span(),
+                    "`lookup` applies to `create`: updates name their record already",
+                );
+            }
+            let lk = l.get_ref();
+            let lwhat = format!("{what}.lookup");
+            let mut found = self.path(&lk.path, &["key"], &format!("{lwhat}.path"));
+            found.extend(self.query(&lk.query, &["key"], &format!("{lwhat}.query")));
+            if let Some(b) = &lk.body {
+                found.extend(self.body(b, &["key"], &format!("{lwhat}.body")));
+            }
+            self.method_has_body(lk.method.as_ref(), lk.body.as_ref(), &lwhat);
+            if !found.contains("key") {
+                self.err(
+                    lk.path.span(),
+                    format!("`{lwhat}` does not use `{{key}}`: it finds records by their idempotency key"),
+                );
+            }
+            for p in [&lk.records, &lk.id].into_iter().flatten() {
+                self.pointer(p);
+            }
+            if !update && wr.key_field.is_none() && !used.contains("key") {
+                self.err(
+                    l.span(),
+                    format!("`{lwhat}` finds records by their idempotency key, but `{what}` never sends it: set `key_field`, or place `{{key}}` in `item` or `body`"),
+                );
+            }
+        }
     }
+}
+
+fn is_true(flag: &Option<Spanned<bool>>) -> bool {
+    flag.as_ref().is_some_and(|f| *f.get_ref())
 }
 
 fn auth_kind_name(kind: AuthKind) -> &'static str {
@@ -1718,8 +1983,9 @@ fn collect_strings<'v>(v: &'v toml::Value, out: &mut Vec<&'v str>) {
     }
 }
 
-/// `text` with every `${…}` replaced by a harmless stand-in, to check the
-/// shape of URLs whose parts come from instance values.
+/// `text` with every `${…}` replaced by its default or a harmless
+/// stand-in, to check the shape of URLs whose parts come from instance
+/// values.
 fn stand_in(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
@@ -1727,7 +1993,8 @@ fn stand_in(text: &str) -> String {
         out.push_str(&rest[..at]);
         match rest[at..].find('}') {
             Some(end) => {
-                out.push_str("value");
+                let inner = &rest[at + 2..at + end];
+                out.push_str(inner.split_once(":-").map_or("value", |(_, d)| d));
                 rest = &rest[at + end + 1..];
             }
             None => {
@@ -1887,6 +2154,133 @@ get = { path = "/customers" }
         );
         assert!(joined.contains("needs `id`"), "{joined}");
         assert!(joined.contains("give `key`"), "{joined}");
+    }
+
+    #[test]
+    fn keyset_pages_need_an_ordered_filtered_request_and_say_where_not() {
+        let text = r#"name = "demo"
+driver = "http"
+base_url = "https://api.example.com"
+[entities.a]
+id = "/id"
+updated_at = { pointer = "/t" }
+list = { path = "/a" }
+pagination = { style = "page", param = "p", size = 10, keyset = true }
+[entities.b]
+id = "/id"
+updated_at = { pointer = "/t" }
+list = { path = "/b", ordered = true }
+pagination = { style = "none", keyset = false }
+incremental = { query = { s = "{since}" }, format = "rfc3339" }
+[entities.c]
+id = "/id"
+updated_at = { pointer = "/t" }
+list = { path = "/c", ordered = true }
+pagination = { style = "offset", param = "o", size = 10, keyset = true }
+incremental = { format = "unix_ms", request = { method = "POST", path = "/c/search", body = { since = "{since}", offset = "{offset}" } }, pagination = { style = "offset", size = 10, keyset = true } }
+"#;
+        let errs = errors(text);
+        let want = [
+            "demo.toml:8:65: `keyset` needs a request sorted by `updated_at`",
+            "demo.toml:8:65: `keyset` needs the entity's `incremental` filter",
+            "demo.toml:13:41: `keyset` does not apply to pagination style `none`",
+            "demo.toml:19:67: `keyset` needs the incremental filter on `list`, but `incremental.request` is another request",
+            "demo.toml:20:192: `keyset` needs a request sorted by `updated_at`",
+        ];
+        for w in want {
+            assert!(
+                errs.iter().any(|e| e.contains(w)),
+                "missing {w:?} in {errs:#?}"
+            );
+        }
+        assert_eq!(errs.len(), want.len(), "{errs:#?}");
+        // Where it can work, it passes (and is the default).
+        assert_eq!(
+            errors(&GOOD.replace("size = 50 }", "size = 50, keyset = true }")),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn fetch_each_lookup_key_field_and_item_errors_are_checked_with_their_place() {
+        let text = r#"name = "demo"
+driver = "http"
+base_url = "https://api.example.com"
+[entities.a]
+id = "/id"
+list = { path = "/a" }
+fetch_each = true
+create = { path = "/a", id = "/id", lookup = { path = "/a", query = { q = "x" } }, item_errors = { list = "errors", refs = [], message = [] } }
+update = { method = "PUT", path = "/a/{id}", key_field = "/k", lookup = { path = "/a", query = { k = "{key}" } } }
+[entities.b]
+id = "/id"
+create = { path = "/b", id = "/id", key_field = "", lookup = { path = "/b/{key}", id = "name" } }
+"#;
+        let errs = errors(text);
+        let want = [
+            "demo.toml:7:14: `fetch_each` fetches each listed record with `get`",
+            "demo.toml:8:55: `entities.a.create.lookup` does not use `{key}`",
+            "demo.toml:8:46: `entities.a.create.lookup` finds records by their idempotency key, but `entities.a.create` never sends it",
+            "demo.toml:8:107: `errors` is not a JSON pointer",
+            "demo.toml:8:98: `entities.a.create.item_errors` needs `refs`",
+            "demo.toml:8:98: `entities.a.create.item_errors` needs `message`",
+            "demo.toml:9:58: `key_field` applies to `create`",
+            "demo.toml:9:73: `lookup` applies to `create`",
+            "demo.toml:12:49: `key_field` must point into the record",
+            "demo.toml:12:88: `name` is not a JSON pointer",
+        ];
+        for w in want {
+            assert!(
+                errs.iter().any(|e| e.contains(w)),
+                "missing {w:?} in {errs:#?}"
+            );
+        }
+        assert_eq!(errs.len(), want.len(), "{errs:#?}");
+    }
+
+    #[test]
+    fn instance_values_may_carry_defaults_which_are_checked() {
+        let oauth = |url: &str| {
+            GOOD.replace(
+                "[auth]\nkind = \"bearer\"\ntoken = \"${token}\"",
+                &format!(
+                    "[auth]\nkind = \"oauth2_client_credentials\"\ntoken_url = \"{url}\"\nclient_id = \"${{id}}\"\nclient_secret = \"${{secret}}\""
+                ),
+            )
+        };
+        assert_eq!(
+            errors(&oauth("${token_url:-https://id.example.com/token}")),
+            Vec::<String>::new()
+        );
+        let errs = errors(&oauth("${token_url:-ftp://id.example.com/token}"));
+        assert!(
+            errs[0].contains("`token_url` must be an http or https URL"),
+            "{errs:?}"
+        );
+        let zone = |tz: &str| {
+            GOOD.replace(
+                r#"updated_at = { pointer = "/updated", format = "rfc3339" }"#,
+                &format!(r#"updated_at = {{ pointer = "/updated", format = "naive", timezone = "{tz}" }}"#),
+            )
+            .replace(
+                r#"format = "rfc3339" }
+get"#,
+                r#"format = "naive" }
+get"#,
+            )
+        };
+        assert_eq!(errors(&zone("${timezone}")), Vec::<String>::new());
+        assert_eq!(
+            errors(&zone("${timezone:-Europe/Berlin}")),
+            Vec::<String>::new()
+        );
+        let errs = errors(&zone("${timezone:-Mars/Olympus}"));
+        assert!(
+            errs[0].contains("`Mars/Olympus` is not an IANA time zone"),
+            "{errs:?}"
+        );
+        let errs = errors(&zone("${time zone}"));
+        assert!(errs[0].contains("is not a valid value name"), "{errs:?}");
     }
 
     #[test]

@@ -5,8 +5,11 @@
 //! - `request`: the definition compiled for one instance (templates);
 //! - `client`: one request sent well (auth, rate limit, retries, capped
 //!   reads, classified failures without secrets);
-//! - `pull`: pages streamed on demand, cursors, loop detection;
-//! - `push`: writes one by one or in batches, one outcome per change.
+//! - `pull`: pages streamed on demand, keyset pages and checked offsets so
+//!   that a list changing under the pull loses nothing, cursors, loop
+//!   detection, records fetched whole where lists leave parts out;
+//! - `push`: writes one by one or in batches, one outcome per change, and
+//!   creates found again by their key where the system has no idempotency.
 
 mod client;
 pub mod definition;
@@ -57,6 +60,9 @@ pub struct HttpConnector {
     look_back: Duration,
     idempotency_header: Option<HeaderName>,
     healthcheck: Option<RequestTpl>,
+    /// Records fetched at once by `fetch_each` (the definition's
+    /// `concurrency`; the instance's limits apply on top).
+    fetch_concurrency: usize,
 }
 
 impl std::fmt::Debug for HttpConnector {
@@ -259,6 +265,7 @@ impl HttpConnector {
             look_back: spec.look_back(),
             idempotency_header,
             healthcheck,
+            fetch_concurrency: spec.concurrency() as usize,
         })
     }
 
@@ -327,6 +334,86 @@ impl HttpConnector {
             updated_at,
             data,
         })
+    }
+
+    /// One record by id through `get`: `None` when the system has no such
+    /// record.
+    async fn fetch(
+        &self,
+        e: &Entity,
+        entity: &str,
+        id: &ExternalId,
+    ) -> Result<Option<RawRecord>, ConnectorError> {
+        let g = e.get.as_ref().ok_or_else(|| {
+            ConnectorError::config(
+                &self.name,
+                format!(
+                    "fetching one {entity} by id is not supported: the definition has no `get`"
+                ),
+            )
+        })?;
+        let vars = Vars {
+            id: Some(id.as_str()),
+            ..Vars::default()
+        };
+        let url = self.url(
+            &g.path,
+            g.query.iter().map(|(k, t)| (k.as_str(), t)),
+            &[],
+            &vars,
+        )?;
+        let mut call = Call::new(g.method.clone(), url);
+        if let Some(b) = &g.body {
+            call = call.json(&b.render(&vars).unwrap_or(Value::Null));
+        }
+        let what = format!("{} {}", call.method, self.client.shown(&call.url));
+        let mut answer = match self.client.send(&call).await {
+            Ok(a) => a,
+            Err(f) if f.error.kind == ErrorKind::NotFound => return Ok(None),
+            Err(f) => return Err(f.error),
+        };
+        let found = if g.records.is_empty() {
+            answer.body.take()
+        } else {
+            answer
+                .body
+                .pointer_mut(&g.records)
+                .map(Value::take)
+                .ok_or_else(|| {
+                    ConnectorError::invalid_data(
+                        &self.name,
+                        format!("the answer to {what} has nothing at `{}`", g.records),
+                    )
+                })?
+        };
+        let data = match found {
+            Value::Null => return Ok(None),
+            Value::Array(mut a) => match a.len() {
+                0 => return Ok(None),
+                1 => a.swap_remove(0),
+                n => {
+                    return Err(ConnectorError::invalid_data(
+                        &self.name,
+                        format!("the answer to {what} holds {n} records, expected one"),
+                    ));
+                }
+            },
+            other => other,
+        };
+        let record = self.record(e, data).map_err(|m| {
+            ConnectorError::invalid_data(&self.name, format!("the answer to {what}: {m}"))
+        })?;
+        if !record
+            .external_id
+            .as_str()
+            .eq_ignore_ascii_case(id.as_str())
+        {
+            return Err(ConnectorError::invalid_data(
+                &self.name,
+                format!("asked {what} for `{id}`, got `{}`", record.external_id),
+            ));
+        }
+        Ok(Some(record))
     }
 }
 
@@ -427,76 +514,7 @@ impl Connector for HttpConnector {
         id: &ExternalId,
     ) -> Result<Option<RawRecord>, ConnectorError> {
         let e = self.entity(entity)?;
-        let g = e.get.as_ref().ok_or_else(|| {
-            ConnectorError::config(
-                &self.name,
-                format!(
-                    "fetching one {entity} by id is not supported: the definition has no `get`"
-                ),
-            )
-        })?;
-        let vars = Vars {
-            id: Some(id.as_str()),
-            ..Vars::default()
-        };
-        let url = self.url(
-            &g.path,
-            g.query.iter().map(|(k, t)| (k.as_str(), t)),
-            &[],
-            &vars,
-        )?;
-        let mut call = Call::new(g.method.clone(), url);
-        if let Some(b) = &g.body {
-            call = call.json(&b.render(&vars).unwrap_or(Value::Null));
-        }
-        let what = format!("{} {}", call.method, self.client.shown(&call.url));
-        let mut answer = match self.client.send(&call).await {
-            Ok(a) => a,
-            Err(f) if f.error.kind == ErrorKind::NotFound => return Ok(None),
-            Err(f) => return Err(f.error),
-        };
-        let found = if g.records.is_empty() {
-            answer.body.take()
-        } else {
-            answer
-                .body
-                .pointer_mut(&g.records)
-                .map(Value::take)
-                .ok_or_else(|| {
-                    ConnectorError::invalid_data(
-                        &self.name,
-                        format!("the answer to {what} has nothing at `{}`", g.records),
-                    )
-                })?
-        };
-        let data = match found {
-            Value::Null => return Ok(None),
-            Value::Array(mut a) => match a.len() {
-                0 => return Ok(None),
-                1 => a.swap_remove(0),
-                n => {
-                    return Err(ConnectorError::invalid_data(
-                        &self.name,
-                        format!("the answer to {what} holds {n} records, expected one"),
-                    ));
-                }
-            },
-            other => other,
-        };
-        let record = self.record(e, data).map_err(|m| {
-            ConnectorError::invalid_data(&self.name, format!("the answer to {what}: {m}"))
-        })?;
-        if !record
-            .external_id
-            .as_str()
-            .eq_ignore_ascii_case(id.as_str())
-        {
-            return Err(ConnectorError::invalid_data(
-                &self.name,
-                format!("asked {what} for `{id}`, got `{}`", record.external_id),
-            ));
-        }
-        Ok(Some(record))
+        self.fetch(e, entity, id).await
     }
 
     async fn push(

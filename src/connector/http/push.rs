@@ -12,7 +12,11 @@
 //!   push stops there instead of pressing on against a failing system. A
 //!   timed-out write may have been done after all; the idempotency key
 //!   (`idempotency_header`, or `{key}` in the body) makes the retry safe
-//!   where the system honours it.
+//!   where the system honours it, and where it has no such thing, `lookup`
+//!   finds the record a create with the same key made (stored there by
+//!   `key_field`) before creating it again;
+//! - a batch answered in part (HubSpot's 207): each record without a result
+//!   is refused with the failure that names it (`item_errors`).
 
 use std::time::Duration;
 
@@ -23,14 +27,15 @@ use sha2::{Digest, Sha256};
 
 use super::client::{Call, Failure};
 use super::definition::MatchBy;
-use super::request::{Vars, WriteTpl, value_text};
+use super::request::{Entity, ErrorCheck, LookupTpl, Vars, WriteTpl, value_text};
 use super::{HttpConnector, extract_id};
 use crate::connector::{Change, ConnectorError, ErrorKind, PushOutcome};
+use crate::model::ExternalId;
 
 pub(super) async fn push(
     c: &HttpConnector,
     entity: &str,
-    changes: Vec<Change>,
+    mut changes: Vec<Change>,
 ) -> Result<Vec<PushOutcome>, ConnectorError> {
     let e = c.entity(entity)?;
     let mut outcomes: Vec<Option<PushOutcome>> = vec![None; changes.len()];
@@ -55,6 +60,50 @@ pub(super) async fn push(
             }
             continue;
         };
+        let mut indices = indices;
+        if !update {
+            if let Some(field) = &tpl.key_field {
+                indices.retain(|&i| {
+                    let ch = &mut changes[i];
+                    match set_pointer(&mut ch.data, field, &ch.idempotency_key) {
+                        Ok(()) => true,
+                        Err(m) => {
+                            outcomes[i] = Some(PushOutcome::Rejected { message: m });
+                            false
+                        }
+                    }
+                });
+            }
+            // Records an earlier try created already are not created again.
+            if let Some(l) = &tpl.lookup {
+                let mut rest = Vec::with_capacity(indices.len());
+                for i in indices {
+                    if let Some(f) = &stopped {
+                        retry_later(&mut outcomes, &[i], f, c);
+                        continue;
+                    }
+                    match lookup(c, e, l, &changes[i]).await {
+                        Ok(Some(id)) => {
+                            outcomes[i] = Some(PushOutcome::Created { external_id: id });
+                        }
+                        Ok(None) => rest.push(i),
+                        Err(f) if refused(&f) => {
+                            outcomes[i] = Some(PushOutcome::Rejected {
+                                message: f.error.message.clone(),
+                            });
+                        }
+                        Err(f) => {
+                            if !written(&outcomes) {
+                                return Err(f.error);
+                            }
+                            retry_later(&mut outcomes, &[i], &f, c);
+                            stopped = Some(f);
+                        }
+                    }
+                }
+                indices = rest;
+            }
+        }
         // Batches of the configured size; a refused batch comes back as
         // two halves, processed first.
         let mut work: Vec<Vec<usize>> = indices
@@ -80,19 +129,23 @@ pub(super) async fn push(
                 }
                 Err(f) if refused(&f) => {
                     for i in &batch {
+                        // A create refused because its key is taken (a
+                        // unique key field): the record an earlier try, or
+                        // one racing it, made.
+                        if !update
+                            && let Some(l) = &tpl.lookup
+                            && let Ok(Some(id)) = lookup(c, e, l, &changes[*i]).await
+                        {
+                            outcomes[*i] = Some(PushOutcome::Created { external_id: id });
+                            continue;
+                        }
                         outcomes[*i] = Some(PushOutcome::Rejected {
                             message: f.error.message.clone(),
                         });
                     }
                 }
                 Err(f) => {
-                    let written = outcomes.iter().any(|o| {
-                        matches!(
-                            o,
-                            Some(PushOutcome::Created { .. } | PushOutcome::Updated { .. })
-                        )
-                    });
-                    if !written {
+                    if !written(&outcomes) {
                         return Err(f.error);
                     }
                     retry_later(&mut outcomes, &batch, &f, c);
@@ -109,6 +162,127 @@ pub(super) async fn push(
             })
         })
         .collect())
+}
+
+/// Whether anything of this push has been written.
+fn written(outcomes: &[Option<PushOutcome>]) -> bool {
+    outcomes.iter().any(|o| {
+        matches!(
+            o,
+            Some(PushOutcome::Created { .. } | PushOutcome::Updated { .. })
+        )
+    })
+}
+
+/// Writes `key` into a record at `pointer`, making the objects on the way.
+fn set_pointer(data: &mut Value, pointer: &str, key: &str) -> Result<(), String> {
+    let mut at = data;
+    let parts: Vec<String> = pointer
+        .split('/')
+        .skip(1)
+        .map(|p| p.replace("~1", "/").replace("~0", "~"))
+        .collect();
+    let Some((last, path)) = parts.split_last() else {
+        return Err("`key_field` points at the record itself".into());
+    };
+    for p in path {
+        let Value::Object(map) = at else {
+            return Err(format!(
+                "the record has no object at `{pointer}` to hold its idempotency key"
+            ));
+        };
+        at = map
+            .entry(p.clone())
+            .or_insert_with(|| Value::Object(Default::default()));
+    }
+    match at {
+        Value::Object(map) => {
+            map.insert(last.clone(), Value::String(key.to_owned()));
+            Ok(())
+        }
+        _ => Err(format!(
+            "the record is not a JSON object, so its idempotency key cannot be stored at `{pointer}`"
+        )),
+    }
+}
+
+/// The id of a record an earlier push created with this change's key.
+async fn lookup(
+    c: &HttpConnector,
+    e: &Entity,
+    l: &LookupTpl,
+    ch: &Change,
+) -> Result<Option<ExternalId>, Failure> {
+    let failure = |error: ConnectorError| Failure {
+        error,
+        status: None,
+        retry_after: None,
+        said: None,
+    };
+    let vars = Vars {
+        key: Some(&ch.idempotency_key),
+        ..Vars::default()
+    };
+    let url = c
+        .url(
+            &l.req.path,
+            l.req.query.iter().map(|(k, t)| (k.as_str(), t)),
+            &[],
+            &vars,
+        )
+        .map_err(failure)?;
+    let mut call = Call::new(l.req.method.clone(), url);
+    if let Some(b) = &l.req.body {
+        call = call.json(&b.render(&vars).unwrap_or(Value::Null));
+    }
+    let what = format!("{} {}", call.method, c.client.shown(&call.url));
+    let mut answer = match c.client.send(&call).await {
+        Ok(a) => a,
+        Err(f) if f.error.kind == ErrorKind::NotFound => return Ok(None),
+        Err(f) => return Err(f),
+    };
+    let found = if l.req.records.is_empty() {
+        answer.body.take()
+    } else {
+        answer
+            .body
+            .pointer_mut(&l.req.records)
+            .map(Value::take)
+            .ok_or_else(|| {
+                failure(ConnectorError::invalid_data(
+                    &c.name,
+                    format!(
+                        "the answer to {what} (looking for a record already created) has nothing at `{}`",
+                        l.req.records
+                    ),
+                ))
+            })?
+    };
+    let record = match found {
+        Value::Null => return Ok(None),
+        Value::Array(mut a) => match a.len() {
+            0 => return Ok(None),
+            1 => a.swap_remove(0),
+            n => {
+                return Err(failure(ConnectorError::invalid_data(
+                    &c.name,
+                    format!(
+                        "{what} finds {n} records created with the key `{}`: it is not unique at the system",
+                        ch.idempotency_key
+                    ),
+                )));
+            }
+        },
+        other => other,
+    };
+    extract_id(&record, l.id.as_deref().unwrap_or(&e.id))
+        .map(Some)
+        .map_err(|m| {
+            failure(ConnectorError::invalid_data(
+                &c.name,
+                format!("the record {what} found: {m}"),
+            ))
+        })
 }
 
 /// A failure that is about the records, not the system's state.
@@ -242,6 +416,42 @@ async fn write(
         .error_check
         .as_ref()
         .and_then(|check| c.client.message_of(check, &answer.body));
+    // Failures listed apart from the results: (the ids and keys named, the
+    // message).
+    let failures: Vec<(Vec<String>, String)> = match &tpl.item_errors {
+        None => Vec::new(),
+        Some(ie) => {
+            let words = ErrorCheck {
+                pointer: None,
+                equals: None,
+                message: ie.message.clone(),
+            };
+            answer
+                .body
+                .pointer(&ie.list)
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .map(|f| {
+                    let refs = ie
+                        .refs
+                        .iter()
+                        .filter_map(|p| f.pointer(p))
+                        .flat_map(|v| match v {
+                            Value::Array(a) => a.iter().map(value_text).collect::<Vec<_>>(),
+                            Value::Null => Vec::new(),
+                            other => vec![value_text(other)],
+                        })
+                        .collect();
+                    let message = c
+                        .client
+                        .message_of(&words, f)
+                        .unwrap_or_else(|| "the system refused the record".into());
+                    (refs, message)
+                })
+                .collect()
+        }
+    };
 
     Ok(batch
         .iter()
@@ -270,6 +480,15 @@ async fn write(
                         == Some(ch.idempotency_key.as_str())
                 }),
             };
+            let own = failures
+                .iter()
+                .find(|(refs, _)| {
+                    refs.iter().any(|r| {
+                        *r == ch.idempotency_key
+                            || ch.external_id.as_ref().is_some_and(|id| id.as_str() == r)
+                    })
+                })
+                .map(|(_, m)| m.as_str());
             outcome(
                 c,
                 tpl,
@@ -279,7 +498,7 @@ async fn write(
                 results.is_empty() && single,
                 answer.status,
                 &what,
-                said.as_deref(),
+                own.or(said.as_deref()),
             )
         })
         .collect())
@@ -336,5 +555,24 @@ fn outcome(
                 said.map(|s| format!(": {s}")).unwrap_or_default()
             ),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn keys_are_stored_at_their_pointer() {
+        let mut record = json!({ "name": "Acme" });
+        set_pointer(&mut record, "/custom_concord_key", "customer:1:1:erp").unwrap();
+        assert_eq!(record["custom_concord_key"], "customer:1:1:erp");
+        set_pointer(&mut record, "/meta/a~1b", "k").unwrap();
+        assert_eq!(record["meta"]["a/b"], "k");
+        let err = set_pointer(&mut json!(["not", "an object"]), "/k", "k").unwrap_err();
+        assert!(err.contains("not a JSON object"), "{err}");
+        let err = set_pointer(&mut json!({ "name": "x" }), "/name/k", "k").unwrap_err();
+        assert!(err.contains("not a JSON object"), "{err}");
     }
 }

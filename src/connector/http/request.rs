@@ -196,9 +196,19 @@ pub struct Paging {
     pub size: Option<u64>,
     pub next: Option<String>,
     pub until_empty: bool,
+    /// `keyset` as written; `None` leaves it to the style.
+    pub keyset: Option<bool>,
 }
 
 impl Paging {
+    /// Whether pages of `req` restart from the newest record read, given
+    /// that the incremental filter applies to it (`filtered`).
+    pub fn keyset_for(&self, req: &RequestTpl, filtered: bool) -> bool {
+        let default = matches!(self.style, PaginationStyle::Page | PaginationStyle::Offset);
+        let possible = self.style != PaginationStyle::None;
+        possible && req.ordered && filtered && self.keyset.unwrap_or(default)
+    }
+
     fn single() -> Paging {
         Paging {
             style: PaginationStyle::None,
@@ -208,6 +218,7 @@ impl Paging {
             size: None,
             next: None,
             until_empty: false,
+            keyset: None,
         }
     }
 }
@@ -252,6 +263,25 @@ pub struct WriteTpl {
     pub match_by: MatchBy,
     pub key: Option<String>,
     pub result_error: Option<ErrorCheck>,
+    pub item_errors: Option<ItemErrorsTpl>,
+    pub lookup: Option<LookupTpl>,
+    pub key_field: Option<String>,
+}
+
+/// Failures listed apart from the results, each naming its records.
+#[derive(Debug, Clone)]
+pub struct ItemErrorsTpl {
+    pub list: String,
+    pub refs: Vec<String>,
+    pub message: Vec<String>,
+}
+
+/// The request that finds a record already created with a key.
+#[derive(Debug, Clone)]
+pub struct LookupTpl {
+    pub req: RequestTpl,
+    /// Within the record found; default the entity's id.
+    pub id: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -264,6 +294,8 @@ pub struct Entity {
     pub get: Option<RequestTpl>,
     pub create: Option<WriteTpl>,
     pub update: Option<WriteTpl>,
+    /// Fetch each listed record with `get` before passing it on.
+    pub fetch_each: bool,
 }
 
 /// Turns definition parts into templates, filling `${…}` from the instance
@@ -407,18 +439,21 @@ impl Compiler<'_> {
     }
 
     pub fn entity(&mut self, spec: &definition::EntitySpec) -> Result<Entity, ConnectorError> {
-        let updated_at = spec.updated_at.as_ref().map(|u| {
-            let u = u.get_ref();
-            (
-                u.pointer.get_ref().clone(),
-                time_spec(
-                    u.format
-                        .as_ref()
-                        .map_or(TimeFormat::Rfc3339, |f| *f.get_ref()),
-                    u.timezone.as_ref().map(|z| z.get_ref().as_str()),
-                ),
-            )
-        });
+        let updated_at = match &spec.updated_at {
+            None => None,
+            Some(u) => {
+                let u = u.get_ref();
+                Some((
+                    u.pointer.get_ref().clone(),
+                    self.time_spec(
+                        u.format
+                            .as_ref()
+                            .map_or(TimeFormat::Rfc3339, |f| *f.get_ref()),
+                        u.timezone.as_ref().map(|z| z.get_ref().as_str()),
+                    )?,
+                ))
+            }
+        };
         let incremental = match &spec.incremental {
             None => None,
             Some(i) => {
@@ -429,7 +464,8 @@ impl Compiler<'_> {
                         .and_then(|u| u.get_ref().timezone.as_ref())
                 });
                 Some(IncrementalTpl {
-                    time: time_spec(*i.format.get_ref(), zone.map(|z| z.get_ref().as_str())),
+                    time: self
+                        .time_spec(*i.format.get_ref(), zone.map(|z| z.get_ref().as_str()))?,
                     header: i
                         .header
                         .as_ref()
@@ -488,7 +524,33 @@ impl Compiler<'_> {
                 .as_ref()
                 .map(|w| self.write(w.get_ref()))
                 .transpose()?,
+            fetch_each: spec.fetch_each.as_ref().is_some_and(|f| *f.get_ref()),
         })
+    }
+
+    /// A time format with its zone; a zone from the instance (`${timezone}`)
+    /// is checked here, as the definition's own zones are by the check.
+    fn time_spec(
+        &mut self,
+        format: TimeFormat,
+        zone: Option<&str>,
+    ) -> Result<TimeSpec, ConnectorError> {
+        let zone = match zone {
+            // Only naive times have a zone; UTC stands in for "none".
+            None => chrono_tz::UTC,
+            Some(text) => {
+                let name = self.expand(text)?;
+                chrono_tz::Tz::from_str(name.trim()).map_err(|_| {
+                    ConnectorError::config(
+                        &self.system,
+                        format!(
+                            "the time zone of `{text}` is not an IANA time zone (like `Europe/Berlin`)"
+                        ),
+                    )
+                })?
+            }
+        };
+        Ok(TimeSpec { format, zone })
     }
 
     fn write(&mut self, w: &definition::WriteRequest) -> Result<WriteTpl, ConnectorError> {
@@ -515,6 +577,36 @@ impl Compiler<'_> {
                 .result_error
                 .as_ref()
                 .map(|e| self.error_check(e.get_ref())),
+            item_errors: w.item_errors.as_ref().map(|ie| {
+                let ie = ie.get_ref();
+                ItemErrorsTpl {
+                    list: ie.list.get_ref().clone(),
+                    refs: ie.refs.iter().map(|p| p.get_ref().clone()).collect(),
+                    message: ie.message.iter().map(|p| p.get_ref().clone()).collect(),
+                }
+            }),
+            lookup: match &w.lookup {
+                None => None,
+                Some(l) => {
+                    let l = l.get_ref();
+                    Some(LookupTpl {
+                        req: RequestTpl {
+                            method: method(l.method.as_ref().map(|m| *m.get_ref())),
+                            path: self.tpl(l.path.get_ref())?,
+                            query: self.query(&l.query)?,
+                            body: l
+                                .body
+                                .as_ref()
+                                .map(|b| self.json(b.get_ref()))
+                                .transpose()?,
+                            records: pointer(l.records.as_ref()),
+                            ordered: false,
+                        },
+                        id: l.id.as_ref().map(|p| p.get_ref().clone()),
+                    })
+                }
+            },
+            key_field: w.key_field.as_ref().map(|p| p.get_ref().clone()),
         })
     }
 }
@@ -533,16 +625,6 @@ fn pointer(p: Option<&toml::Spanned<String>>) -> String {
     p.map(|p| p.get_ref().clone()).unwrap_or_default()
 }
 
-fn time_spec(format: TimeFormat, zone: Option<&str>) -> TimeSpec {
-    TimeSpec {
-        format,
-        // The check refuses unknown zones; UTC only stands in for "none".
-        zone: zone
-            .and_then(|z| chrono_tz::Tz::from_str(z).ok())
-            .unwrap_or(chrono_tz::UTC),
-    }
-}
-
 fn paging(p: &definition::Pagination) -> Paging {
     let style = *p.style.get_ref();
     Paging {
@@ -558,6 +640,7 @@ fn paging(p: &definition::Pagination) -> Paging {
         size: p.size.as_ref().map(|s| *s.get_ref()),
         next: p.next.as_ref().map(|s| s.get_ref().clone()),
         until_empty: p.end.as_ref().map(|e| *e.get_ref()) == Some(definition::PageEnd::EmptyPage),
+        keyset: p.keyset.as_ref().map(|k| *k.get_ref()),
     }
 }
 
