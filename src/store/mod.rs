@@ -1100,13 +1100,23 @@ impl Store {
     /// link in the same transaction, so what the target holds and what the
     /// outbox says never disagree.
     pub async fn outbox_settle(&self, entry_id: i64, delivery: &Delivery) -> Result<()> {
+        self.outbox_settle_many(&[(entry_id, delivery.clone())])
+            .await
+    }
+
+    /// [`Store::outbox_settle`] for many entries, in one transaction.
+    pub async fn outbox_settle_many(&self, settles: &[(i64, Delivery)]) -> Result<()> {
+        if settles.is_empty() {
+            return Ok(());
+        }
         let now = Utc::now();
         on_pool!(self, |pool, _Db| {
             let mut tx = pool.begin().await.map_err(StoreError::query("begin"))?;
-            let (status, at, error, external_id) = match delivery {
-                Delivery::Delivered { link } => {
-                    let hash = link.synced_data.as_ref().map(crate::model::content_hash);
-                    sqlx::query(
+            for (entry_id, delivery) in settles {
+                let (status, at, error, external_id) = match delivery {
+                    Delivery::Delivered { link } => {
+                        let hash = link.synced_data.as_ref().map(crate::model::content_hash);
+                        sqlx::query(
                         "INSERT INTO links (entity, system, external_id, canonical_id, synced_version, synced_data, synced_hash, remote_updated_at, updated_at)
                          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
                          ON CONFLICT (entity, system, external_id) DO UPDATE SET
@@ -1128,15 +1138,16 @@ impl Store {
                     .execute(&mut *tx)
                     .await
                     .map_err(StoreError::query("write link"))?;
-                    ("delivered", now, None, Some(link.external_id.as_str()))
-                }
-                Delivery::Retry { at, error } => ("pending", *at, Some(error.as_str()), None),
-                Delivery::Dead { error } => ("dead", now, Some(error.as_str()), None),
-                Delivery::Superseded => ("superseded", now, None, None),
-                Delivery::Hold { at, reason } => ("pending", *at, Some(reason.as_str()), None),
-            };
-            let counts_attempt = !matches!(delivery, Delivery::Superseded | Delivery::Hold { .. });
-            sqlx::query(
+                        ("delivered", now, None, Some(link.external_id.as_str()))
+                    }
+                    Delivery::Retry { at, error } => ("pending", *at, Some(error.as_str()), None),
+                    Delivery::Dead { error } => ("dead", now, Some(error.as_str()), None),
+                    Delivery::Superseded => ("superseded", now, None, None),
+                    Delivery::Hold { at, reason } => ("pending", *at, Some(reason.as_str()), None),
+                };
+                let counts_attempt =
+                    !matches!(delivery, Delivery::Superseded | Delivery::Hold { .. });
+                sqlx::query(
                 "UPDATE outbox SET status = $2, next_attempt_at = $3, last_error = COALESCE($4, last_error),
                    external_id = COALESCE($5, external_id), attempts = attempts + $6, updated_at = $7,
                    delivered_at = CASE WHEN $2 = 'delivered' THEN $7 ELSE delivered_at END
@@ -1152,6 +1163,7 @@ impl Store {
             .execute(&mut *tx)
             .await
             .map_err(StoreError::query("settle outbox entry"))?;
+            }
             tx.commit().await.map_err(StoreError::query("commit"))?;
             Ok(())
         })

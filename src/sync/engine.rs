@@ -895,6 +895,8 @@ impl Engine {
         let delivery = &self.settings.delivery;
         let limit = u32::try_from(delivery.batch_size.max(1)).unwrap_or(100);
         loop {
+            // Settled together, in one transaction per batch.
+            let mut settles: Vec<(i64, Delivery)> = Vec::new();
             let due = self
                 .store
                 .outbox_due_for(&target.system, Some(kind), limit)
@@ -937,14 +939,12 @@ impl Engine {
             }
             for entry in &due {
                 let Some(head) = heads.get(&entry.canonical_id) else {
-                    self.store
-                        .outbox_settle(
-                            entry.id,
-                            &Delivery::Dead {
-                                error: "the record no longer exists".into(),
-                            },
-                        )
-                        .await?;
+                    settles.push((
+                        entry.id,
+                        Delivery::Dead {
+                            error: "the record no longer exists".into(),
+                        },
+                    ));
                     report.dead_lettered += 1;
                     continue;
                 };
@@ -953,9 +953,7 @@ impl Engine {
                 // the target, and a change that arrived meanwhile from
                 // another system is not lost.
                 if entry.version < newest[&entry.canonical_id] {
-                    self.store
-                        .outbox_settle(entry.id, &Delivery::Superseded)
-                        .await?;
+                    settles.push((entry.id, Delivery::Superseded));
                     report.delivery_skipped += 1;
                     continue;
                 }
@@ -969,7 +967,7 @@ impl Engine {
                             target.system
                         ),
                     };
-                    self.store.outbox_settle(entry.id, &hold).await?;
+                    settles.push((entry.id, hold));
                     report.held += 1;
                     continue;
                 }
@@ -987,15 +985,14 @@ impl Engine {
                         synced_data: l.synced_data.clone(),
                         remote_updated_at: l.remote_updated_at,
                     };
-                    self.store
-                        .outbox_settle(entry.id, &Delivery::Delivered { link })
-                        .await?;
+                    settles.push((entry.id, Delivery::Delivered { link }));
                     report.delivery_skipped += 1;
                     continue;
                 }
                 sendable.push((entry, head));
             }
             if sendable.is_empty() {
+                self.store.outbox_settle_many(&settles).await?;
                 continue;
             }
             let rename = BTreeMap::from([(mapping.system.clone(), target.system.clone())]);
@@ -1031,9 +1028,7 @@ impl Engine {
                             synced_data: l.synced_data.clone(),
                             remote_updated_at: l.remote_updated_at,
                         };
-                        self.store
-                            .outbox_settle(entry.id, &Delivery::Delivered { link })
-                            .await?;
+                        settles.push((entry.id, Delivery::Delivered { link }));
                         report.delivery_skipped += 1;
                     }
                     Ok(data) => {
@@ -1065,9 +1060,7 @@ impl Engine {
                                 .collect::<Vec<_>>()
                                 .join("; ")
                         );
-                        self.store
-                            .outbox_settle(entry.id, &Delivery::Dead { error })
-                            .await?;
+                        settles.push((entry.id, Delivery::Dead { error }));
                         report.dead_lettered += 1;
                     }
                 }
@@ -1103,10 +1096,11 @@ impl Engine {
                                 self.retry(entry, Some(delay), message, report)
                             }
                         };
-                        self.store.outbox_settle(entry.id, &settle).await?;
+                        settles.push((entry.id, settle));
                     }
                 }
                 Ok(outcomes) => {
+                    self.store.outbox_settle_many(&settles).await?;
                     bail!(
                         "{} answered {} outcomes for {count} changes; nothing is marked delivered",
                         target.system,
@@ -1123,8 +1117,10 @@ impl Engine {
                                 error: e.to_string(),
                             }
                         };
-                        self.store.outbox_settle(entry.id, &settle).await?;
+                        settles.push((entry.id, settle));
                     }
+                    self.store.outbox_settle_many(&settles).await?;
+                    settles.clear();
                     if e.is_retryable() {
                         // The target is struggling: leave the rest for the
                         // next run instead of hammering it.
@@ -1133,6 +1129,7 @@ impl Engine {
                     }
                 }
             }
+            self.store.outbox_settle_many(&settles).await?;
         }
     }
 
