@@ -1657,7 +1657,11 @@ fn set_no_delay_on_local_port(port: u16) {
         return;
     };
     for entry in entries.flatten() {
-        let Some(fd) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+        let Some(fd) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
             continue;
         };
         // SAFETY: the descriptor is only borrowed for the calls below; if it
