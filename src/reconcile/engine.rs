@@ -8,10 +8,12 @@
 //! significant digits 0.97, a known payer account with a unique exact amount
 //! 0.93, a payer name 0.80–0.92 by similarity, the amount alone 0.60.
 //! Shortfalls within tolerance, partial payments and overpayments score
-//! lower. A reference-based candidate gains 0.02 when the payer agrees (known
-//! account or similar name) and loses 0.25 when the payer's account is known
-//! for other customers only; any candidate loses 0.15 per receipt booked
-//! before its invoice was issued.
+//! lower; a partial or overpayment found by reference reaches the auto
+//! threshold only when the payer agrees. A reference-based candidate gains
+//! 0.03 when the payer agrees (known account or similar name), loses 0.25
+//! when the payer's account is known for other customers only, and 0.10
+//! when the payer's name matches other customers only; any candidate loses
+//! 0.15 per invoice issued after the receipt was booked.
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
@@ -107,12 +109,17 @@ fn name_level(similarity: f64) -> f64 {
 /// The score table: identification × amount fit.
 fn base(id: Id, fit: Fit) -> f64 {
     let (exact, short, partial, over) = match id {
-        Id::Structured => (0.99, 0.95, 0.92, 0.92),
-        Id::Number(Strength::Full) => (0.98, 0.94, 0.91, 0.91),
-        Id::Number(Strength::Strong) => (0.97, 0.93, 0.90, 0.90),
+        // A partial or overpayment does not confirm the reference with its
+        // amount: it reaches the auto threshold only when the payer agrees.
+        Id::Structured => (0.99, 0.95, 0.89, 0.89),
+        Id::Number(Strength::Full) => (0.98, 0.94, 0.88, 0.88),
+        Id::Number(Strength::Strong) => (0.97, 0.93, 0.87, 0.87),
         Id::Number(Strength::Medium) => (0.88, 0.82, 0.70, 0.70),
         Id::Number(Strength::Weak) => (0.65, 0.55, 0.40, 0.40),
-        Id::Account => (0.93, 0.86, 0.45, 0.45),
+        // A known payer with exactly one open item within the fee
+        // tolerance of the receipt is cleared with a write-off, as ERP
+        // tolerance groups do for an identified customer.
+        Id::Account => (0.93, 0.90, 0.45, 0.45),
         Id::Name(t) => (0.80 + 0.12 * t, 0.74 + 0.08 * t, 0.40, 0.40),
         Id::Amount => (0.60, 0.0, 0.0, 0.0),
     };
@@ -135,8 +142,10 @@ fn payer_combined(id: Id, exact: bool) -> f64 {
     }
 }
 
-const AGREE_BONUS: f64 = 0.02;
+const AGREE_BONUS: f64 = 0.03;
 const OTHER_PAYER_PENALTY: f64 = 0.25;
+/// The payer's name matches other customers and not this one.
+const OTHER_NAME_PENALTY: f64 = 0.10;
 const BEFORE_ISSUE_PENALTY: f64 = 0.15;
 /// Candidates kept per receipt.
 const MAX_CANDIDATES: usize = 8;
@@ -153,6 +162,8 @@ const MAX_NAME_POSTING: usize = 256;
 // Preparation
 
 struct Customer {
+    /// Names as given, for comparison with names a bank cut short.
+    raw_names: Vec<Box<str>>,
     names: Vec<NormName>,
     /// Valid invoices, by currency, due date, issue date, number.
     items: Vec<u32>,
@@ -294,7 +305,12 @@ fn prepare(inv: &[Receivable]) -> (Prepared<'_>, Vec<Excluded>) {
             let (x, y) = (&inv[a as usize], &inv[b as usize]);
             x.currency.cmp(&y.currency).then_with(|| cmp_due(x, y))
         });
-        customers.push(Customer { names, items });
+        let raw_names = raw_names.iter().map(|s| Box::<str>::from(*s)).collect();
+        customers.push(Customer {
+            raw_names,
+            names,
+            items,
+        });
     }
 
     let mut number_pairs = Vec::new();
@@ -357,6 +373,16 @@ struct Candidate {
 }
 
 impl Candidate {
+    /// The receipt equals the open amount, or the sum of them, exactly.
+    fn is_exact(&self) -> bool {
+        self.reasons.iter().any(|r| {
+            matches!(
+                r,
+                Reason::AmountExact | Reason::AmountSum { .. } | Reason::AmountOnly { .. }
+            )
+        })
+    }
+
     /// What the candidate takes from invoice `i`: allocation plus write-off.
     fn need(&self, i: u32) -> Decimal {
         let a = self
@@ -396,6 +422,8 @@ struct Ctx<'p, 'a> {
     name: Option<NormName>,
     /// Similarity of the payer name per customer, computed on demand.
     sims: Vec<(u32, f64)>,
+    /// Customers the payer's name identifies, computed on demand.
+    named: Option<Vec<(u32, f64)>>,
 }
 
 impl Ctx<'_, '_> {
@@ -403,12 +431,31 @@ impl Ctx<'_, '_> {
         if let Some(&(_, s)) = self.sims.iter().find(|(x, _)| *x == c) {
             return s;
         }
+        let cut = self.r.counterparty_name.as_deref().and_then(truncated_at);
         let s = match &self.name {
-            Some(n) => self.p.customers[c as usize]
-                .names
-                .iter()
-                .map(|m| normalize::name_similarity(n, m))
-                .fold(0.0, f64::max),
+            Some(n) => {
+                let customer = &self.p.customers[c as usize];
+                let whole = customer
+                    .names
+                    .iter()
+                    .map(|m| normalize::name_similarity(n, m))
+                    .fold(0.0, f64::max);
+                // A name exactly as long as a bank's name field was
+                // probably cut there: compare with the customer's names
+                // cut at the same place.
+                let cut_sim = cut.map_or(0.0, |len| {
+                    customer
+                        .raw_names
+                        .iter()
+                        .map(|raw| {
+                            let m =
+                                normalize::normalize_name(&normalize::truncate_folded(raw, len));
+                            normalize::name_similarity(n, &m)
+                        })
+                        .fold(0.0, f64::max)
+                });
+                whole.max(cut_sim)
+            }
             None => 0.0,
         };
         self.sims.push((c, s));
@@ -448,7 +495,25 @@ impl Ctx<'_, '_> {
                 }),
             );
         }
+        if self.name.is_some() && !self.named_customers().is_empty() {
+            return (
+                -OTHER_NAME_PENALTY,
+                Some(Reason::PayerNameOfOthers {
+                    invoice: invoice as usize,
+                }),
+            );
+        }
         (0.0, None)
+    }
+
+    /// Customers whose names are similar to the payer's, best first.
+    fn named_customers(&mut self) -> Vec<(u32, f64)> {
+        if let Some(n) = &self.named {
+            return n.clone();
+        }
+        let found = name_search(self);
+        self.named = Some(found.clone());
+        found
     }
 
     /// Open items of customer `c` in the receipt's currency, oldest first.
@@ -597,6 +662,7 @@ fn find(p: &Prepared<'_>, r: &Receipt, cfg: &Config) -> Found {
         owners,
         name,
         sims: Vec::new(),
+        named: None,
     };
     let mut list: Vec<Candidate> = Vec::new();
 
@@ -707,6 +773,7 @@ fn find(p: &Prepared<'_>, r: &Receipt, cfg: &Config) -> Found {
     // Stage 3 and 4: the payer, and the amount.
     for (c, id, reason) in payers(&mut cx) {
         let items: Vec<u32> = cx.items_in_currency(c).to_vec();
+        let before = list.len();
         let mut exact_or_short = false;
         for &i in &items {
             let open = p.inv[i as usize].open_amount;
@@ -767,6 +834,20 @@ fn find(p: &Prepared<'_>, r: &Receipt, cfg: &Config) -> Found {
                     reasons,
                 });
             }
+        }
+        if list.len() == before && notes.len() < 4 {
+            notes.push(Reason::PayerWithoutFit {
+                invoice: items.first().map_or_else(
+                    || {
+                        p.customers[c as usize]
+                            .items
+                            .first()
+                            .map_or(0, |&i| i as usize)
+                    },
+                    |&i| i as usize,
+                ),
+                items: items.len(),
+            });
         }
     }
     let same_amount = p.amounts.get(amount_key(r.currency, r.amount));
@@ -829,6 +910,15 @@ fn with_invoice(reason: &Reason, i: u32) -> Reason {
         },
         other => other.clone(),
     }
+}
+
+/// Lengths of the name fields of common bank formats (DTAUS 27, SWIFT 35,
+/// SEPA 70): a payer name of exactly this many characters was probably cut.
+const NAME_FIELD_LENGTHS: [usize; 3] = [27, 35, 70];
+
+fn truncated_at(name: &str) -> Option<usize> {
+    let n = name.chars().count();
+    NAME_FIELD_LENGTHS.contains(&n).then_some(n)
 }
 
 fn issued_by(inv: &Receivable, r: &Receipt) -> bool {
@@ -1015,6 +1105,26 @@ fn payers(cx: &mut Ctx<'_, '_>) -> Vec<(u32, Id, Reason)> {
             .map(|&c| (c, Id::Account, Reason::PayerAccount { invoice: rep(c) }))
             .collect();
     }
+    cx.named_customers()
+        .into_iter()
+        .map(|(c, s)| {
+            (
+                c,
+                Id::Name(name_level(s)),
+                Reason::PayerName {
+                    invoice: rep(c),
+                    similarity: s,
+                },
+            )
+        })
+        .collect()
+}
+
+/// Customers whose names are similar to the payer's (at least 0.85), best
+/// first, at most `max_fanout`. Candidates come from the rarest name keys,
+/// so a common word never fans out to thousands of customers.
+fn name_search(cx: &mut Ctx<'_, '_>) -> Vec<(u32, f64)> {
+    let p = cx.p;
     let Some(name) = &cx.name else {
         return Vec::new();
     };
@@ -1046,18 +1156,6 @@ fn payers(cx: &mut Ctx<'_, '_>) -> Vec<(u32, Id, Reason)> {
     scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
     scored.truncate(cx.cfg.max_fanout.max(1));
     scored
-        .into_iter()
-        .map(|(c, s)| {
-            (
-                c,
-                Id::Name(name_level(s)),
-                Reason::PayerName {
-                    invoice: rep(c),
-                    similarity: s,
-                },
-            )
-        })
-        .collect()
 }
 
 /// One candidate per set of invoices (the best), best first; ties broken
@@ -1173,10 +1271,22 @@ fn evaluate(found: &Found, remaining: &[Decimal], cfg: &Config) -> Evaluation {
         };
     };
     let top = found.list[best].score;
+    let exact = found.list[best].is_exact();
+    // An exact amount outranks a near one: against an exact best, a
+    // candidate that only fits within tolerance (or partly) must come within
+    // half the margin to make it ambiguous.
     let close: Vec<f64> = feasible[1..]
         .iter()
-        .map(|&k| found.list[k].score)
-        .filter(|&s| s >= top - cfg.ambiguity_margin)
+        .map(|&k| &found.list[k])
+        .filter(|c| {
+            let margin = if exact && !c.is_exact() {
+                cfg.ambiguity_margin / 2.0
+            } else {
+                cfg.ambiguity_margin
+            };
+            c.score >= top - margin - EPS
+        })
+        .map(|c| c.score)
         .collect();
     let ambiguous = close.first().map(|&s| (close.len(), s));
     let confidence = if ambiguous.is_some() {
@@ -1191,10 +1301,14 @@ fn evaluate(found: &Found, remaining: &[Decimal], cfg: &Config) -> Evaluation {
     }
 }
 
+/// Scores are sums of table values; compare with a little slack so that
+/// 0.87 + 0.03 counts as 0.90.
+const EPS: f64 = 1e-9;
+
 fn status(confidence: f64, cfg: &Config) -> Status {
-    if confidence >= cfg.auto_threshold {
+    if confidence >= cfg.auto_threshold - EPS {
         Status::Auto
-    } else if confidence >= cfg.suggest_threshold {
+    } else if confidence >= cfg.suggest_threshold - EPS {
         Status::Suggested
     } else {
         Status::Open
@@ -1278,7 +1392,7 @@ pub fn reconcile(receipts: &[Receipt], receivables: &[Receivable], cfg: &Config)
                 .flat_map(|c| c.allocs.iter().map(|a| a.0 as usize))
                 .collect();
             if settled.is_empty() {
-                if !reasons.contains(&Reason::NotACredit) {
+                if reasons.is_empty() {
                     reasons.push(Reason::NoCandidate);
                 }
             } else {

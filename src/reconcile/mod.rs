@@ -25,9 +25,10 @@
 //! The best candidate's score is the receipt's confidence. At or above
 //! [`Config::auto_threshold`] it is matched automatically, between the
 //! thresholds suggested, below it stays open. A second candidate within
-//! [`Config::ambiguity_margin`] of the best, or another receipt claiming the
-//! same invoice with similar evidence, caps the confidence below the auto
-//! threshold: ambiguity is never matched automatically.
+//! [`Config::ambiguity_margin`] of the best (half of it when the best fits
+//! the amount exactly and the other does not), or another receipt claiming
+//! the same invoice with similar evidence, caps the confidence at the auto
+//! threshold less the margin: ambiguity is never matched automatically.
 //!
 //! Receipts are settled greedily by confidence; every allocation reduces the
 //! invoice's open amount for the receipts that follow, so an invoice is never
@@ -41,6 +42,7 @@
 mod engine;
 mod index;
 mod normalize;
+pub mod scenario;
 mod subset;
 
 use std::collections::BTreeMap;
@@ -348,6 +350,11 @@ pub enum Reason {
     PayerName { invoice: usize, similarity: f64 },
     /// The payer's account is known, but for other customers only.
     PayerAccountOfOthers { invoice: usize },
+    /// The payer's name is similar to other customers, not this one.
+    PayerNameOfOthers { invoice: usize },
+    /// The payer was identified, but none of the customer's open items
+    /// fits the amount.
+    PayerWithoutFit { invoice: usize, items: usize },
     /// The receipt equals the open amount.
     AmountExact,
     /// The receipt equals the sum of the open amounts of several invoices.
@@ -511,6 +518,24 @@ pub fn describe(
             receipt.counterparty_account.as_deref().unwrap_or(""),
             customer(invoice)
         ),
+        Reason::PayerNameOfOthers { invoice } => format!(
+            "payer name {:?} is similar to other customers, not to {}",
+            receipt.counterparty_name.as_deref().unwrap_or(""),
+            customer(invoice)
+        ),
+        Reason::PayerWithoutFit { invoice, items } => {
+            if *items == 0 {
+                format!(
+                    "payer identified as {}, who has no open item in {ccy}",
+                    customer(invoice)
+                )
+            } else {
+                format!(
+                    "payer identified as {}, but none of their {items} open item(s) in {ccy} fits the amount",
+                    customer(invoice)
+                )
+            }
+        }
         Reason::AmountExact => format!("amount {} {ccy} equals the open amount", receipt.amount),
         Reason::AmountSum { invoices } => format!(
             "amount {} {ccy} equals the open amounts of {invoices} invoices together",

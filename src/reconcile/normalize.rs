@@ -473,6 +473,7 @@ const LEGAL_TAIL_SEQ: &[&[&str]] = &[
     &["e", "v"],
     &["e", "k"],
     &["sp", "z", "o", "o"],
+    &["sp", "z", "oo"],
     &["s", "r", "o"],
     &["pvt", "ltd"],
     &["co", "ltd"],
@@ -490,6 +491,7 @@ const CJK_LEGAL_SUFFIX: &[&str] = &[
     "有限会社",
     "合同会社",
     "分公司",
+    "股份",
     "公司",
     "集团",
     "集團",
@@ -638,6 +640,17 @@ pub(crate) fn normalize_name(name: &str) -> NormName {
         .collect();
     let weight = tokens.iter().map(|(_, w)| w).sum();
     NormName { tokens, weight }
+}
+
+/// The first `len` characters of `name` after the folding banks apply
+/// (`Müller` → `MUELLER`, accents dropped), as a bank's fixed-length name
+/// field would keep them.
+pub(crate) fn truncate_folded(name: &str, len: usize) -> String {
+    let mut folded = String::with_capacity(name.len());
+    for c in name.nfkc().flat_map(char::to_lowercase) {
+        fold(c, &mut folded);
+    }
+    folded.chars().take(len).collect()
 }
 
 /// Tokens whose Jaro-Winkler similarity is below this count as different.
