@@ -1176,13 +1176,16 @@ fn rank(p: &Prepared<'_>, mut list: Vec<Candidate>) -> Vec<Candidate> {
             .then(a.allocs.len().cmp(&b.allocs.len()))
             .then_with(|| {
                 let key = |c: &Candidate| -> Vec<(bool, Option<chrono::NaiveDate>, &str)> {
-                    c.allocs
+                    let mut k: Vec<_> = c
+                        .allocs
                         .iter()
                         .map(|&(i, _)| {
                             let r = &p.inv[i as usize];
                             (r.due_date.is_none(), r.due_date, r.invoice_number.as_str())
                         })
-                        .collect()
+                        .collect();
+                    k.sort_unstable();
+                    k
                 };
                 key(a).cmp(&key(b))
             })
