@@ -40,6 +40,7 @@
 //! never a candidate.
 
 mod engine;
+pub mod file;
 mod index;
 mod normalize;
 pub mod scenario;
