@@ -1,0 +1,1525 @@
+//! The matching engine behind [`reconcile`]: indexes over the receivables,
+//! the candidate stages per receipt, scoring, and the greedy allocation.
+//!
+//! # Scoring
+//! A candidate's score comes from a table indexed by how the invoice was
+//! identified and how the amount fits (see [`base`]): a structured reference
+//! with the exact amount scores 0.99, an invoice number with six or more
+//! significant digits 0.97, a known payer account with a unique exact amount
+//! 0.93, a payer name 0.80–0.92 by similarity, the amount alone 0.60.
+//! Shortfalls within tolerance, partial payments and overpayments score
+//! lower; a partial or overpayment found by reference reaches the auto
+//! threshold only when the payer agrees. A reference-based candidate gains
+//! 0.03 when the payer agrees (known account or similar name), loses 0.25
+//! when the payer's account is known for other customers only, and 0.10
+//! when the payer's name matches other customers only; any candidate loses
+//! 0.15 per invoice issued after the receipt was booked.
+
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+
+use rust_decimal::Decimal;
+
+use super::index::KeyIndex;
+use super::normalize::{self, KeyKind, NormName, NumberQuality};
+use super::subset::{self, Bounds};
+use super::{
+    Allocation, Alternative, Config, Decision, Excluded, NumberMatch, Reason, Receipt, Receivable,
+    Reconciliation, ReferenceSource, Stage, Status,
+};
+use crate::model::Currency;
+
+/// How an invoice was identified.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Id {
+    Structured,
+    Number(Strength),
+    Account,
+    /// Name similarity mapped to [0, 1] over the accepted range.
+    Name(f64),
+    Amount,
+}
+
+impl Id {
+    /// Order of strength among the reference kinds.
+    fn rank(self) -> u8 {
+        match self {
+            Id::Structured => 6,
+            Id::Number(s) => 2 + s as u8,
+            Id::Account => 1,
+            Id::Name(_) | Id::Amount => 0,
+        }
+    }
+}
+
+/// Strength of an invoice number found in text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Strength {
+    Weak = 0,
+    Medium = 1,
+    Strong = 2,
+    Full = 3,
+}
+
+fn strength(quality: NumberQuality, significant: usize) -> Strength {
+    match quality {
+        NumberQuality::Full if significant >= 4 => Strength::Full,
+        NumberQuality::Digits if significant >= 6 => Strength::Strong,
+        NumberQuality::Full | NumberQuality::Digits if significant >= 4 => Strength::Medium,
+        NumberQuality::Joined if significant >= 6 => Strength::Medium,
+        NumberQuality::Full if significant >= 1 => Strength::Medium,
+        _ => Strength::Weak,
+    }
+}
+
+/// How a receipt's amount relates to what is open.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Fit {
+    Exact,
+    /// Short by this much, within tolerance.
+    Short(Decimal),
+    /// Short by more than the tolerance.
+    Partial,
+    /// More than open by this much.
+    Over(Decimal),
+}
+
+fn fit(amount: Decimal, open: Decimal, allowance: Decimal) -> Fit {
+    match amount.cmp(&open) {
+        Ordering::Equal => Fit::Exact,
+        Ordering::Greater => Fit::Over(amount - open),
+        Ordering::Less => {
+            let short = open - amount;
+            if short <= allowance {
+                Fit::Short(short)
+            } else {
+                Fit::Partial
+            }
+        }
+    }
+}
+
+/// Payer names below this similarity are not evidence.
+const NAME_MIN: f64 = 0.85;
+
+fn name_level(similarity: f64) -> f64 {
+    ((similarity - NAME_MIN) / (1.0 - NAME_MIN)).clamp(0.0, 1.0)
+}
+
+/// The score table: identification × amount fit.
+fn base(id: Id, fit: Fit) -> f64 {
+    let (exact, short, partial, over) = match id {
+        // A partial or overpayment does not confirm the reference with its
+        // amount: it reaches the auto threshold only when the payer agrees.
+        Id::Structured => (0.99, 0.95, 0.89, 0.89),
+        Id::Number(Strength::Full) => (0.98, 0.94, 0.88, 0.88),
+        Id::Number(Strength::Strong) => (0.97, 0.93, 0.87, 0.87),
+        Id::Number(Strength::Medium) => (0.88, 0.82, 0.70, 0.70),
+        Id::Number(Strength::Weak) => (0.65, 0.55, 0.40, 0.40),
+        // A known payer with exactly one open item within the fee
+        // tolerance of the receipt is cleared with a write-off, as ERP
+        // tolerance groups do for an identified customer.
+        Id::Account => (0.93, 0.90, 0.45, 0.45),
+        Id::Name(t) => (0.80 + 0.12 * t, 0.74 + 0.08 * t, 0.40, 0.40),
+        Id::Amount => (0.60, 0.0, 0.0, 0.0),
+    };
+    match fit {
+        Fit::Exact => exact,
+        Fit::Short(_) => short,
+        Fit::Partial => partial,
+        Fit::Over(_) => over,
+    }
+}
+
+/// Score of several invoices of one customer found by the payer alone.
+fn payer_combined(id: Id, exact: bool) -> f64 {
+    match (id, exact) {
+        (Id::Account, true) => 0.91,
+        (Id::Account, false) => 0.80,
+        (Id::Name(t), true) => 0.78 + 0.12 * t,
+        (Id::Name(t), false) => 0.70 + 0.08 * t,
+        _ => 0.0,
+    }
+}
+
+const AGREE_BONUS: f64 = 0.03;
+const OTHER_PAYER_PENALTY: f64 = 0.25;
+/// The payer's name matches other customers and not this one.
+const OTHER_NAME_PENALTY: f64 = 0.10;
+const BEFORE_ISSUE_PENALTY: f64 = 0.15;
+/// Candidates kept per receipt.
+const MAX_CANDIDATES: usize = 8;
+/// Invoice hits from one receipt's text considered.
+const MAX_HITS: usize = 50;
+/// Invoices referenced together that form one combined candidate.
+const MAX_REFERENCED_TOGETHER: usize = 20;
+/// Customers one payer name is compared with.
+const MAX_NAME_CANDIDATES: usize = 64;
+/// Posting lists longer than this say nothing about a name.
+const MAX_NAME_POSTING: usize = 256;
+
+// ---------------------------------------------------------------------------
+// Preparation
+
+struct Customer {
+    /// Names as given, for comparison with names a bank cut short.
+    raw_names: Vec<Box<str>>,
+    names: Vec<NormName>,
+    /// Valid invoices, by currency, due date, issue date, number.
+    items: Vec<u32>,
+}
+
+struct Prepared<'a> {
+    inv: &'a [Receivable],
+    valid: Vec<bool>,
+    customer_of: Vec<u32>,
+    /// Significant digits of the invoice number and of its reference.
+    significant: Vec<[u8; 2]>,
+    customers: Vec<Customer>,
+    /// Number keys → invoice << 1 | (1 if from the invoice's reference).
+    numbers: KeyIndex,
+    /// Structured reference keys → invoice.
+    references: KeyIndex,
+    /// Account keys → customer.
+    accounts: KeyIndex,
+    /// Name keys → customer.
+    names: KeyIndex,
+    /// (currency, open amount) → invoice.
+    amounts: KeyIndex,
+    max_groups: usize,
+}
+
+fn amount_key(currency: Currency, amount: Decimal) -> u64 {
+    let n = amount.normalize();
+    let mut bytes = [0u8; 3 + 16 + 1];
+    bytes[..3].copy_from_slice(currency.as_str().as_bytes());
+    bytes[3..19].copy_from_slice(&n.mantissa().to_le_bytes());
+    bytes[19] = n.scale() as u8;
+    normalize::key(KeyKind::Amount, &bytes)
+}
+
+fn cmp_due(a: &Receivable, b: &Receivable) -> Ordering {
+    // Missing dates sort last.
+    let d = |x: Option<chrono::NaiveDate>| (x.is_none(), x);
+    d(a.due_date)
+        .cmp(&d(b.due_date))
+        .then_with(|| d(a.issue_date).cmp(&d(b.issue_date)))
+        .then_with(|| a.invoice_number.cmp(&b.invoice_number))
+}
+
+fn prepare(inv: &[Receivable]) -> (Prepared<'_>, Vec<Excluded>) {
+    let n = inv.len();
+    let mut excluded = Vec::new();
+    let mut valid: Vec<bool> = inv.iter().map(|r| r.open_amount > Decimal::ZERO).collect();
+    for (i, r) in inv.iter().enumerate() {
+        if r.open_amount < Decimal::ZERO {
+            excluded.push(Excluded {
+                invoice: i,
+                problem: format!(
+                    "invoice {} has a negative open amount ({} {})",
+                    r.invoice_number, r.open_amount, r.currency
+                ),
+            });
+        }
+    }
+    // Duplicate numbers: which copy is right cannot be told, so none is used.
+    let mut by_number: Vec<u32> = (0..n as u32).collect();
+    by_number.sort_by(|&a, &b| {
+        inv[a as usize]
+            .invoice_number
+            .cmp(&inv[b as usize].invoice_number)
+    });
+    for group in by_number
+        .chunk_by(|&a, &b| inv[a as usize].invoice_number == inv[b as usize].invoice_number)
+    {
+        if group.len() > 1 {
+            for &i in group {
+                valid[i as usize] = false;
+                excluded.push(Excluded {
+                    invoice: i as usize,
+                    problem: format!(
+                        "invoice number {} appears {} times; none of them is matched",
+                        inv[i as usize].invoice_number,
+                        group.len()
+                    ),
+                });
+            }
+        }
+    }
+    excluded.sort_by_key(|e| e.invoice);
+
+    // Customers, numbered in id order so that input order does not matter.
+    let mut by_customer: Vec<u32> = (0..n as u32).collect();
+    by_customer.sort_by(|&a, &b| {
+        inv[a as usize]
+            .customer_id
+            .cmp(&inv[b as usize].customer_id)
+    });
+    let mut customer_of = vec![0u32; n];
+    let mut customers = Vec::new();
+    let mut account_pairs = Vec::new();
+    let mut name_pairs = Vec::new();
+    let mut keys = Vec::new();
+    for group in
+        by_customer.chunk_by(|&a, &b| inv[a as usize].customer_id == inv[b as usize].customer_id)
+    {
+        let c = customers.len() as u32;
+        let mut raw_names: Vec<&str> = Vec::new();
+        let mut accounts: Vec<String> = Vec::new();
+        let mut items = Vec::new();
+        for &i in group {
+            let r = &inv[i as usize];
+            customer_of[i as usize] = c;
+            raw_names.push(&r.customer_name);
+            raw_names.extend(r.payer_names.iter().map(String::as_str));
+            accounts.extend(
+                r.payer_accounts
+                    .iter()
+                    .filter_map(|a| normalize::account(a)),
+            );
+            if valid[i as usize] {
+                items.push(i);
+            }
+        }
+        raw_names.sort_unstable();
+        raw_names.dedup();
+        let mut names: Vec<NormName> = raw_names
+            .iter()
+            .map(|s| normalize::normalize_name(s))
+            .filter(|n| !n.is_empty())
+            .collect();
+        names.dedup();
+        for name in &names {
+            keys.clear();
+            normalize::name_keys(name, &mut keys);
+            name_pairs.extend(keys.iter().map(|&k| (k, c)));
+        }
+        accounts.sort_unstable();
+        accounts.dedup();
+        account_pairs.extend(
+            accounts
+                .iter()
+                .map(|a| (normalize::key(KeyKind::Account, a.as_bytes()), c)),
+        );
+        items.sort_by(|&a, &b| {
+            let (x, y) = (&inv[a as usize], &inv[b as usize]);
+            x.currency.cmp(&y.currency).then_with(|| cmp_due(x, y))
+        });
+        let raw_names = raw_names.iter().map(|s| Box::<str>::from(*s)).collect();
+        customers.push(Customer {
+            raw_names,
+            names,
+            items,
+        });
+    }
+
+    let mut number_pairs = Vec::new();
+    let mut reference_pairs = Vec::new();
+    let mut amount_pairs = Vec::new();
+    let mut significant = vec![[0u8; 2]; n];
+    let mut max_groups = 1;
+    for (i, r) in inv.iter().enumerate() {
+        if !valid[i] {
+            continue;
+        }
+        let i32_ = i as u32;
+        for (slot, text) in [Some(&r.invoice_number), r.reference.as_ref()]
+            .into_iter()
+            .enumerate()
+        {
+            let Some(text) = text else { continue };
+            if let Some(k) = normalize::number_keys(text) {
+                let v = i32_ << 1 | slot as u32;
+                number_pairs.push((k.full, v));
+                number_pairs.extend(k.separated.map(|s| (s, v)));
+                number_pairs.extend(k.concatenated.map(|s| (s, v)));
+                significant[i][slot] = k.significant.min(255) as u8;
+                max_groups = max_groups.max(k.groups.min(6));
+            }
+            if let Some(k) = normalize::reference_key(text) {
+                reference_pairs.push((k, i32_));
+            }
+        }
+        amount_pairs.push((amount_key(r.currency, r.open_amount), i32_));
+    }
+    let prepared = Prepared {
+        inv,
+        valid,
+        customer_of,
+        significant,
+        customers,
+        numbers: KeyIndex::build(number_pairs),
+        references: KeyIndex::build(reference_pairs),
+        accounts: KeyIndex::build(account_pairs),
+        names: KeyIndex::build(name_pairs),
+        amounts: KeyIndex::build(amount_pairs),
+        max_groups,
+    };
+    (prepared, excluded)
+}
+
+// ---------------------------------------------------------------------------
+// Candidates
+
+#[derive(Debug, Clone)]
+struct Candidate {
+    /// Ascending by invoice.
+    allocs: Vec<(u32, Decimal)>,
+    write_off: Option<(u32, Decimal)>,
+    unallocated: Decimal,
+    score: f64,
+    stage: Stage,
+    reasons: Vec<Reason>,
+}
+
+impl Candidate {
+    /// The receipt equals the open amount, or the sum of them, exactly.
+    fn is_exact(&self) -> bool {
+        self.reasons.iter().any(|r| {
+            matches!(
+                r,
+                Reason::AmountExact | Reason::AmountSum { .. } | Reason::AmountOnly { .. }
+            )
+        })
+    }
+
+    /// What the candidate takes from invoice `i`: allocation plus write-off.
+    fn need(&self, i: u32) -> Decimal {
+        let a = self
+            .allocs
+            .iter()
+            .find(|(x, _)| *x == i)
+            .map_or(Decimal::ZERO, |(_, a)| *a);
+        match self.write_off {
+            Some((x, w)) if x == i => a + w,
+            _ => a,
+        }
+    }
+
+    fn needs(&self) -> impl Iterator<Item = (u32, Decimal)> + '_ {
+        self.allocs.iter().map(|&(i, _)| (i, self.need(i)))
+    }
+}
+
+struct Found {
+    list: Vec<Candidate>,
+    notes: Vec<Reason>,
+}
+
+/// Evidence that a receipt refers to one invoice.
+#[derive(Debug, Clone)]
+struct Hit {
+    invoice: u32,
+    id: Id,
+    reason: Reason,
+}
+
+struct Ctx<'p, 'a> {
+    p: &'p Prepared<'a>,
+    cfg: &'p Config,
+    r: &'p Receipt,
+    owners: Vec<u32>,
+    name: Option<NormName>,
+    /// Similarity of the payer name per customer, computed on demand.
+    sims: Vec<(u32, f64)>,
+    /// Customers the payer's name identifies, computed on demand.
+    named: Option<Vec<(u32, f64)>>,
+}
+
+impl Ctx<'_, '_> {
+    fn similarity(&mut self, c: u32) -> f64 {
+        if let Some(&(_, s)) = self.sims.iter().find(|(x, _)| *x == c) {
+            return s;
+        }
+        let cut = self.r.counterparty_name.as_deref().and_then(truncated_at);
+        let s = match &self.name {
+            Some(n) => {
+                let customer = &self.p.customers[c as usize];
+                let whole = customer
+                    .names
+                    .iter()
+                    .map(|m| normalize::name_similarity(n, m))
+                    .fold(0.0, f64::max);
+                // A name exactly as long as a bank's name field was
+                // probably cut there: compare with the customer's names
+                // cut at the same place.
+                let cut_sim = cut.map_or(0.0, |len| {
+                    customer
+                        .raw_names
+                        .iter()
+                        .map(|raw| {
+                            let m =
+                                normalize::normalize_name(&normalize::truncate_folded(raw, len));
+                            normalize::name_similarity(n, &m)
+                        })
+                        .fold(0.0, f64::max)
+                });
+                whole.max(cut_sim)
+            }
+            None => 0.0,
+        };
+        self.sims.push((c, s));
+        s
+    }
+
+    fn allowance(&self, open: Decimal) -> Decimal {
+        self.cfg.tolerance.allowance(self.r.currency, open)
+    }
+
+    /// Bonus or penalty for what the payer says about customer `c`, with
+    /// the reason.
+    fn payer_adjustment(&mut self, c: u32, invoice: u32) -> (f64, Option<Reason>) {
+        if self.owners.contains(&c) {
+            return (
+                AGREE_BONUS,
+                Some(Reason::PayerAccount {
+                    invoice: invoice as usize,
+                }),
+            );
+        }
+        let s = self.similarity(c);
+        if s >= NAME_MIN {
+            return (
+                AGREE_BONUS,
+                Some(Reason::PayerName {
+                    invoice: invoice as usize,
+                    similarity: s,
+                }),
+            );
+        }
+        if !self.owners.is_empty() {
+            return (
+                -OTHER_PAYER_PENALTY,
+                Some(Reason::PayerAccountOfOthers {
+                    invoice: invoice as usize,
+                }),
+            );
+        }
+        if self.name.is_some() && !self.named_customers().is_empty() {
+            return (
+                -OTHER_NAME_PENALTY,
+                Some(Reason::PayerNameOfOthers {
+                    invoice: invoice as usize,
+                }),
+            );
+        }
+        (0.0, None)
+    }
+
+    /// Customers whose names are similar to the payer's, best first.
+    fn named_customers(&mut self) -> Vec<(u32, f64)> {
+        if let Some(n) = &self.named {
+            return n.clone();
+        }
+        let found = name_search(self);
+        self.named = Some(found.clone());
+        found
+    }
+
+    /// Open items of customer `c` in the receipt's currency, oldest first.
+    fn items_in_currency(&self, c: u32) -> &[u32] {
+        let items = &self.p.customers[c as usize].items;
+        let ccy = self.r.currency;
+        let inv = self.p.inv;
+        let lo = items.partition_point(|&i| inv[i as usize].currency < ccy);
+        let hi = lo + items[lo..].partition_point(|&i| inv[i as usize].currency == ccy);
+        &items[lo..hi]
+    }
+}
+
+fn stage_of(id: Id, fit: Fit) -> Stage {
+    match fit {
+        Fit::Short(_) => Stage::Tolerance,
+        Fit::Partial => Stage::Partial,
+        Fit::Over(_) => Stage::Overpayment,
+        Fit::Exact => match id {
+            Id::Structured => Stage::Reference,
+            Id::Number(_) => Stage::InvoiceNumber,
+            Id::Account | Id::Name(_) => Stage::Payer,
+            Id::Amount => Stage::Amount,
+        },
+    }
+}
+
+/// Allocations (invoice, amount), an excess to report, a write-off, and why.
+type Split = (Vec<(u32, Decimal)>, Option<(u32, Decimal)>, Decimal, Reason);
+
+/// One invoice paid by the receipt.
+fn single(i: u32, open: Decimal, amount: Decimal, f: Fit) -> Split {
+    match f {
+        Fit::Exact => (vec![(i, amount)], None, Decimal::ZERO, Reason::AmountExact),
+        Fit::Short(d) => (
+            vec![(i, amount)],
+            Some((i, d)),
+            Decimal::ZERO,
+            Reason::Shortfall { amount: d },
+        ),
+        Fit::Partial => (
+            vec![(i, amount)],
+            None,
+            Decimal::ZERO,
+            Reason::Partial { open },
+        ),
+        Fit::Over(x) => (vec![(i, open)], None, x, Reason::Overpayment { excess: x }),
+    }
+}
+
+/// Several invoices (`items`, oldest first, with their open amounts) paid by
+/// `amount`, given how the sum fits.
+fn several(items: &[(u32, Decimal)], amount: Decimal, f: Fit) -> Split {
+    let mut allocs: Vec<(u32, Decimal)> = Vec::with_capacity(items.len());
+    let mut write_off = None;
+    let mut unallocated = Decimal::ZERO;
+    let reason = match f {
+        Fit::Exact => {
+            allocs.extend_from_slice(items);
+            Reason::AmountSum {
+                invoices: items.len(),
+            }
+        }
+        Fit::Short(d) => {
+            // The largest invoice absorbs the shortfall.
+            let target = items
+                .iter()
+                .enumerate()
+                .max_by(|a, b| a.1.1.cmp(&b.1.1).then(a.0.cmp(&b.0)))
+                .map_or(0, |(k, _)| k);
+            for (k, &(i, open)) in items.iter().enumerate() {
+                if k == target {
+                    allocs.push((i, open - d));
+                    write_off = Some((i, d));
+                } else {
+                    allocs.push((i, open));
+                }
+            }
+            Reason::Shortfall { amount: d }
+        }
+        Fit::Partial => {
+            let mut rest = amount;
+            let open: Decimal = items.iter().map(|(_, o)| *o).sum();
+            for &(i, o) in items {
+                if rest <= Decimal::ZERO {
+                    break;
+                }
+                let a = o.min(rest);
+                allocs.push((i, a));
+                rest -= a;
+            }
+            Reason::Partial { open }
+        }
+        Fit::Over(x) => {
+            allocs.extend_from_slice(items);
+            unallocated = x;
+            Reason::Overpayment { excess: x }
+        }
+    };
+    allocs.retain(|(_, a)| *a > Decimal::ZERO);
+    allocs.sort_by_key(|(i, _)| *i);
+    (allocs, write_off, unallocated, reason)
+}
+
+fn find(p: &Prepared<'_>, r: &Receipt, cfg: &Config) -> Found {
+    let mut notes = Vec::new();
+    if r.amount <= Decimal::ZERO {
+        notes.push(Reason::NotACredit);
+        return Found {
+            list: Vec::new(),
+            notes,
+        };
+    }
+    let owners: Vec<u32> = r
+        .counterparty_account
+        .as_deref()
+        .and_then(normalize::account)
+        .map(|a| {
+            p.accounts
+                .get(normalize::key(KeyKind::Account, a.as_bytes()))
+                .to_vec()
+        })
+        .unwrap_or_default();
+    // An account shared by many customers (a payment provider) identifies
+    // nobody.
+    let owners = if owners.len() > cfg.max_fanout {
+        Vec::new()
+    } else {
+        owners
+    };
+    let name = r
+        .counterparty_name
+        .as_deref()
+        .map(normalize::normalize_name)
+        .filter(|n| !n.is_empty());
+    let mut cx = Ctx {
+        p,
+        cfg,
+        r,
+        owners,
+        name,
+        sims: Vec::new(),
+        named: None,
+    };
+    let mut list: Vec<Candidate> = Vec::new();
+
+    let hits = reference_hits(p, r, &mut notes);
+    for h in &hits {
+        let i = h.invoice;
+        let inv = &p.inv[i as usize];
+        let c = p.customer_of[i as usize];
+        let open = inv.open_amount;
+        let f = fit(r.amount, open, cx.allowance(open));
+        let (allocs, write_off, unallocated, amount_reason) = single(i, open, r.amount, f);
+        let (adj, payer_reason) = cx.payer_adjustment(c, i);
+        let mut reasons = vec![h.reason.clone(), amount_reason];
+        reasons.extend(payer_reason);
+        list.push(Candidate {
+            allocs,
+            write_off,
+            unallocated,
+            score: base(h.id, f) + adj,
+            stage: stage_of(h.id, f),
+            reasons,
+        });
+        // More than the referenced invoice: perhaps others of the customer
+        // are paid with it.
+        if let Fit::Over(excess) = f {
+            let agrees = adj > 0.0;
+            let others: Vec<u32> = cx
+                .items_in_currency(c)
+                .iter()
+                .copied()
+                .filter(|&j| j != i && issued_by(&p.inv[j as usize], r))
+                .collect();
+            for (set, exact, complete) in subsets(&cx, &others, excess) {
+                let mut items: Vec<(u32, Decimal)> = set
+                    .iter()
+                    .map(|&j| (j, p.inv[j as usize].open_amount))
+                    .collect();
+                items.push((i, open));
+                items.sort_by(|a, b| cmp_due(&p.inv[a.0 as usize], &p.inv[b.0 as usize]));
+                let sum: Decimal = items.iter().map(|(_, o)| *o).sum();
+                let f2 = fit(r.amount, sum, cx.allowance(sum));
+                let (allocs, write_off, unallocated, amount_reason) = several(&items, r.amount, f2);
+                // The referenced invoice anchors the set; the others rest on
+                // the customer, so the set scores below a fully referenced one.
+                let mut score = if exact {
+                    base(h.id, Fit::Exact) - 0.04
+                } else {
+                    base(h.id, Fit::Short(Decimal::ZERO)) - 0.06
+                };
+                if !agrees {
+                    score = score.min(if exact { 0.88 } else { 0.82 }) + adj.min(0.0);
+                }
+                let mut reasons = vec![h.reason.clone(), amount_reason];
+                reasons.extend(payer_reason_for(&mut cx, c, i));
+                if !complete {
+                    score = score.min(cfg.auto_threshold - cfg.ambiguity_margin);
+                    reasons.push(Reason::SearchIncomplete);
+                }
+                list.push(Candidate {
+                    allocs,
+                    write_off,
+                    unallocated,
+                    score,
+                    stage: Stage::Combined,
+                    reasons,
+                });
+            }
+        }
+    }
+    // Several invoices of one customer referenced together.
+    let mut by_customer: Vec<&Hit> = hits.iter().collect();
+    by_customer.sort_by_key(|h| (p.customer_of[h.invoice as usize], h.invoice));
+    for group in by_customer
+        .chunk_by(|a, b| p.customer_of[a.invoice as usize] == p.customer_of[b.invoice as usize])
+    {
+        if group.len() < 2 || group.len() > MAX_REFERENCED_TOGETHER {
+            continue;
+        }
+        let mut items: Vec<(u32, Decimal)> = group
+            .iter()
+            .map(|h| (h.invoice, p.inv[h.invoice as usize].open_amount))
+            .collect();
+        items.sort_by(|a, b| cmp_due(&p.inv[a.0 as usize], &p.inv[b.0 as usize]));
+        let sum: Decimal = items.iter().map(|(_, o)| *o).sum();
+        let f = fit(r.amount, sum, cx.allowance(sum));
+        let weakest = group.iter().map(|h| base(h.id, f)).fold(1.0, f64::min);
+        let c = p.customer_of[group[0].invoice as usize];
+        let (adj, payer_reason) = cx.payer_adjustment(c, group[0].invoice);
+        let (allocs, write_off, unallocated, amount_reason) = several(&items, r.amount, f);
+        let mut reasons: Vec<Reason> = group.iter().map(|h| h.reason.clone()).collect();
+        reasons.push(amount_reason);
+        reasons.extend(payer_reason);
+        let partial_penalty = if f == Fit::Partial { 0.05 } else { 0.0 };
+        list.push(Candidate {
+            allocs,
+            write_off,
+            unallocated,
+            score: weakest + adj - partial_penalty,
+            stage: if f == Fit::Exact {
+                Stage::Combined
+            } else {
+                stage_of(Id::Structured, f)
+            },
+            reasons,
+        });
+    }
+
+    // Stage 3 and 4: the payer, and the amount.
+    for (c, id, reason) in payers(&mut cx) {
+        let items: Vec<u32> = cx.items_in_currency(c).to_vec();
+        let before = list.len();
+        let mut exact_or_short = false;
+        for &i in &items {
+            let open = p.inv[i as usize].open_amount;
+            let f = fit(r.amount, open, cx.allowance(open));
+            if matches!(f, Fit::Exact | Fit::Short(_)) {
+                exact_or_short = true;
+                let (allocs, write_off, unallocated, amount_reason) = single(i, open, r.amount, f);
+                list.push(Candidate {
+                    allocs,
+                    write_off,
+                    unallocated,
+                    score: base(id, f),
+                    stage: stage_of(id, f),
+                    reasons: vec![with_invoice(&reason, i), amount_reason],
+                });
+            }
+        }
+        if !exact_or_short && items.len() == 1 {
+            let i = items[0];
+            let open = p.inv[i as usize].open_amount;
+            let f = fit(r.amount, open, cx.allowance(open));
+            let (allocs, write_off, unallocated, amount_reason) = single(i, open, r.amount, f);
+            list.push(Candidate {
+                allocs,
+                write_off,
+                unallocated,
+                score: base(id, f),
+                stage: stage_of(id, f),
+                reasons: vec![with_invoice(&reason, i), amount_reason],
+            });
+        }
+        if items.len() >= 2 {
+            let usable: Vec<u32> = items
+                .iter()
+                .copied()
+                .filter(|&j| issued_by(&p.inv[j as usize], r))
+                .collect();
+            for (set, exact, complete) in subsets(&cx, &usable, r.amount) {
+                let items: Vec<(u32, Decimal)> = set
+                    .iter()
+                    .map(|&j| (j, p.inv[j as usize].open_amount))
+                    .collect();
+                let sum: Decimal = items.iter().map(|(_, o)| *o).sum();
+                let f = fit(r.amount, sum, cx.allowance(sum));
+                let (allocs, write_off, unallocated, amount_reason) = several(&items, r.amount, f);
+                let mut score = payer_combined(id, exact);
+                let mut reasons = vec![with_invoice(&reason, set[0]), amount_reason];
+                if !complete {
+                    score = score.min(cfg.auto_threshold - cfg.ambiguity_margin);
+                    reasons.push(Reason::SearchIncomplete);
+                }
+                list.push(Candidate {
+                    allocs,
+                    write_off,
+                    unallocated,
+                    score,
+                    stage: Stage::Combined,
+                    reasons,
+                });
+            }
+        }
+        if list.len() == before && notes.len() < 4 {
+            notes.push(Reason::PayerWithoutFit {
+                invoice: items.first().map_or_else(
+                    || {
+                        p.customers[c as usize]
+                            .items
+                            .first()
+                            .map_or(0, |&i| i as usize)
+                    },
+                    |&i| i as usize,
+                ),
+                items: items.len(),
+            });
+        }
+    }
+    let same_amount = p.amounts.get(amount_key(r.currency, r.amount));
+    if same_amount.len() > cfg.max_fanout {
+        notes.push(Reason::ManyWithAmount {
+            invoices: same_amount.len(),
+        });
+    } else {
+        for &i in same_amount {
+            list.push(Candidate {
+                allocs: vec![(i, r.amount)],
+                write_off: None,
+                unallocated: Decimal::ZERO,
+                score: base(Id::Amount, Fit::Exact),
+                stage: Stage::Amount,
+                reasons: vec![Reason::AmountOnly {
+                    invoices: same_amount.len(),
+                }],
+            });
+        }
+    }
+
+    // Booked before the invoice existed.
+    for cand in &mut list {
+        for &(i, _) in &cand.allocs {
+            if !issued_by(&p.inv[i as usize], r) {
+                cand.score -= BEFORE_ISSUE_PENALTY;
+                cand.reasons.push(Reason::BeforeIssue {
+                    invoice: i as usize,
+                });
+            }
+        }
+        cand.score = cand.score.clamp(0.0, 1.0);
+    }
+    Found {
+        list: rank(p, list),
+        notes,
+    }
+}
+
+/// The payer reason for the customer of a referenced invoice, if the payer
+/// agrees.
+fn payer_reason_for(cx: &mut Ctx<'_, '_>, c: u32, i: u32) -> Option<Reason> {
+    match cx.payer_adjustment(c, i) {
+        (adj, r) if adj > 0.0 => r,
+        _ => None,
+    }
+}
+
+/// A payer reason pointed at invoice `i` (so the rendering names its
+/// customer).
+fn with_invoice(reason: &Reason, i: u32) -> Reason {
+    match reason {
+        Reason::PayerAccount { .. } => Reason::PayerAccount {
+            invoice: i as usize,
+        },
+        Reason::PayerName { similarity, .. } => Reason::PayerName {
+            invoice: i as usize,
+            similarity: *similarity,
+        },
+        other => other.clone(),
+    }
+}
+
+/// Lengths of the name fields of common bank formats (DTAUS 27, SWIFT 35,
+/// SEPA 70): a payer name of exactly this many characters was probably cut.
+const NAME_FIELD_LENGTHS: [usize; 3] = [27, 35, 70];
+
+fn truncated_at(name: &str) -> Option<usize> {
+    let n = name.chars().count();
+    NAME_FIELD_LENGTHS.contains(&n).then_some(n)
+}
+
+fn issued_by(inv: &Receivable, r: &Receipt) -> bool {
+    inv.issue_date.is_none_or(|d| d <= r.booking_date)
+}
+
+/// Subsets of at least two of `items` whose open amounts add up to
+/// `target` (exact) or exceed it by at most the tolerance. Returns (set,
+/// exact, search complete); exact sets only when there are any.
+fn subsets(cx: &Ctx<'_, '_>, items: &[u32], target: Decimal) -> Vec<(Vec<u32>, bool, bool)> {
+    if items.len() < 2 {
+        return Vec::new();
+    }
+    let limits = cx.cfg.subset;
+    let truncated = items.len() > limits.max_items;
+    let items = &items[..items.len().min(limits.max_items)];
+    let amounts: Vec<Decimal> = items
+        .iter()
+        .map(|&i| cx.p.inv[i as usize].open_amount)
+        .collect();
+    let slack = cx.allowance(target);
+    let found = subset::search(
+        &amounts,
+        target,
+        slack,
+        Bounds {
+            min_parts: 2,
+            max_parts: limits.max_parts.max(2),
+            max_steps: limits.max_steps,
+        },
+    );
+    let complete = found.complete && !truncated;
+    let (sets, exact) = if found.exact.is_empty() {
+        (found.near, false)
+    } else {
+        (found.exact, true)
+    };
+    sets.into_iter()
+        .map(|s| (s.into_iter().map(|k| items[k]).collect(), exact, complete))
+        .collect()
+}
+
+/// Stage 1 and 2: invoices the receipt refers to, strongest evidence per
+/// invoice, in the receipt's currency.
+fn reference_hits(p: &Prepared<'_>, r: &Receipt, notes: &mut Vec<Reason>) -> Vec<Hit> {
+    let mut hits: Vec<Hit> = Vec::new();
+    let structured = |text: &str, source: ReferenceSource, hits: &mut Vec<Hit>| {
+        if let Some(k) = normalize::reference_key(text) {
+            for &i in p.references.get(k) {
+                hits.push(Hit {
+                    invoice: i,
+                    id: Id::Structured,
+                    reason: Reason::Reference {
+                        invoice: i as usize,
+                        source,
+                    },
+                });
+            }
+        }
+    };
+    if let Some(e) = &r.end_to_end_id {
+        structured(e, ReferenceSource::EndToEndId, &mut hits);
+    }
+    if let Some(c) = &r.creditor_reference {
+        structured(c, ReferenceSource::CreditorReference, &mut hits);
+    }
+    let mut text = String::new();
+    for part in [&r.remittance, &r.end_to_end_id, &r.creditor_reference]
+        .into_iter()
+        .flatten()
+    {
+        if !text.is_empty() {
+            text.push_str(" ; ");
+        }
+        text.push_str(part);
+    }
+    if let Some(rem) = &r.remittance {
+        for rf in normalize::rf_references(rem) {
+            structured(&rf, ReferenceSource::RemittanceText, &mut hits);
+        }
+    }
+    // The receipt's amount in minor units, so that it is not read as an
+    // invoice number.
+    let digits = {
+        let dp = r.currency.minor_units();
+        let mut a = r.amount.round_dp(dp.max(r.amount.scale()));
+        if a.scale() < dp {
+            a.rescale(dp);
+        }
+        let m = a.mantissa().abs().to_string();
+        m.trim_start_matches('0').to_owned()
+    };
+    let mut keys = Vec::new();
+    normalize::text_keys(&text, p.max_groups, Some(&digits), &mut keys);
+    let mut found: Vec<(u32, bool, NumberQuality, (u32, u32))> = Vec::new();
+    for tk in &keys {
+        for &v in p.numbers.get(tk.key) {
+            found.push((v >> 1, v & 1 == 1, tk.quality, tk.span));
+            if found.len() >= 4 * MAX_HITS {
+                break;
+            }
+        }
+    }
+    // A match inside a longer match is part of that number, not another.
+    let longest: Vec<bool> = found
+        .iter()
+        .map(|a| {
+            !found
+                .iter()
+                .any(|b| b.3.0 <= a.3.0 && a.3.1 <= b.3.1 && (b.3.1 - b.3.0) > (a.3.1 - a.3.0))
+        })
+        .collect();
+    for (k, &(i, from_ref, quality, _)) in found.iter().enumerate() {
+        if !longest[k] {
+            continue;
+        }
+        let sig = p.significant[i as usize][usize::from(from_ref)] as usize;
+        let s = strength(quality, sig);
+        hits.push(Hit {
+            invoice: i,
+            id: Id::Number(s),
+            reason: Reason::InvoiceNumber {
+                invoice: i as usize,
+                quality: match quality {
+                    NumberQuality::Full => NumberMatch::Full,
+                    NumberQuality::Digits => NumberMatch::Digits,
+                    NumberQuality::Joined => NumberMatch::Joined,
+                },
+                significant_digits: sig,
+            },
+        });
+    }
+    // Strongest evidence per invoice.
+    hits.sort_by(|a, b| {
+        a.invoice
+            .cmp(&b.invoice)
+            .then(b.id.rank().cmp(&a.id.rank()))
+    });
+    hits.dedup_by_key(|h| h.invoice);
+    let mut other_currency = 0;
+    hits.retain(|h| {
+        let inv = &p.inv[h.invoice as usize];
+        if !p.valid[h.invoice as usize] {
+            return false;
+        }
+        if inv.currency != r.currency {
+            if other_currency < 3 {
+                notes.push(Reason::OtherCurrency {
+                    invoice: h.invoice as usize,
+                });
+            }
+            other_currency += 1;
+            return false;
+        }
+        true
+    });
+    if hits.len() > MAX_HITS {
+        hits.sort_by(|a, b| {
+            b.id.rank()
+                .cmp(&a.id.rank())
+                .then(a.invoice.cmp(&b.invoice))
+        });
+        hits.truncate(MAX_HITS);
+        hits.sort_by_key(|h| h.invoice);
+    }
+    hits
+}
+
+/// Customers the payer identifies: by known account, else by a similar
+/// name. Each with its evidence and reason (pointing at the customer's first
+/// invoice until a candidate names its own).
+fn payers(cx: &mut Ctx<'_, '_>) -> Vec<(u32, Id, Reason)> {
+    let p = cx.p;
+    let rep = |c: u32| -> usize {
+        p.customers[c as usize]
+            .items
+            .first()
+            .map_or(0, |&i| i as usize)
+    };
+    if !cx.owners.is_empty() {
+        return cx
+            .owners
+            .iter()
+            .map(|&c| (c, Id::Account, Reason::PayerAccount { invoice: rep(c) }))
+            .collect();
+    }
+    cx.named_customers()
+        .into_iter()
+        .map(|(c, s)| {
+            (
+                c,
+                Id::Name(name_level(s)),
+                Reason::PayerName {
+                    invoice: rep(c),
+                    similarity: s,
+                },
+            )
+        })
+        .collect()
+}
+
+/// Customers whose names are similar to the payer's (at least 0.85), best
+/// first, at most `max_fanout`. Candidates come from the rarest name keys,
+/// so a common word never fans out to thousands of customers.
+fn name_search(cx: &mut Ctx<'_, '_>) -> Vec<(u32, f64)> {
+    let p = cx.p;
+    let Some(name) = &cx.name else {
+        return Vec::new();
+    };
+    let mut keys = Vec::new();
+    normalize::name_keys(name, &mut keys);
+    keys.sort_unstable();
+    keys.dedup();
+    let mut lists: Vec<&[u32]> = keys
+        .iter()
+        .map(|&k| p.names.get(k))
+        .filter(|l| !l.is_empty() && l.len() <= MAX_NAME_POSTING)
+        .collect();
+    lists.sort_by_key(|l| l.len());
+    let mut pool: Vec<u32> = Vec::new();
+    for l in lists {
+        if !pool.is_empty() && pool.len() + l.len() > MAX_NAME_CANDIDATES {
+            break;
+        }
+        pool.extend_from_slice(l);
+    }
+    pool.sort_unstable();
+    pool.dedup();
+    pool.truncate(MAX_NAME_CANDIDATES);
+    let mut scored: Vec<(u32, f64)> = pool
+        .into_iter()
+        .map(|c| (c, cx.similarity(c)))
+        .filter(|&(_, s)| s >= NAME_MIN)
+        .collect();
+    scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    scored.truncate(cx.cfg.max_fanout.max(1));
+    scored
+}
+
+/// One candidate per set of invoices (the best), best first; ties broken
+/// by fewer invoices, then by the invoices' due dates and numbers, so the
+/// order never depends on input order.
+fn rank(p: &Prepared<'_>, mut list: Vec<Candidate>) -> Vec<Candidate> {
+    let invoices = |c: &Candidate| -> Vec<u32> { c.allocs.iter().map(|a| a.0).collect() };
+    list.retain(|c| !c.allocs.is_empty());
+    list.sort_by(|a, b| {
+        invoices(a)
+            .cmp(&invoices(b))
+            .then(b.score.total_cmp(&a.score))
+    });
+    list.dedup_by(|b, a| invoices(a) == invoices(b));
+    list.sort_by(|a, b| {
+        b.score
+            .total_cmp(&a.score)
+            .then(a.allocs.len().cmp(&b.allocs.len()))
+            .then_with(|| {
+                let key = |c: &Candidate| -> Vec<(bool, Option<chrono::NaiveDate>, &str)> {
+                    let mut k: Vec<_> = c
+                        .allocs
+                        .iter()
+                        .map(|&(i, _)| {
+                            let r = &p.inv[i as usize];
+                            (r.due_date.is_none(), r.due_date, r.invoice_number.as_str())
+                        })
+                        .collect();
+                    k.sort_unstable();
+                    k
+                };
+                key(a).cmp(&key(b))
+            })
+    });
+    list.truncate(MAX_CANDIDATES);
+    list
+}
+
+// ---------------------------------------------------------------------------
+// Decisions
+
+/// Maps `f` over `items` on every core, results in input order.
+fn par_map<T: Sync, U: Send>(items: &[T], f: impl Fn(&T) -> U + Sync) -> Vec<U> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(items.len() / 4096 + 1);
+    if threads <= 1 {
+        return items.iter().map(f).collect();
+    }
+    let chunk = items.len().div_ceil(threads);
+    let f = &f;
+    std::thread::scope(|s| {
+        let handles: Vec<_> = items
+            .chunks(chunk)
+            .map(|part| s.spawn(move || part.iter().map(f).collect::<Vec<U>>()))
+            .collect();
+        let mut out = Vec::with_capacity(items.len());
+        for h in handles {
+            match h.join() {
+                Ok(v) => out.extend(v),
+                Err(e) => std::panic::resume_unwind(e),
+            }
+        }
+        out
+    })
+}
+
+/// A receipt waiting in the greedy queue.
+struct Queued<'a> {
+    key: f64,
+    id: &'a str,
+    receipt: usize,
+}
+
+impl PartialEq for Queued<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl Eq for Queued<'_> {}
+impl PartialOrd for Queued<'_> {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Queued<'_> {
+    /// Highest confidence first; ties by receipt id, then position.
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.key
+            .total_cmp(&other.key)
+            .then_with(|| other.id.cmp(self.id))
+            .then_with(|| other.receipt.cmp(&self.receipt))
+    }
+}
+
+/// The best still-feasible candidate of a receipt and its confidence.
+struct Evaluation {
+    feasible: Vec<usize>,
+    confidence: f64,
+    ambiguous: Option<(usize, f64)>,
+}
+
+fn evaluate(found: &Found, remaining: &[Decimal], cfg: &Config) -> Evaluation {
+    let feasible: Vec<usize> = found
+        .list
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.needs().all(|(i, need)| need <= remaining[i as usize]))
+        .map(|(k, _)| k)
+        .collect();
+    let Some(&best) = feasible.first() else {
+        return Evaluation {
+            feasible,
+            confidence: 0.0,
+            ambiguous: None,
+        };
+    };
+    let top = found.list[best].score;
+    let exact = found.list[best].is_exact();
+    // An exact amount outranks a near one: against an exact best, a
+    // candidate that only fits within tolerance (or partly) must come within
+    // half the margin to make it ambiguous.
+    let close: Vec<f64> = feasible[1..]
+        .iter()
+        .map(|&k| &found.list[k])
+        .filter(|c| {
+            let margin = if exact && !c.is_exact() {
+                cfg.ambiguity_margin / 2.0
+            } else {
+                cfg.ambiguity_margin
+            };
+            c.score >= top - margin - EPS
+        })
+        .map(|c| c.score)
+        .collect();
+    let ambiguous = close.first().map(|&s| (close.len(), s));
+    let confidence = if ambiguous.is_some() {
+        top.min(cfg.auto_threshold - cfg.ambiguity_margin)
+    } else {
+        top
+    };
+    Evaluation {
+        feasible,
+        confidence,
+        ambiguous,
+    }
+}
+
+/// Scores are sums of table values; compare with a little slack so that
+/// 0.87 + 0.03 counts as 0.90.
+const EPS: f64 = 1e-9;
+
+fn status(confidence: f64, cfg: &Config) -> Status {
+    if confidence >= cfg.auto_threshold - EPS {
+        Status::Auto
+    } else if confidence >= cfg.suggest_threshold - EPS {
+        Status::Suggested
+    } else {
+        Status::Open
+    }
+}
+
+fn allocations(c: &Candidate) -> Vec<Allocation> {
+    c.allocs
+        .iter()
+        .map(|&(i, a)| Allocation {
+            invoice: i as usize,
+            amount: a,
+        })
+        .collect()
+}
+
+/// Matches `receipts` to `receivables` (see the [module](super) docs).
+///
+/// Pure and deterministic: the result depends on the receipts and
+/// receivables as sets (keyed by receipt id and invoice number), not on
+/// their order. Receipt ids should be unique; receivables sharing an
+/// invoice number are all left out and listed in
+/// [`Reconciliation::excluded`].
+pub fn reconcile(receipts: &[Receipt], receivables: &[Receivable], cfg: &Config) -> Reconciliation {
+    let (p, excluded) = prepare(receivables);
+    let found: Vec<Found> = par_map(receipts, |r| find(&p, r, cfg));
+
+    let mut remaining: Vec<Decimal> = receivables
+        .iter()
+        .zip(&p.valid)
+        .map(|(r, &ok)| if ok { r.open_amount } else { Decimal::ZERO })
+        .collect();
+    let mut open_after_auto = remaining.clone();
+
+    // Each receipt's first choice, by invoice: who else wants it.
+    let mut claims: Vec<(u32, u32)> = Vec::new();
+    for (r, f) in found.iter().enumerate() {
+        if let Some(c) = f.list.first() {
+            claims.extend(c.allocs.iter().map(|&(i, _)| (i, r as u32)));
+        }
+    }
+    claims.sort_unstable();
+    let claimants = |i: u32| -> &[(u32, u32)] {
+        let lo = claims.partition_point(|&(x, _)| x < i);
+        let hi = lo + claims[lo..].partition_point(|&(x, _)| x == i);
+        &claims[lo..hi]
+    };
+
+    let mut heap: BinaryHeap<Queued<'_>> = receipts
+        .iter()
+        .enumerate()
+        .map(|(k, r)| Queued {
+            key: evaluate(&found[k], &remaining, cfg).confidence,
+            id: &r.id,
+            receipt: k,
+        })
+        .collect();
+    let mut decided = vec![false; receipts.len()];
+    let mut decisions: Vec<Option<Decision>> = vec![None; receipts.len()];
+    while let Some(q) = heap.pop() {
+        let k = q.receipt;
+        if decided[k] {
+            continue;
+        }
+        let f = &found[k];
+        let e = evaluate(f, &remaining, cfg);
+        if e.confidence < q.key - 1e-12 {
+            heap.push(Queued {
+                key: e.confidence,
+                ..q
+            });
+            continue;
+        }
+        decided[k] = true;
+        let receipt = &receipts[k];
+        let Some(&best) = e.feasible.first() else {
+            let mut reasons = f.notes.clone();
+            let settled: Vec<usize> = f
+                .list
+                .iter()
+                .flat_map(|c| c.allocs.iter().map(|a| a.0 as usize))
+                .collect();
+            if settled.is_empty() {
+                if reasons.is_empty() {
+                    reasons.push(Reason::NoCandidate);
+                }
+            } else {
+                let mut settled = settled;
+                settled.sort_unstable();
+                settled.dedup();
+                reasons.extend(
+                    settled
+                        .into_iter()
+                        .take(3)
+                        .map(|i| Reason::Settled { invoice: i }),
+                );
+            }
+            decisions[k] = Some(Decision {
+                receipt: k,
+                status: Status::Open,
+                confidence: 0.0,
+                stage: None,
+                allocations: Vec::new(),
+                write_off: None,
+                unallocated: receipt.amount.max(Decimal::ZERO),
+                reasons,
+                alternatives: Vec::new(),
+            });
+            continue;
+        };
+        let cand = &f.list[best];
+        let mut confidence = e.confidence;
+        let mut extra = Vec::new();
+        if let Some((n, runner_up)) = e.ambiguous {
+            extra.push(Reason::Ambiguous {
+                alternatives: n,
+                runner_up,
+            });
+        }
+        // Another undecided receipt wants the same invoice about as much,
+        // and the invoice cannot serve both.
+        if status(confidence, cfg) == Status::Auto {
+            'contest: for (i, need) in cand.needs() {
+                for &(_, other) in claimants(i) {
+                    let o = other as usize;
+                    if o == k || decided[o] {
+                        continue;
+                    }
+                    let Some(theirs) = found[o].list.first() else {
+                        continue;
+                    };
+                    if theirs.score >= cand.score - cfg.ambiguity_margin
+                        && need + theirs.need(i) > remaining[i as usize]
+                    {
+                        confidence = confidence.min(cfg.auto_threshold - cfg.ambiguity_margin);
+                        extra.push(Reason::Contested { receipt: o });
+                        break 'contest;
+                    }
+                }
+            }
+        }
+        let st = status(confidence, cfg);
+        let alternatives: Vec<Alternative> = e
+            .feasible
+            .iter()
+            .skip(usize::from(st != Status::Open))
+            .take(3)
+            .map(|&a| Alternative {
+                allocations: allocations(&f.list[a]),
+                score: f.list[a].score,
+                stage: f.list[a].stage,
+            })
+            .collect();
+        if st == Status::Open {
+            let mut reasons = f.notes.clone();
+            reasons.push(Reason::BelowThreshold { score: confidence });
+            reasons.extend(cand.reasons.iter().cloned());
+            decisions[k] = Some(Decision {
+                receipt: k,
+                status: st,
+                confidence,
+                stage: None,
+                allocations: Vec::new(),
+                write_off: None,
+                unallocated: receipt.amount,
+                reasons,
+                alternatives,
+            });
+            continue;
+        }
+        for (i, need) in cand.needs() {
+            remaining[i as usize] -= need;
+            if st == Status::Auto {
+                open_after_auto[i as usize] -= need;
+            }
+        }
+        let mut reasons = cand.reasons.clone();
+        reasons.extend(extra);
+        reasons.extend(f.notes.iter().cloned());
+        decisions[k] = Some(Decision {
+            receipt: k,
+            status: st,
+            confidence,
+            stage: Some(cand.stage),
+            allocations: allocations(cand),
+            write_off: cand.write_off.map(|(i, a)| Allocation {
+                invoice: i as usize,
+                amount: a,
+            }),
+            unallocated: cand.unallocated,
+            reasons,
+            alternatives,
+        });
+    }
+    Reconciliation {
+        decisions: decisions
+            .into_iter()
+            .enumerate()
+            .map(|(k, d)| {
+                d.unwrap_or_else(|| Decision {
+                    receipt: k,
+                    status: Status::Open,
+                    confidence: 0.0,
+                    stage: None,
+                    allocations: Vec::new(),
+                    write_off: None,
+                    unallocated: receipts[k].amount.max(Decimal::ZERO),
+                    reasons: vec![Reason::NoCandidate],
+                    alternatives: Vec::new(),
+                })
+            })
+            .collect(),
+        open_after_auto,
+        open_after_all: remaining,
+        excluded,
+    }
+}

@@ -1,0 +1,870 @@
+//! Normalising what people type: invoice numbers inside remittance text,
+//! structured references, account numbers and company names.
+//!
+//! Everything here is turned into 64-bit keys for the sorted indexes of
+//! [`super::index`]; a key carries its kind in the hash, so an invoice-number
+//! key never meets an account key.
+
+use unicode_normalization::UnicodeNormalization;
+use unicode_normalization::char::is_combining_mark;
+
+/// What a key was built from. Part of the hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum KeyKind {
+    /// The whole number, upper-case letters and digits (`INV2026000123`).
+    Full = b'F',
+    /// Digit groups without leading zeros, one dash between (`2026-123`).
+    Separated = b'S',
+    /// All digits run together, leading zeros dropped (`2026000123`).
+    Concatenated = b'C',
+    /// A structured reference, compact upper case.
+    Reference = b'R',
+    /// A bank account, compact upper case.
+    Account = b'A',
+    /// A piece of a normalised company name.
+    Name = b'N',
+    /// A currency and an amount.
+    Amount = b'M',
+}
+
+/// FNV-1a over the kind byte and `bytes`, finished with the SplitMix64
+/// avalanche so that near-identical inputs spread over the whole range.
+pub(crate) fn key(kind: KeyKind, bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in std::iter::once(&(kind as u8)).chain(bytes) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h ^= h >> 30;
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^= h >> 27;
+    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
+}
+
+/// Letters and digits of `s`, ASCII letters upper-cased; everything else
+/// (spaces, dashes, slashes, dots) dropped.
+pub(crate) fn compact_upper(s: &str) -> String {
+    s.chars()
+        .filter(|c| c.is_alphanumeric())
+        .map(|c| c.to_ascii_uppercase())
+        .collect()
+}
+
+fn strip_zeros(digits: &str) -> &str {
+    let s = digits.trim_start_matches('0');
+    if s.is_empty() { "0" } else { s }
+}
+
+/// How well a piece of text matched an invoice number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum NumberQuality {
+    /// Digits written together from groups the invoice keeps apart, or the
+    /// other way round (`RE 2026 000123` for `INV2026000123`).
+    Joined,
+    /// The same digit groups, leading zeros and separators aside.
+    Digits,
+    /// Letters and digits exactly as on the invoice, separators aside.
+    Full,
+}
+
+/// The keys under which an invoice number (or an invoice's own reference)
+/// is found in remittance text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct NumberKeys {
+    pub full: u64,
+    pub separated: Option<u64>,
+    pub concatenated: Option<u64>,
+    /// Number of digit groups (`INV-2026-000123`: 2).
+    pub groups: usize,
+    /// Digits without leading zeros: how much a match says.
+    pub significant: usize,
+}
+
+/// Keys of an invoice number; `None` when it has no letter or digit.
+pub(crate) fn number_keys(number: &str) -> Option<NumberKeys> {
+    let full = compact_upper(number);
+    if full.is_empty() {
+        return None;
+    }
+    let groups: Vec<&str> = number
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|g| !g.is_empty())
+        .collect();
+    let (separated, concatenated, significant) = if groups.is_empty() {
+        (None, None, 0)
+    } else {
+        let sep = groups
+            .iter()
+            .map(|g| strip_zeros(g))
+            .collect::<Vec<_>>()
+            .join("-");
+        let cat: String = groups.concat();
+        let cat = strip_zeros(&cat);
+        let significant = if cat == "0" { 0 } else { cat.len() };
+        (
+            Some(key(KeyKind::Separated, sep.as_bytes())),
+            Some(key(KeyKind::Concatenated, cat.as_bytes())),
+            significant,
+        )
+    };
+    Some(NumberKeys {
+        full: key(KeyKind::Full, full.as_bytes()),
+        separated,
+        concatenated,
+        groups: groups.len(),
+        significant,
+    })
+}
+
+/// A key found in text, with the digit atoms it spans.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TextKey {
+    pub key: u64,
+    pub quality: NumberQuality,
+    /// First and one-past-last digit atom of the window, counted over the
+    /// whole text, so that a match inside a longer match can be dropped.
+    pub span: (u32, u32),
+}
+
+/// Characters that may stand between the parts of one number.
+fn joins(c: char) -> bool {
+    matches!(c, ' ' | '-' | '/' | '.' | '_' | '#' | ':' | '\u{a0}')
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Class {
+    Digit,
+    Letter,
+    Other,
+}
+
+fn class(c: char) -> Class {
+    if c.is_ascii_digit() {
+        Class::Digit
+    } else if c.is_alphanumeric() {
+        Class::Letter
+    } else {
+        Class::Other
+    }
+}
+
+struct Atom<'a> {
+    text: &'a str,
+    digit: bool,
+    /// True when the atom starts a new run: what stands before it cannot
+    /// join two parts of a number (a comma, a word break longer than three
+    /// characters, a parenthesis, the start of the text).
+    breaks: bool,
+}
+
+fn atoms(text: &str) -> Vec<Atom<'_>> {
+    let mut out = Vec::new();
+    // Separator characters since the last atom, and whether all of them
+    // may join the parts of a number.
+    let mut sep_len = 0usize;
+    let mut sep_joins = true;
+    let mut current: Option<(usize, Class, bool)> = None;
+    for (i, c) in text.char_indices() {
+        let k = class(c);
+        if let Some((s, sk, breaks)) = current {
+            if sk == k {
+                continue;
+            }
+            out.push(Atom {
+                text: &text[s..i],
+                digit: sk == Class::Digit,
+                breaks,
+            });
+            current = None;
+        }
+        if k == Class::Other {
+            sep_len += 1;
+            sep_joins &= joins(c);
+        } else {
+            let breaks = out.is_empty() || !(sep_len == 0 || (sep_joins && sep_len <= 3));
+            current = Some((i, k, breaks));
+            sep_len = 0;
+            sep_joins = true;
+        }
+    }
+    if let Some((s, sk, breaks)) = current {
+        out.push(Atom {
+            text: &text[s..],
+            digit: sk == Class::Digit,
+            breaks,
+        });
+    }
+    out
+}
+
+/// Every key under which an invoice number may hide in `text`: windows of up
+/// to `max_groups` neighbouring digit groups, each as separated, run-together
+/// and (with the letters just before it) full form. A window whose digits
+/// spell `amount_digits` over several groups is the receipt's own amount
+/// (`1.234,56`, `1234.56`) and is skipped.
+pub(crate) fn text_keys(
+    text: &str,
+    max_groups: usize,
+    amount_digits: Option<&str>,
+    out: &mut Vec<TextKey>,
+) {
+    let atoms = atoms(text);
+    let max_groups = max_groups.max(1);
+    let mut digit_index = 0u32;
+    let mut i = 0;
+    let mut sep = String::new();
+    let mut cat = String::new();
+    let mut full = String::new();
+    while i < atoms.len() {
+        if !atoms[i].digit {
+            i += 1;
+            continue;
+        }
+        // A run of digit groups joined by separators: atoms[i..j].
+        let mut j = i + 1;
+        while j < atoms.len() && atoms[j].digit && !atoms[j].breaks {
+            j += 1;
+        }
+        let prefix = (i > 0 && !atoms[i].breaks && !atoms[i - 1].digit).then(|| atoms[i - 1].text);
+        let base = digit_index;
+        for a in i..j {
+            for b in a..j.min(a + max_groups) {
+                let window = &atoms[a..=b];
+                cat.clear();
+                for w in window {
+                    cat.push_str(w.text);
+                }
+                let stripped = strip_zeros(&cat);
+                if stripped == "0" {
+                    continue;
+                }
+                if b > a && amount_digits == Some(stripped) {
+                    continue;
+                }
+                let span = (base + (a - i) as u32, base + (b - i) as u32 + 1);
+                sep.clear();
+                for (n, w) in window.iter().enumerate() {
+                    if n > 0 {
+                        sep.push('-');
+                    }
+                    sep.push_str(strip_zeros(w.text));
+                }
+                out.push(TextKey {
+                    key: key(KeyKind::Separated, sep.as_bytes()),
+                    quality: NumberQuality::Digits,
+                    span,
+                });
+                out.push(TextKey {
+                    key: key(KeyKind::Concatenated, stripped.as_bytes()),
+                    quality: if a == b {
+                        NumberQuality::Digits
+                    } else {
+                        NumberQuality::Joined
+                    },
+                    span,
+                });
+                out.push(TextKey {
+                    key: key(KeyKind::Full, cat.as_bytes()),
+                    quality: NumberQuality::Full,
+                    span,
+                });
+                if a == i
+                    && let Some(p) = prefix
+                {
+                    full.clear();
+                    full.extend(p.chars().map(|c| c.to_ascii_uppercase()));
+                    full.push_str(&cat);
+                    out.push(TextKey {
+                        key: key(KeyKind::Full, full.as_bytes()),
+                        quality: NumberQuality::Full,
+                        span,
+                    });
+                }
+            }
+        }
+        digit_index += (j - i) as u32;
+        i = j;
+    }
+}
+
+/// Largest number of characters of an ISO 11649 creditor reference.
+const RF_MAX: usize = 25;
+
+/// ISO 11649 check: move `RFkk` to the end, letters to numbers, mod 97 = 1.
+pub(crate) fn is_valid_rf(compact: &str) -> bool {
+    let b = compact.as_bytes();
+    if b.len() < 5 || b.len() > RF_MAX || !compact.starts_with("RF") {
+        return false;
+    }
+    if !(b[2].is_ascii_digit() && b[3].is_ascii_digit()) {
+        return false;
+    }
+    let mut rem: u32 = 0;
+    for &c in b[4..].iter().chain(&b[..4]) {
+        let v = match c {
+            b'0'..=b'9' => u32::from(c - b'0'),
+            b'A'..=b'Z' => u32::from(c - b'A') + 10,
+            _ => return false,
+        };
+        rem = if v >= 10 {
+            (rem * 100 + v) % 97
+        } else {
+            (rem * 10 + v) % 97
+        };
+    }
+    rem == 1
+}
+
+/// ISO 11649 creditor references typed into free text (`RF18 5390 0754
+/// 7034`), compact and with a valid checksum.
+pub(crate) fn rf_references(text: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i + 4 <= bytes.len() {
+        let starts = bytes[i].eq_ignore_ascii_case(&b'R')
+            && bytes[i + 1].eq_ignore_ascii_case(&b'F')
+            && bytes[i + 2].is_ascii_digit()
+            && bytes[i + 3].is_ascii_digit()
+            && (i == 0 || !bytes[i - 1].is_ascii_alphanumeric());
+        if !starts {
+            i += 1;
+            continue;
+        }
+        // Groups of letters and digits separated by single spaces.
+        let mut groups: Vec<String> = Vec::new();
+        let mut current = String::new();
+        let mut j = i;
+        let mut len = 0;
+        while j < bytes.len() && len < RF_MAX {
+            let c = bytes[j];
+            if c.is_ascii_alphanumeric() {
+                current.push(c.to_ascii_uppercase() as char);
+                len += 1;
+            } else if c == b' ' && !current.is_empty() {
+                groups.push(std::mem::take(&mut current));
+            } else {
+                break;
+            }
+            j += 1;
+        }
+        if !current.is_empty() {
+            groups.push(current);
+        }
+        // The longest prefix of whole groups with a valid checksum.
+        for n in (1..=groups.len()).rev() {
+            let candidate = groups[..n].concat();
+            if is_valid_rf(&candidate) {
+                found.push(candidate);
+                break;
+            }
+        }
+        i = j.max(i + 1);
+    }
+    found
+}
+
+/// A structured reference as a key, or `None` when it is too short or
+/// has no digit to say anything (`NOTPROVIDED`, `1`).
+pub(crate) fn reference_key(s: &str) -> Option<u64> {
+    let c = compact_upper(s);
+    (c.chars().count() >= 4 && c.bytes().any(|b| b.is_ascii_digit()))
+        .then(|| key(KeyKind::Reference, c.as_bytes()))
+}
+
+/// A bank account (IBAN or other) as compact upper-case letters and digits;
+/// `None` when too short to identify anyone.
+pub(crate) fn account(s: &str) -> Option<String> {
+    let c: String = s
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_uppercase())
+        .collect();
+    (c.len() >= 5).then_some(c)
+}
+
+// ---------------------------------------------------------------------------
+// Company names
+
+/// Legal-form words dropped from the end of a name (after dots are removed
+/// and letters folded to lower-case ASCII).
+const LEGAL_TAIL: &[&str] = &[
+    "ab",
+    "ad",
+    "ag",
+    "aps",
+    "as",
+    "asa",
+    "bhd",
+    "bv",
+    "bvba",
+    "cie",
+    "co",
+    "company",
+    "corp",
+    "corporation",
+    "cv",
+    "doo",
+    "ek",
+    "eurl",
+    "ev",
+    "gbr",
+    "gmbh",
+    "gesmbh",
+    "gk",
+    "haftungsbeschraenkt",
+    "inc",
+    "incorporated",
+    "kft",
+    "kg",
+    "kgaa",
+    "kk",
+    "limited",
+    "llc",
+    "llp",
+    "lp",
+    "ltd",
+    "ltda",
+    "mbh",
+    "nv",
+    "ohg",
+    "oy",
+    "oyj",
+    "plc",
+    "pte",
+    "pty",
+    "pvt",
+    "sa",
+    "sab",
+    "sae",
+    "sagl",
+    "sarl",
+    "sas",
+    "sasu",
+    "sau",
+    "se",
+    "sl",
+    "sll",
+    "slu",
+    "snc",
+    "spa",
+    "spzoo",
+    "sro",
+    "srl",
+    "srls",
+    "ug",
+    "vof",
+    "zrt",
+];
+
+/// Legal forms written as several tokens once dots and spaces split them.
+const LEGAL_TAIL_SEQ: &[&[&str]] = &[
+    &["s", "a"],
+    &["s", "l"],
+    &["s", "r", "l"],
+    &["s", "p", "a"],
+    &["s", "a", "s"],
+    &["b", "v"],
+    &["n", "v"],
+    &["a", "g"],
+    &["a", "s"],
+    &["e", "v"],
+    &["e", "k"],
+    &["sp", "z", "o", "o"],
+    &["sp", "z", "oo"],
+    &["s", "r", "o"],
+    &["pvt", "ltd"],
+    &["co", "ltd"],
+];
+
+/// Legal forms at the end of a Chinese or Japanese name, longest first.
+const CJK_LEGAL_SUFFIX: &[&str] = &[
+    "股份有限公司",
+    "有限责任公司",
+    "有限責任公司",
+    "集团有限公司",
+    "集團有限公司",
+    "有限公司",
+    "株式会社",
+    "有限会社",
+    "合同会社",
+    "分公司",
+    "股份",
+    "公司",
+    "集团",
+    "集團",
+];
+
+fn is_cjk(c: char) -> bool {
+    matches!(c as u32,
+        0x3040..=0x30FF   // kana
+        | 0x3400..=0x4DBF // CJK extension A
+        | 0x4E00..=0x9FFF // CJK unified
+        | 0xAC00..=0xD7AF // Hangul
+        | 0xF900..=0xFAFF // compatibility
+        | 0x20000..=0x2FA1F)
+}
+
+/// German and Nordic letters written out the way banks transliterate them;
+/// the rest lose their accents.
+fn fold(c: char, out: &mut String) {
+    match c {
+        'ä' => out.push_str("ae"),
+        'ö' | 'ø' | 'œ' => out.push_str("oe"),
+        'ü' => out.push_str("ue"),
+        'ß' => out.push_str("ss"),
+        'æ' => out.push_str("ae"),
+        'å' => out.push_str("aa"),
+        'ł' => out.push('l'),
+        'đ' | 'ð' => out.push('d'),
+        'þ' => out.push_str("th"),
+        _ => {
+            for d in c.nfd() {
+                if !is_combining_mark(d) {
+                    out.push(d);
+                }
+            }
+        }
+    }
+}
+
+/// A company name ready for comparison: lower-case ASCII-folded tokens with
+/// legal forms removed, each with a weight (its length; CJK characters count
+/// twice because one carries as much as a short word).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub(crate) struct NormName {
+    pub tokens: Vec<(Box<str>, f32)>,
+    pub weight: f32,
+}
+
+impl NormName {
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_empty()
+    }
+}
+
+/// Normalises a company name: Unicode compatibility forms (full-width
+/// letters), case, accents and umlauts (`Müller` = `MUELLER`), dots
+/// (`S.p.A.` = `SpA`), punctuation and legal forms (`GmbH`, `Ltd`, `SA`,
+/// `有限公司` …) at the end.
+pub(crate) fn normalize_name(name: &str) -> NormName {
+    let mut folded = String::with_capacity(name.len());
+    for c in name.nfkc().flat_map(char::to_lowercase) {
+        fold(c, &mut folded);
+    }
+    // Tokens: runs of Latin letters/digits, runs of CJK characters (spaces
+    // between CJK characters do not split them). Dots and apostrophes
+    // vanish; other punctuation splits.
+    let mut tokens: Vec<String> = Vec::new();
+    let mut current = String::new();
+    let mut current_cjk = false;
+    let mut last_cjk = false;
+    let mut pending_space = false;
+    for c in folded.chars() {
+        if c == '.' || c == '\'' || c == '’' {
+            continue;
+        }
+        if c.is_alphanumeric() {
+            let cjk = is_cjk(c);
+            let boundary = !current.is_empty()
+                && (cjk != current_cjk || (pending_space && !(cjk && last_cjk)));
+            if boundary {
+                tokens.push(std::mem::take(&mut current));
+            }
+            current.push(c);
+            current_cjk = cjk;
+            last_cjk = cjk;
+            pending_space = false;
+        } else {
+            pending_space = true;
+        }
+    }
+    if !current.is_empty() {
+        tokens.push(current);
+    }
+    // CJK legal forms: at the end of a token, or a whole token (after a
+    // parenthesis split the name).
+    for t in &mut tokens {
+        if !t.chars().next().is_some_and(is_cjk) {
+            continue;
+        }
+        if let Some(rest) = t.strip_prefix("株式会社")
+            && !rest.is_empty()
+        {
+            *t = rest.to_owned();
+        }
+        while let Some(s) = CJK_LEGAL_SUFFIX
+            .iter()
+            .find(|s| t.len() > s.len() && t.ends_with(*s))
+        {
+            t.truncate(t.len() - s.len());
+        }
+    }
+    if tokens
+        .iter()
+        .any(|t| !CJK_LEGAL_SUFFIX.contains(&t.as_str()))
+    {
+        tokens.retain(|t| !CJK_LEGAL_SUFFIX.contains(&t.as_str()));
+    }
+    // Latin legal forms at the end; never strip the whole name.
+    loop {
+        let n = tokens.len();
+        if n > 1 && LEGAL_TAIL.contains(&tokens[n - 1].as_str()) {
+            tokens.pop();
+            continue;
+        }
+        let seq = LEGAL_TAIL_SEQ.iter().find(|seq| {
+            n > seq.len()
+                && tokens[n - seq.len()..]
+                    .iter()
+                    .zip(seq.iter())
+                    .all(|(a, b)| a == b)
+        });
+        match seq {
+            Some(seq) => tokens.truncate(n - seq.len()),
+            None => break,
+        }
+    }
+    if tokens.len() > 1 && tokens[0] == "the" {
+        tokens.remove(0);
+    }
+    let tokens: Vec<(Box<str>, f32)> = tokens
+        .into_iter()
+        .filter(|t| !t.is_empty())
+        .map(|t| {
+            let w: f32 = t.chars().map(|c| if is_cjk(c) { 2.0 } else { 1.0 }).sum();
+            (t.into_boxed_str(), w)
+        })
+        .collect();
+    let weight = tokens.iter().map(|(_, w)| w).sum();
+    NormName { tokens, weight }
+}
+
+/// The first `len` characters of `name` after the folding banks apply
+/// (`Müller` → `MUELLER`, accents dropped), as a bank's fixed-length name
+/// field would keep them.
+pub(crate) fn truncate_folded(name: &str, len: usize) -> String {
+    let mut folded = String::with_capacity(name.len());
+    for c in name.nfkc().flat_map(char::to_lowercase) {
+        fold(c, &mut folded);
+    }
+    folded.chars().take(len).collect()
+}
+
+/// Tokens whose Jaro-Winkler similarity is below this count as different.
+const TOKEN_MATCH: f64 = 0.88;
+
+/// Symmetric token-set similarity in [0, 1]: every token of each name is
+/// paired with its most similar token of the other (Jaro-Winkler, so
+/// truncated and misspelt words still pair), pairs below 0.88 count zero,
+/// and the result is the weighted mean over both names' tokens.
+pub(crate) fn name_similarity(a: &NormName, b: &NormName) -> f64 {
+    if a.is_empty() || b.is_empty() {
+        return 0.0;
+    }
+    let side = |x: &NormName, y: &NormName| -> f64 {
+        x.tokens
+            .iter()
+            .map(|(t, w)| {
+                let best = y
+                    .tokens
+                    .iter()
+                    .map(|(u, _)| {
+                        if t == u {
+                            1.0
+                        } else {
+                            strsim::jaro_winkler(t, u)
+                        }
+                    })
+                    .fold(0.0, f64::max);
+                if best >= TOKEN_MATCH {
+                    best * f64::from(*w)
+                } else {
+                    0.0
+                }
+            })
+            .sum()
+    };
+    (side(a, b) + side(b, a)) / f64::from(a.weight + b.weight)
+}
+
+/// Index keys of a name: the first four characters of each Latin token,
+/// pairs of neighbouring Latin tokens (far more selective), and the
+/// character pairs of CJK tokens.
+pub(crate) fn name_keys(name: &NormName, out: &mut Vec<u64>) {
+    let prefix = |t: &str| -> String { t.chars().take(4).collect() };
+    let mut previous: Option<String> = None;
+    let mut buf = String::new();
+    for (t, _) in &name.tokens {
+        if t.chars().next().is_some_and(is_cjk) {
+            let chars: Vec<char> = t.chars().collect();
+            if chars.len() == 1 {
+                buf.clear();
+                buf.push(chars[0]);
+                out.push(key(KeyKind::Name, buf.as_bytes()));
+            }
+            for w in chars.windows(2) {
+                buf.clear();
+                buf.extend(w);
+                out.push(key(KeyKind::Name, buf.as_bytes()));
+            }
+            previous = None;
+            continue;
+        }
+        let p = prefix(t);
+        out.push(key(KeyKind::Name, p.as_bytes()));
+        if let Some(prev) = previous.take() {
+            buf.clear();
+            buf.push_str(&prev);
+            buf.push('|');
+            buf.push_str(&p);
+            out.push(key(KeyKind::Name, buf.as_bytes()));
+        }
+        previous = Some(p);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text_matches(text: &str, number: &str) -> Option<NumberQuality> {
+        let k = number_keys(number).unwrap();
+        let mut keys = Vec::new();
+        text_keys(text, 4, None, &mut keys);
+        keys.iter()
+            .filter(|t| {
+                t.key == k.full || Some(t.key) == k.separated || Some(t.key) == k.concatenated
+            })
+            .map(|t| {
+                if t.key == k.full {
+                    NumberQuality::Full
+                } else {
+                    t.quality
+                }
+            })
+            .max()
+    }
+
+    #[test]
+    fn invoice_numbers_are_found_in_their_usual_disguises() {
+        let n = "INV-2026-000123";
+        for (text, quality) in [
+            ("INV-2026-000123", NumberQuality::Full),
+            ("inv2026000123", NumberQuality::Full),
+            ("Payment inv 2026 000123 thanks", NumberQuality::Full),
+            ("Invoice 2026/123", NumberQuality::Digits),
+            ("RE 2026-000123", NumberQuality::Digits),
+            ("Rg.Nr. 2026.123, Kd 4711", NumberQuality::Digits),
+            ("2026000123", NumberQuality::Digits),
+        ] {
+            assert_eq!(text_matches(text, n), Some(quality), "{text}");
+        }
+        assert_eq!(text_matches("INV-2026-000124", n), None);
+        assert_eq!(text_matches("2026 and then 123", n), None);
+        // A comma is never part of a number.
+        assert_eq!(text_matches("2026,123", n), None);
+    }
+
+    #[test]
+    fn several_numbers_in_one_text() {
+        let mut keys = Vec::new();
+        text_keys(
+            "Invoices 2026-17, 2026-18 and INV-2026-19",
+            4,
+            None,
+            &mut keys,
+        );
+        for n in ["INV-2026-0017", "INV-2026-0018", "INV-2026-0019"] {
+            let k = number_keys(n).unwrap();
+            assert!(keys.iter().any(|t| Some(t.key) == k.separated), "{n}");
+        }
+    }
+
+    #[test]
+    fn the_receipts_own_amount_is_not_an_invoice_number() {
+        let k = number_keys("123456").unwrap();
+        let mut keys = Vec::new();
+        text_keys("Betrag 1234.56 EUR", 4, Some("123456"), &mut keys);
+        assert!(!keys.iter().any(|t| Some(t.key) == k.concatenated));
+        keys.clear();
+        text_keys("Betrag 1234.56 EUR", 4, None, &mut keys);
+        assert!(keys.iter().any(|t| Some(t.key) == k.concatenated));
+    }
+
+    #[test]
+    fn creditor_references_in_text() {
+        assert!(is_valid_rf("RF18539007547034"));
+        assert!(!is_valid_rf("RF19539007547034"));
+        assert_eq!(
+            rf_references("Zahlung rf18 5390 0754 7034 danke"),
+            vec!["RF18539007547034".to_owned()]
+        );
+        assert_eq!(
+            rf_references("RF18539007547034"),
+            vec!["RF18539007547034".to_owned()]
+        );
+        assert!(rf_references("RF19 5390 0754 7034").is_empty());
+        assert!(rf_references("SURF18").is_empty());
+    }
+
+    #[test]
+    fn legal_forms_case_and_umlauts_do_not_matter() {
+        let a = normalize_name("Müller Maschinenbau GmbH & Co. KG");
+        let b = normalize_name("MUELLER MASCHINENBAU");
+        assert_eq!(a, b);
+        assert_eq!(
+            normalize_name("Rossi Costruzioni S.p.A."),
+            normalize_name("ROSSI COSTRUZIONI SPA")
+        );
+        assert_eq!(
+            normalize_name("Dupont Logistique S. A."),
+            normalize_name("Dupont Logistique")
+        );
+        assert_eq!(
+            normalize_name("上海华信贸易有限公司"),
+            normalize_name("上海 华信 贸易")
+        );
+        assert_eq!(
+            normalize_name("深圳市腾达电子科技股份有限公司"),
+            normalize_name("深圳市腾达电子科技")
+        );
+        assert_eq!(normalize_name("ＡＢＣ Ltd."), normalize_name("abc"));
+        // A name that is only a legal form keeps it.
+        assert!(!normalize_name("AG").is_empty());
+    }
+
+    #[test]
+    fn similarity_separates_neighbours() {
+        let sim = |a: &str, b: &str| name_similarity(&normalize_name(a), &normalize_name(b));
+        assert!(sim("Müller Maschinenbau GmbH", "MUELLER MASCHINENB") > 0.95);
+        assert!(sim("Müller Maschinenbau GmbH", "MULLER MASCHINENBAU") > 0.95);
+        assert!(sim("Müller Maschinenbau GmbH", "Müller Metallbau GmbH") < 0.6);
+        assert!(sim("Smith Engineering Ltd", "Jones Engineering Ltd") < 0.7);
+        assert!(sim("上海华信贸易有限公司", "上海华信贸易") > 0.99);
+        assert!(sim("上海华信贸易有限公司", "北京东方电子有限公司") < 0.3);
+        assert_eq!(sim("", "x"), 0.0);
+    }
+
+    #[test]
+    fn name_keys_share_a_pair_key_for_the_same_company() {
+        let mut a = Vec::new();
+        let mut b = Vec::new();
+        name_keys(&normalize_name("Müller Maschinenbau GmbH"), &mut a);
+        name_keys(&normalize_name("MUELLER MASCHINENB"), &mut b);
+        assert!(a.iter().filter(|k| b.contains(k)).count() >= 3);
+    }
+
+    #[test]
+    fn accounts_and_references() {
+        assert_eq!(
+            account("de89 3704 0044 0532 0130 00").as_deref(),
+            Some("DE89370400440532013000")
+        );
+        assert_eq!(account("12"), None);
+        assert!(reference_key("NOTPROVIDED").is_none());
+        assert_eq!(reference_key("inv-2026-1"), reference_key("INV20261"));
+    }
+}
