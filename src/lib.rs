@@ -22,12 +22,14 @@
 //! # Ok::<(), concord::model::ModelError>(())
 //! ```
 
+pub mod api;
 pub mod bank;
 pub mod cli;
 pub mod connector;
 pub mod located;
 pub mod logging;
 pub mod mapping;
+pub mod metrics;
 pub mod model;
 pub mod reconcile;
 pub mod settings;

@@ -56,6 +56,8 @@ pub struct Settings {
     pub merge: BTreeMap<crate::model::EntityKind, crate::sync::merge::MergePolicies>,
     /// Delivery to targets.
     pub delivery: crate::sync::DeliverySettings,
+    /// The admin API: which fields viewers see masked.
+    pub api: crate::api::ApiSettings,
 }
 
 /// Where mappings live.

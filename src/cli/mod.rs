@@ -11,6 +11,7 @@ mod demo;
 mod mapping;
 mod status;
 mod sync;
+mod tokens;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -83,6 +84,9 @@ enum Command {
     History(sync::RecordArgs),
     /// A canonical record and its links in every system.
     Show(sync::RecordArgs),
+    /// Bearer tokens for the admin API.
+    #[command(subcommand)]
+    Tokens(tokens::TokensCommand),
 }
 
 /// How a command prints its result.
@@ -179,6 +183,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             Command::Replay(cmd) => sync::replay(cmd, &settings).await,
             Command::History(args) => sync::history(args, &settings).await,
             Command::Show(args) => sync::show(args, &settings).await,
+            Command::Tokens(cmd) => tokens::run(cmd, &settings).await,
         }
     })?;
     Ok(())

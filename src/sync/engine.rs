@@ -328,6 +328,9 @@ impl Engine {
                 observe(&report);
             }
         }
+        if !options.dry_run {
+            crate::metrics::job_run(&job.source.system, &report);
+        }
         Ok(report)
     }
 
@@ -1066,7 +1069,15 @@ impl Engine {
                 }
             }
             let count = changes.len();
+            let started = std::time::Instant::now();
             let outcomes = connector.push(&target.entity, changes).await;
+            crate::metrics::push(
+                &job.name,
+                &target.system,
+                started.elapsed(),
+                &outcomes,
+                count,
+            );
             match outcomes {
                 Ok(outcomes) if outcomes.len() == count => {
                     for ((entry, head), outcome) in pending.into_iter().zip(outcomes) {
