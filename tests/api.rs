@@ -531,6 +531,16 @@ async fn seed(server: &Server, store: &TestStore) -> (CanonicalId, i64) {
 
 // ---------------------------------------------------------------------------
 
+/// (method, path, JSON body, expected status per role).
+type Row = (&'static str, String, Option<Value>, [(Role, u16); 3]);
+/// (method, path, (content type, raw body), expected status).
+type BadCase = (
+    &'static str,
+    String,
+    Option<(&'static str, &'static str)>,
+    u16,
+);
+
 async fn rbac(store: &TestStore) {
     let server = Server::start(store, "rbac-crm-to-erp").await;
     let (acme, conflict) = seed(&server, store).await;
@@ -547,7 +557,7 @@ async fn rbac(store: &TestStore) {
     let operate_ok = [(Viewer, 403), (Operator, 200), (Admin, 200)];
     // (method, path, body, expected status per role). Mutating calls are
     // chosen so that running them for each role in turn answers the same.
-    let matrix: Vec<(&str, String, Option<Value>, [(Role, u16); 3])> = vec![
+    let matrix: Vec<Row> = vec![
         ("GET", "/api/v1/status".into(), None, read),
         ("GET", "/api/v1/jobs".into(), None, read),
         (
@@ -703,7 +713,7 @@ async fn rbac(store: &TestStore) {
     // Bad requests, each as JSON, nothing stored.
     let op = server.tokens[&Operator].clone();
     let resolve = format!("/api/v1/conflicts/{conflict}/resolve");
-    let cases: Vec<(&str, String, Option<(&str, &str)>, u16)> = vec![
+    let cases: Vec<BadCase> = vec![
         (
             "POST",
             resolve.clone(),
@@ -1009,4 +1019,105 @@ async fn a_day_of_operations_through_the_api(store: &TestStore) {
     ] {
         assert!(text.contains(&format!("# TYPE {family} ")), "{family}");
     }
+}
+
+// ---------------------------------------------------------------------------
+// `concord tokens`
+
+fn concord(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_concord"));
+    cmd.args(args).current_dir(dir).env("NO_COLOR", "1");
+    for (key, _) in std::env::vars() {
+        if key.starts_with("CONCORD_") || key == "RUST_LOG" {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.output().expect("run concord")
+}
+
+#[tokio::test]
+async fn tokens_are_shown_once_stored_hashed_listed_and_revoked() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let out = concord(
+        dir.path(),
+        &["tokens", "create", "ci-bot", "--role", "operator"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let token = text(&out.stdout).trim().to_owned();
+    assert!(token.starts_with("cnc_") && token.len() == 47, "{token:?}");
+    assert!(text(&out.stderr).contains("shown this once"));
+
+    // The same name again, a bad role, a bad name: refused, nothing stored.
+    let again = concord(
+        dir.path(),
+        &["tokens", "create", "ci-bot", "--role", "admin"],
+    );
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        text(&again.stderr).contains("ci-bot"),
+        "{}",
+        text(&again.stderr)
+    );
+    assert!(!text(&again.stdout).contains("cnc_"));
+    let role = concord(dir.path(), &["tokens", "create", "x", "--role", "root"]);
+    assert_eq!(role.status.code(), Some(2));
+    let name = concord(dir.path(), &["tokens", "create", "a b", "--role", "viewer"]);
+    assert_eq!(name.status.code(), Some(1));
+
+    let list = concord(dir.path(), &["tokens", "list"]);
+    assert_eq!(list.status.code(), Some(0));
+    let listed = text(&list.stdout);
+    assert!(
+        listed.contains("ci-bot") && listed.contains("operator"),
+        "{listed}"
+    );
+    assert!(!listed.contains("cnc_"), "{listed}");
+    let json = concord(dir.path(), &["tokens", "list", "-o", "json"]);
+    let rows: Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 1);
+    assert!(rows[0].get("token_hash").is_none(), "{rows}");
+
+    // The store keeps the hash only, and it finds the token.
+    let settings = concord::settings::StoreSettings {
+        url: format!("sqlite://{}", dir.path().join("data/concord.db").display()).into(),
+        ..concord::settings::StoreSettings::default()
+    };
+    let store = concord::store::Store::open(&settings).await.unwrap();
+    let found = store
+        .api_token_by_hash(&api::hash_token(&token))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (found.name.as_str(), found.role),
+        ("ci-bot", Role::Operator)
+    );
+    assert_ne!(found.token_hash, token);
+    for file in ["concord.db", "concord.db-wal"] {
+        let raw = std::fs::read(dir.path().join("data").join(file)).unwrap_or_default();
+        assert!(
+            !raw.windows(token.len()).any(|w| w == token.as_bytes()),
+            "the token itself is not in {file}"
+        );
+    }
+
+    let revoked = concord(dir.path(), &["tokens", "revoke", "ci-bot"]);
+    assert_eq!(revoked.status.code(), Some(0), "{}", text(&revoked.stderr));
+    assert!(
+        store
+            .api_token_by_hash(&api::hash_token(&token))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let twice = concord(dir.path(), &["tokens", "revoke", "ci-bot"]);
+    assert_eq!(twice.status.code(), Some(1));
+    // The name is free again once revoked.
+    let reused = concord(
+        dir.path(),
+        &["tokens", "create", "ci-bot", "--role", "viewer"],
+    );
+    assert_eq!(reused.status.code(), Some(0), "{}", text(&reused.stderr));
+    store.close().await;
 }

@@ -71,11 +71,7 @@ impl Masker {
                 }
             }
             Value::Array(items) => items.iter_mut().for_each(|v| self.mask(v)),
-            Value::String(s) => {
-                if IBAN.is_match(s) {
-                    *s = mask_text(s);
-                }
-            }
+            Value::String(s) if IBAN.is_match(s) => *s = mask_text(s),
             _ => {}
         }
     }
