@@ -272,28 +272,31 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
-/// A JSON request body. An empty body reads as `{}`; a non-empty one must
-/// be `application/json` (415), well-formed (400) and of the right shape
-/// (422).
+/// A JSON request body. An empty body (or JSON `null`) reads as `{}`; a
+/// non-empty one must be `application/json` (415), well-formed (400) and of
+/// the right shape (422).
 pub struct Body<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let empty = req
+        let json_type = req
             .headers()
-            .get(axum::http::header::CONTENT_LENGTH)
-            .is_some_and(|l| l == "0")
-            || (req
-                .headers()
-                .get(axum::http::header::CONTENT_LENGTH)
-                .is_none()
-                && req
-                    .headers()
-                    .get(axum::http::header::TRANSFER_ENCODING)
-                    .is_none());
-        if empty {
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(|v| {
+                let v = v.trim().to_ascii_lowercase();
+                v == "application/json" || (v.starts_with("application/") && v.ends_with("+json"))
+            });
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| {
+                ApiError::bad_request(format!("cannot read the body: {}", e.body_text()))
+            })?;
+        let text = std::str::from_utf8(&bytes).unwrap_or("x").trim();
+        if text.is_empty() || text == "null" {
             return serde_json::from_str("{}").map(Body).map_err(|e| {
                 ApiError::new(
                     StatusCode::UNPROCESSABLE_ENTITY,
@@ -302,10 +305,22 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
                 )
             });
         }
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(v)) => Ok(Body(v)),
-            Err(rejection) => Err(json_rejection(rejection)),
+        if json_type != Some(true) {
+            return Err(json_rejection(JsonRejection::MissingJsonContentType(
+                Default::default(),
+            )));
         }
+        serde_json::from_slice(&bytes).map(Body).map_err(|e| {
+            if e.is_data() {
+                ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "unprocessable",
+                    e.to_string(),
+                )
+            } else {
+                ApiError::bad_request(format!("the body is not valid JSON: {e}"))
+            }
+        })
     }
 }
 

@@ -565,8 +565,10 @@ impl From<store::ApiToken> for TokenDto {
 #[serde(deny_unknown_fields)]
 pub struct CreateToken {
     /// 1-64 letters, digits, `.`, `_` or `-`.
+    #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub name: String,
     /// `viewer`, `operator` or `admin`.
+    #[schema(pattern = "^(viewer|operator|admin)$")]
     pub role: String,
 }
 
