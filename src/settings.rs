@@ -56,6 +56,8 @@ pub struct Settings {
     pub merge: BTreeMap<crate::model::EntityKind, crate::sync::merge::MergePolicies>,
     /// Delivery to targets.
     pub delivery: crate::sync::DeliverySettings,
+    /// The work queue of `concord serve`.
+    pub queue: crate::queue::QueueSettings,
 }
 
 /// Where mappings live.
@@ -348,6 +350,12 @@ impl Settings {
                     reason,
                 })?;
         }
+        self.queue
+            .validate()
+            .map_err(|(field, reason)| SettingsError::Value {
+                key: format!("queue.{field}"),
+                reason,
+            })?;
         for (name, system) in &self.systems {
             let key = format!("systems.{name}");
             if !crate::connector::valid_name(name) {
