@@ -268,14 +268,24 @@ async fn enqueue_receive_ack(rig: &Rig) {
     let mut got: Vec<&WorkItem> = leases.iter().map(|l| &l.item).collect();
     got.sort_by(|a, b| a.work_id.cmp(&b.work_id));
     assert_eq!(got, items.iter().collect::<Vec<_>>());
-    assert!(leases.iter().all(|l| l.attempt == 1 && l.last_error.is_none()));
+    assert!(
+        leases
+            .iter()
+            .all(|l| l.attempt == 1 && l.last_error.is_none())
+    );
     if rig.kind != Kind::Amqp {
-        assert!(oldest.is_some(), "a non-empty store queue has an oldest item");
+        assert!(
+            oldest.is_some(),
+            "a non-empty store queue has an oldest item"
+        );
     }
     assert_eq!(q.ack_many(&leases).await.unwrap(), 3);
     assert_eq!(q.depth().await.unwrap(), 0);
     assert_eq!(q.oldest_age().await.unwrap(), None);
-    assert!(q.receive(10).await.unwrap().is_empty(), "acknowledged work came back");
+    assert!(
+        q.receive(10).await.unwrap().is_empty(),
+        "acknowledged work came back"
+    );
     // An acknowledged lease cannot be acknowledged again.
     assert!(matches!(
         q.ack(&leases[0]).await,
@@ -313,12 +323,20 @@ async fn dead_letter_after_max_attempts(rig: &Rig) {
         let got = receive_n(q.as_ref(), 1, Duration::from_secs(5)).await;
         assert_eq!(got.len(), 1, "attempt {attempt} came");
         assert_eq!(got[0].attempt, attempt);
-        outcomes.push(q.nack(&got[0], "mapping failed: no customer").await.unwrap());
+        outcomes.push(
+            q.nack(&got[0], "mapping failed: no customer")
+                .await
+                .unwrap(),
+        );
     }
     assert!(matches!(outcomes[0], Nacked::Retry { .. }));
     assert!(matches!(outcomes[1], Nacked::Retry { .. }));
     assert_eq!(outcomes[2], Nacked::Dead);
-    assert!(receive_n(q.as_ref(), 1, Duration::from_millis(800)).await.is_empty());
+    assert!(
+        receive_n(q.as_ref(), 1, Duration::from_millis(800))
+            .await
+            .is_empty()
+    );
     assert_eq!(q.depth().await.unwrap(), 0);
     let reason = match rig.kind {
         Kind::Amqp => {
@@ -383,7 +401,11 @@ async fn expired_lease_returns_the_item(rig: &Rig) {
         "the expired lease cannot acknowledge"
     );
     q.ack(&again[0]).await.unwrap();
-    assert!(receive_n(q.as_ref(), 1, Duration::from_millis(1500)).await.is_empty());
+    assert!(
+        receive_n(q.as_ref(), 1, Duration::from_millis(1500))
+            .await
+            .is_empty()
+    );
 }
 
 async fn done_work_is_not_handed_out_again(rig: &Rig) {
@@ -401,7 +423,11 @@ async fn done_work_is_not_handed_out_again(rig: &Rig) {
     drop(leases);
     // The second comes back after the lease and is dropped as done.
     tokio::time::sleep(Duration::from_millis(1300)).await;
-    assert!(receive_n(q.as_ref(), 1, Duration::from_secs(2)).await.is_empty());
+    assert!(
+        receive_n(q.as_ref(), 1, Duration::from_secs(2))
+            .await
+            .is_empty()
+    );
     assert_eq!(q.depth().await.unwrap(), 0);
     let counts = effects(&rig.store).await;
     assert_eq!(counts.values().sum::<usize>(), 2);

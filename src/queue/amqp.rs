@@ -108,11 +108,9 @@ impl Drop for AmqpQueue {
 impl AmqpQueue {
     /// Connects and declares the topology. The store records done work.
     pub async fn connect(settings: QueueSettings, store: Store) -> Result<AmqpQueue, QueueError> {
-        let url = settings.url.clone().ok_or_else(|| QueueError::Broker {
-            queue: settings.name.clone(),
-            broker: "(none)".to_owned(),
-            message: "queue.url is not set".to_owned(),
-            source: None,
+        let url = settings.url.clone().ok_or_else(|| QueueError::Config {
+            key: "url",
+            reason: "kind = \"amqp\" needs the broker URL (amqp://… or amqps://…)".to_owned(),
         })?;
         let shown_url = crate::settings::redact_url(url.expose_secret());
         let inner = Arc::new(Inner {
@@ -402,7 +400,10 @@ impl Inner {
             .await
             .map_err(|e| self.error(&format!("cannot bind `{dead}`"), e))?;
         let mut args = FieldTable::default();
-        args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+        args.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString("quorum".into()),
+        );
         args.insert(
             "x-dead-letter-exchange".into(),
             AMQPValue::LongString(dlx.as_str().into()),
@@ -423,7 +424,10 @@ impl Inner {
             let mut args = FieldTable::default();
             let ttl = i32::try_from(delay.as_millis()).unwrap_or(i32::MAX);
             args.insert("x-message-ttl".into(), AMQPValue::LongInt(ttl));
-            args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString("".into()));
+            args.insert(
+                "x-dead-letter-exchange".into(),
+                AMQPValue::LongString("".into()),
+            );
             args.insert(
                 "x-dead-letter-routing-key".into(),
                 AMQPValue::LongString(name.as_str().into()),
@@ -493,8 +497,7 @@ impl Inner {
                 .map_err(|e| self.error(&what, e))?;
             confirms.push(confirm);
         }
-        let deadline =
-            Instant::now() + Duration::from_millis(self.settings.confirm_timeout_ms);
+        let deadline = Instant::now() + Duration::from_millis(self.settings.confirm_timeout_ms);
         for confirm in confirms {
             match tokio::time::timeout_at(deadline, confirm).await {
                 Ok(Ok(Confirmation::Ack(None))) => {}
@@ -629,9 +632,8 @@ impl Inner {
 
     /// The body and properties of a leased item, for its copy.
     fn copy_of(&self, lease: &Lease) -> Result<(Vec<u8>, BasicProperties), QueueError> {
-        let body = serde_json::to_vec(&lease.item.payload).map_err(|e| {
-            self.failure(format!("cannot encode work {}: {e}", lease.item.work_id))
-        })?;
+        let body = serde_json::to_vec(&lease.item.payload)
+            .map_err(|e| self.failure(format!("cannot encode work {}: {e}", lease.item.work_id)))?;
         let enqueued = lease
             .enqueued_at
             .map_or_else(crate::store::now_ms, |t| t.timestamp_millis());
@@ -743,9 +745,16 @@ impl Queue for AmqpQueue {
             return Ok(Vec::new());
         }
         // Done already: acknowledge without handing out.
-        let ids: Vec<&str> = got.iter().map(|(l, _, _)| l.item.work_id.as_str()).collect();
-        let done: std::collections::HashSet<String> =
-            inner.store.work_done_among(&ids).await?.into_iter().collect();
+        let ids: Vec<&str> = got
+            .iter()
+            .map(|(l, _, _)| l.item.work_id.as_str())
+            .collect();
+        let done: std::collections::HashSet<String> = inner
+            .store
+            .work_done_among(&ids)
+            .await?
+            .into_iter()
+            .collect();
         let mut out = Vec::with_capacity(got.len());
         let deadline = Instant::now() + lease;
         let mut outstanding = Vec::new();
@@ -802,7 +811,10 @@ impl Queue for AmqpQueue {
                 "failed {} of {max} attempts; the last: {error}",
                 lease.attempt
             );
-            self.inner.publish_dead(body, props, &reason).await.map(|()| Nacked::Dead)
+            self.inner
+                .publish_dead(body, props, &reason)
+                .await
+                .map(|()| Nacked::Dead)
         } else {
             let after = self.inner.settings.retry_delay(lease.attempt);
             let mut headers = props.headers().clone().unwrap_or_default();

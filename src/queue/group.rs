@@ -152,3 +152,119 @@ impl Queue for GroupCommit {
         self.inner.dead_count().await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex as StdMutex;
+
+    use super::*;
+
+    /// Records the size of each batch; a batch takes 5 ms to "commit".
+    #[derive(Default)]
+    struct Recorder {
+        batches: StdMutex<Vec<usize>>,
+    }
+
+    #[async_trait]
+    impl Queue for Recorder {
+        fn name(&self) -> &str {
+            "recorder"
+        }
+        async fn enqueue_many(&self, items: Vec<WorkItem>) -> Result<Vec<Enqueued>, QueueError> {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            self.batches.lock().unwrap().push(items.len());
+            if items.iter().any(|i| i.kind == "fail") {
+                return Err(QueueError::Config {
+                    key: "name",
+                    reason: "refused".into(),
+                });
+            }
+            Ok(items
+                .iter()
+                .map(|i| {
+                    if i.work_id.ends_with("dup") {
+                        Enqueued::Duplicate
+                    } else {
+                        Enqueued::Stored
+                    }
+                })
+                .collect())
+        }
+        async fn receive(&self, _max: usize) -> Result<Vec<Lease>, QueueError> {
+            Ok(Vec::new())
+        }
+        async fn ack_many(&self, _leases: &[Lease]) -> Result<usize, QueueError> {
+            Ok(0)
+        }
+        async fn nack(&self, _lease: &Lease, _error: &str) -> Result<Nacked, QueueError> {
+            Ok(Nacked::Dead)
+        }
+        async fn dead_letter(&self, _lease: &Lease, _reason: &str) -> Result<(), QueueError> {
+            Ok(())
+        }
+        async fn depth(&self) -> Result<u64, QueueError> {
+            Ok(0)
+        }
+        async fn oldest_age(&self) -> Result<Option<Duration>, QueueError> {
+            Ok(None)
+        }
+        async fn dead_count(&self) -> Result<u64, QueueError> {
+            Ok(0)
+        }
+    }
+
+    fn item(id: String, kind: &str) -> WorkItem {
+        WorkItem::new(id, kind, serde_json::json!({}))
+    }
+
+    #[tokio::test]
+    async fn concurrent_enqueues_share_commits_and_each_gets_its_answer() {
+        let recorder = Arc::new(Recorder::default());
+        let group = Arc::new(GroupCommit::new(recorder.clone(), 64, 1));
+        let tasks: Vec<_> = (0..200)
+            .map(|i| {
+                let group = group.clone();
+                let id = if i % 50 == 0 {
+                    format!("w{i}-dup")
+                } else {
+                    format!("w{i}")
+                };
+                tokio::spawn(async move { group.enqueue(item(id, "webhook")).await })
+            })
+            .collect();
+        let mut answers = Vec::new();
+        for t in tasks {
+            answers.push(t.await.unwrap().unwrap());
+        }
+        let dups = answers
+            .iter()
+            .filter(|a| **a == Enqueued::Duplicate)
+            .count();
+        assert_eq!(dups, 4, "each caller gets its own item's answer");
+        let batches = recorder.batches.lock().unwrap().clone();
+        assert_eq!(batches.iter().sum::<usize>(), 200);
+        assert!(batches.iter().all(|&b| b <= 64), "{batches:?}");
+        assert!(
+            batches.len() < 20,
+            "200 concurrent enqueues took {} commits: {batches:?}",
+            batches.len()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_commit_fails_every_enqueue_in_it() {
+        let recorder = Arc::new(Recorder::default());
+        let group = GroupCommit::new(recorder, 8, 1);
+        let err = group
+            .enqueue(item("x".into(), "fail"))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("refused"), "{err}");
+        // The writer survives a failed batch.
+        assert_eq!(
+            group.enqueue(item("y".into(), "webhook")).await.unwrap(),
+            Enqueued::Stored
+        );
+    }
+}

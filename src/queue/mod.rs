@@ -130,6 +130,8 @@ pub enum QueueError {
         "the lease on work {work_id} is lost (it ran out, or the connection holding it closed): the item will be delivered again"
     )]
     LeaseLost { work_id: String },
+    #[error("invalid configuration: queue.{key}: {reason}")]
+    Config { key: &'static str, reason: String },
     #[error("the group commit of work queue `{queue}` failed: {message}")]
     Group { queue: String, message: String },
 }
@@ -342,10 +344,7 @@ impl QueueSettings {
 pub async fn open(settings: &QueueSettings, store: &Store) -> Result<Arc<dyn Queue>, QueueError> {
     settings
         .validate()
-        .map_err(|(key, reason)| QueueError::Group {
-            queue: settings.name.clone(),
-            message: format!("queue.{key}: {reason}"),
-        })?;
+        .map_err(|(key, reason)| QueueError::Config { key, reason })?;
     let (queue, writers): (Arc<dyn Queue>, usize) = match settings.kind {
         QueueKind::Store => {
             let writers = match store.backend() {

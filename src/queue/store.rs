@@ -134,7 +134,12 @@ impl Queue for StoreQueue {
             let claim = {
                 let _turn = self.write_turn().await;
                 self.store
-                    .work_claim(&self.settings.name, max, lease_ms, self.settings.max_attempts)
+                    .work_claim(
+                        &self.settings.name,
+                        max,
+                        lease_ms,
+                        self.settings.max_attempts,
+                    )
                     .await?
             };
             for work_id in &claim.dead_lettered {

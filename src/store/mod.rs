@@ -259,7 +259,6 @@ macro_rules! insert_alert {
     }};
 }
 
-
 mod queue;
 pub use queue::*;
 

@@ -277,8 +277,9 @@ impl Store {
             if !keep.is_empty() {
                 let mut done = std::collections::HashSet::new();
                 for chunk in keep.chunks(LOOKUP_CHUNK) {
-                    let mut q =
-                        sqlx::QueryBuilder::<Db>::new("SELECT work_id FROM work_done WHERE work_id IN ");
+                    let mut q = sqlx::QueryBuilder::<Db>::new(
+                        "SELECT work_id FROM work_done WHERE work_id IN ",
+                    );
                     push_list(&mut q, chunk.iter().map(|w| w.work_id.as_str()));
                     let ids: Vec<String> = q
                         .build_query_scalar()
@@ -324,8 +325,9 @@ impl Store {
             let mut held = 0;
             for (token, rows) in &by_token {
                 for chunk in rows.chunks(LOOKUP_CHUNK) {
-                    let mut q =
-                        sqlx::QueryBuilder::<Db>::new("DELETE FROM work_queue WHERE lease_token = ");
+                    let mut q = sqlx::QueryBuilder::<Db>::new(
+                        "DELETE FROM work_queue WHERE lease_token = ",
+                    );
                     q.push_bind(*token).push(" AND id IN ");
                     push_list(&mut q, chunk.iter().copied());
                     held += q
@@ -387,7 +389,12 @@ impl Store {
 
     /// Moves a leased item to dead letters with `reason`. `false` if the
     /// lease was lost (nothing moved).
-    pub async fn work_dead_letter(&self, row_id: i64, lease_token: i64, reason: &str) -> Result<bool> {
+    pub async fn work_dead_letter(
+        &self,
+        row_id: i64,
+        lease_token: i64,
+        reason: &str,
+    ) -> Result<bool> {
         on_pool!(self, |pool, _Db| {
             let mut tx = pool
                 .begin_with(self.begin_write())
@@ -510,8 +517,9 @@ impl Store {
         let mut done = Vec::new();
         for chunk in work_ids.chunks(LOOKUP_CHUNK) {
             on_pool!(self, |pool, Db| {
-                let mut q =
-                    sqlx::QueryBuilder::<Db>::new("SELECT work_id FROM work_done WHERE work_id IN ");
+                let mut q = sqlx::QueryBuilder::<Db>::new(
+                    "SELECT work_id FROM work_done WHERE work_id IN ",
+                );
                 push_list(&mut q, chunk.iter().copied());
                 let ids: Vec<String> = q
                     .build_query_scalar()
