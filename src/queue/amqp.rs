@@ -268,7 +268,7 @@ impl Inner {
             queue: self.settings.name.clone(),
             broker: self.shown_url.clone(),
             message: format!("{what}: {e}"),
-            source: Some(e),
+            source: Some(Box::new(e)),
         }
     }
 
