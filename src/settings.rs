@@ -58,6 +58,8 @@ pub struct Settings {
     pub delivery: crate::sync::DeliverySettings,
     /// The admin API: which fields viewers see masked.
     pub api: crate::api::ApiSettings,
+    /// The work queue of `concord serve`.
+    pub queue: crate::queue::QueueSettings,
 }
 
 /// Where mappings live.
@@ -350,6 +352,12 @@ impl Settings {
                     reason,
                 })?;
         }
+        self.queue
+            .validate()
+            .map_err(|(field, reason)| SettingsError::Value {
+                key: format!("queue.{field}"),
+                reason,
+            })?;
         for (name, system) in &self.systems {
             let key = format!("systems.{name}");
             if !crate::connector::valid_name(name) {

@@ -82,6 +82,10 @@ pub enum StoreError {
         column: &'static str,
         reason: String,
     },
+    #[error(
+        "work {work_id} was processed already (its effects are committed): acknowledge it and do nothing"
+    )]
+    AlreadyProcessed { work_id: String },
     #[error("store query failed: {context}")]
     Query {
         context: &'static str,
@@ -257,6 +261,8 @@ macro_rules! insert_alert {
 
 mod admin;
 pub use admin::{ApiAuditEntry, ApiAuditWrite, ApiToken, MetricsSnapshot, Role};
+mod queue;
+pub use queue::*;
 
 impl Store {
     /// Opens the store described by `settings`: SQLite files are created on
@@ -450,6 +456,23 @@ impl Store {
         on_pool!(self, |pool, Db| {
             let mut tx = pool.begin().await.map_err(StoreError::query("begin"))?;
             let mut outcome = BatchOutcome::default();
+            // First, so work done twice fails before it changes anything.
+            for work_id in &batch.processed_work {
+                let fresh = sqlx::query(
+                    "INSERT INTO work_done (work_id, done_at_ms) VALUES ($1, $2) ON CONFLICT (work_id) DO NOTHING",
+                )
+                .bind(work_id)
+                .bind(now.timestamp_millis())
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::query("mark work done"))?
+                .rows_affected();
+                if fresh != 1 {
+                    return Err(StoreError::AlreadyProcessed {
+                        work_id: work_id.clone(),
+                    });
+                }
+            }
             // Computed once, used by both tables.
             let prepared: Vec<(String, Option<<Db as Dialect>::Amount>, Option<String>)> = batch
                 .records

@@ -190,6 +190,11 @@ pub struct Batch {
     pub resolved_conflicts: Vec<ConflictResolution>,
     /// Quarantined records taken in again (replayed), closed with the batch.
     pub replayed_quarantine: Vec<i64>,
+    /// Ids of the queued work items whose effects this batch is, marked
+    /// done with it. The batch fails with
+    /// [`StoreError::AlreadyProcessed`](super::StoreError::AlreadyProcessed)
+    /// if one was done before, so a redelivered item has no effect twice.
+    pub processed_work: Vec<String>,
 }
 
 /// How an operator settled a conflict.
