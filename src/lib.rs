@@ -30,6 +30,7 @@ pub mod logging;
 pub mod mapping;
 pub mod model;
 pub mod reconcile;
+pub mod serve;
 pub mod settings;
 pub mod store;
 pub mod sync;

@@ -56,6 +56,11 @@ pub struct Settings {
     pub merge: BTreeMap<crate::model::EntityKind, crate::sync::merge::MergePolicies>,
     /// Delivery to targets.
     pub delivery: crate::sync::DeliverySettings,
+    /// `concord serve`: listen address, shutdown, workers.
+    pub server: crate::serve::ServerSettings,
+    /// Webhook intake: limits and, per system, verification and how an
+    /// event becomes records.
+    pub webhooks: crate::serve::WebhookSettings,
 }
 
 /// Where mappings live.

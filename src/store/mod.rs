@@ -255,6 +255,9 @@ macro_rules! insert_alert {
     }};
 }
 
+mod serve;
+pub use serve::{ClaimedEvent, Retry};
+
 impl Store {
     /// Opens the store described by `settings`: SQLite files are created on
     /// first use (WAL mode, busy timeout); PostgreSQL must be reachable within
