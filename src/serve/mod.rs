@@ -265,7 +265,6 @@ pub async fn start(
         for job in &scheduled_jobs {
             let _ = store.schedule_release(job, &owner).await;
         }
-        store.close().await;
         tracing::info!(message = "concord serve stopped.");
         Ok(())
     });
@@ -285,10 +284,12 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let listener = TcpListener::bind(&listen)
         .await
         .with_context(|| format!("cannot listen on {listen} (server.listen)"))?;
-    let running = start(settings, engine, listener).await?;
+    let running = start(settings, engine.clone(), listener).await?;
     shutdown_signal().await;
     running.shutdown();
-    running.wait().await
+    let result = running.wait().await;
+    engine.store().close().await;
+    result
 }
 
 async fn shutdown_signal() {
