@@ -4,7 +4,9 @@
 //! fsync) instead of one each, and no request is acknowledged before its
 //! event is durable.
 
-use tokio::sync::{mpsc, oneshot};
+use std::sync::Arc;
+
+use tokio::sync::{Mutex, mpsc, oneshot};
 
 use crate::store::{InboxEvent, Store};
 
@@ -34,16 +36,27 @@ pub struct Intake {
 }
 
 impl Intake {
-    /// Starts the writer. `max_batch` bounds one transaction.
+    /// Starts the writers. `max_batch` bounds one transaction. SQLite gets
+    /// one writer (it has one writer anyway); PostgreSQL a few, so one
+    /// batch's commit overlaps the next batch's insert.
     pub fn start(
         store: Store,
         max_batch: usize,
         sync_full: bool,
     ) -> (Intake, tokio::task::JoinHandle<()>) {
         let max_batch = max_batch.max(1);
+        let writers = match store.backend() {
+            crate::store::Backend::Sqlite => 1,
+            crate::store::Backend::Postgres => 4,
+        };
         let (tx, rx) = mpsc::channel(max_batch * 4);
-        let writer = tokio::spawn(write_loop(store, rx, max_batch, sync_full));
-        (Intake { tx }, writer)
+        let rx = Arc::new(Mutex::new(rx));
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..writers {
+            tasks.spawn(write_loop(store.clone(), rx.clone(), max_batch, sync_full));
+        }
+        let all = tokio::spawn(async move { while tasks.join_next().await.is_some() {} });
+        (Intake { tx }, all)
     }
 
     /// Stores one event; returns once it is committed (or known not to be).
@@ -59,12 +72,18 @@ impl Intake {
 
 async fn write_loop(
     store: Store,
-    mut rx: mpsc::Receiver<Pending>,
+    rx: Arc<Mutex<mpsc::Receiver<Pending>>>,
     max_batch: usize,
     sync_full: bool,
 ) {
     let mut batch: Vec<Pending> = Vec::with_capacity(max_batch);
-    while rx.recv_many(&mut batch, max_batch).await > 0 {
+    loop {
+        // Take what is waiting, then let another writer take the next batch
+        // while this one commits.
+        let got = rx.lock().await.recv_many(&mut batch, max_batch).await;
+        if got == 0 {
+            break;
+        }
         let (events, replies): (Vec<InboxEvent>, Vec<_>) =
             batch.drain(..).map(|p| (p.event, p.reply)).unzip();
         match store.inbox_push_many(&events, sync_full).await {

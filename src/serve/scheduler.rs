@@ -87,10 +87,10 @@ pub fn latest_due(
     };
     // Dense schedules after a long stop: look at the last day first.
     let day_ago = now - chrono::Duration::days(1);
-    if last < day_ago {
-        if let Some(found) = scan(day_ago) {
-            return Some(found);
-        }
+    if last < day_ago
+        && let Some(found) = scan(day_ago)
+    {
+        return Some(found);
     }
     scan(last)
 }

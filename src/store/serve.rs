@@ -85,10 +85,10 @@ impl Store {
                     );
                     q.push_values(chunk, |mut row, &i| {
                         let e = &events[i];
-                        row.push_bind(e.idempotency_key.clone())
-                            .push_bind(e.system.clone())
+                        row.push_bind(e.idempotency_key.as_str())
+                            .push_bind(e.system.as_str())
                             .push_bind(e.entity.map(EntityKind::as_str))
-                            .push_bind(Json(e.payload.clone()))
+                            .push_bind(Json(&e.payload))
                             .push_bind(now);
                     });
                     q.push(" ON CONFLICT (idempotency_key) DO NOTHING RETURNING idempotency_key, id");
