@@ -33,6 +33,7 @@ pub mod metrics;
 pub mod model;
 pub mod queue;
 pub mod reconcile;
+pub mod serve;
 pub mod settings;
 pub mod store;
 pub mod sync;

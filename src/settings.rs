@@ -60,6 +60,11 @@ pub struct Settings {
     pub api: crate::api::ApiSettings,
     /// The work queue of `concord serve`.
     pub queue: crate::queue::QueueSettings,
+    /// `concord serve`: listen address, shutdown, workers.
+    pub server: crate::serve::ServerSettings,
+    /// Webhook intake: limits and, per system, verification and how an
+    /// event becomes records.
+    pub webhooks: crate::serve::WebhookSettings,
 }
 
 /// Where mappings live.

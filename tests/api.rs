@@ -208,6 +208,7 @@ impl Server {
             targets: vec![endpoint("erp_main", "Customer", "erp-customer-out")],
             identity: vec!["tax_id".into()],
             batch_size: 100,
+            timezone: None,
         }];
         let crm = Memory::new("crm_main");
         let erp = Memory::new("erp_main");

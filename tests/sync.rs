@@ -315,6 +315,7 @@ fn world_with(
     let job = |name: &str, from: Endpoint, to: Endpoint| JobSettings {
         name: name.into(),
         schedule: None,
+        timezone: None,
         source: from,
         targets: vec![to],
         identity: vec!["tax_id".into(), "email".into()],

@@ -9,6 +9,7 @@ mod connectors;
 mod db;
 mod demo;
 mod mapping;
+mod serve;
 mod status;
 mod sync;
 mod tokens;
@@ -69,6 +70,8 @@ enum Command {
     /// Check, test and apply declarative mappings.
     #[command(subcommand)]
     Mapping(mapping::MappingCommand),
+    /// Run the daemon: scheduler, webhook receiver and workers.
+    Serve(serve::ServeArgs),
     /// Records per entity and system, cursors, queues, open conflicts and alerts.
     Status(status::StatusArgs),
     /// Run sync jobs.
@@ -177,6 +180,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             Command::Demo(args) => demo::run(args, &settings).await,
             Command::Db(cmd) => db::run(cmd, &settings).await,
             Command::Mapping(cmd) => mapping::run(cmd, &settings).await,
+            Command::Serve(args) => serve::run(args, &settings).await,
             Command::Status(args) => status::run(args, &settings).await,
             Command::Sync(cmd) => sync::run(cmd, &settings).await,
             Command::Conflicts(cmd) => sync::conflicts(cmd, &settings).await,

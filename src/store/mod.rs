@@ -263,6 +263,8 @@ mod admin;
 pub use admin::{ApiAuditEntry, ApiAuditWrite, ApiToken, MetricsSnapshot, Role};
 mod queue;
 pub use queue::*;
+mod serve;
+pub use serve::{ClaimedEvent, Retry};
 
 impl Store {
     /// Opens the store described by `settings`: SQLite files are created on

@@ -1506,6 +1506,47 @@ impl Engine {
         Ok(report)
     }
 
+    /// Takes in records that arrived outside a pull (webhook events) for
+    /// job `name`: mapped, identified, merged and committed as one page (no
+    /// cursor moves), then delivered to the job's targets when `deliver`.
+    pub async fn ingest_records(
+        &self,
+        name: &str,
+        records: &[RawRecord],
+        deliver: bool,
+    ) -> anyhow::Result<JobReport> {
+        let job = self.job(name)?;
+        let mapping = self.mapping(&job.source, Direction::In)?;
+        let mut report = JobReport {
+            job: job.name.clone(),
+            pages: 1,
+            pulled: records.len(),
+            ..JobReport::default()
+        };
+        let mut attempt = 0;
+        loop {
+            let (batch, stats) = self
+                .ingest_page(job, &mapping, records, None, false)
+                .await?;
+            match self.store.commit(&batch).await {
+                Ok(_) => {
+                    stats.add_to(&mut report);
+                    break;
+                }
+                Err(StoreError::VersionConflict { .. }) if attempt < VERSION_RETRIES => {
+                    attempt += 1;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if deliver {
+            for target in &job.targets {
+                self.deliver(job, target, &mut report).await?;
+            }
+        }
+        Ok(report)
+    }
+
     /// Delivers what is due to every target of every job (after a replay
     /// of dead letters, say).
     pub async fn deliver_all(&self, only: Option<&str>) -> anyhow::Result<JobReport> {
@@ -1637,17 +1678,33 @@ fn diff(before: Option<&Value>, after: &Value) -> Vec<FieldChange> {
 /// Resolves every lookup a batch of records needs, with one store query per
 /// entity and system. `rename` maps a definition name used in the mapping
 /// (`xero`) to the instance whose links answer it (`xero_main`).
-pub async fn resolve_lookups<'a>(
+///
+/// The keys are collected before the returned future starts, so the future
+/// holds no iterator and is `Send` (the daemon runs it on spawned tasks).
+pub fn resolve_lookups<'a>(
+    store: &'a Store,
+    mapping: &'a Mapping,
+    records: impl Iterator<Item = &'a Value>,
+    rename: &'a BTreeMap<String, String>,
+) -> impl Future<Output = anyhow::Result<Lookups>> + Send + 'a {
+    let keys: Vec<LookupKey> = if mapping.has_lookups() {
+        records.flat_map(|r| mapping.lookup_keys(r)).collect()
+    } else {
+        Vec::new()
+    };
+    resolve_lookup_keys(store, mapping, keys, rename)
+}
+
+async fn resolve_lookup_keys(
     store: &Store,
     mapping: &Mapping,
-    records: impl Iterator<Item = &'a Value>,
+    mut keys: Vec<LookupKey>,
     rename: &BTreeMap<String, String>,
 ) -> anyhow::Result<Lookups> {
     let mut lookups = Lookups::default();
-    if !mapping.has_lookups() {
+    if keys.is_empty() {
         return Ok(lookups);
     }
-    let mut keys: Vec<LookupKey> = records.flat_map(|r| mapping.lookup_keys(r)).collect();
     keys.sort_by(|a, b| {
         (a.entity.as_str(), &a.system, &a.value).cmp(&(b.entity.as_str(), &b.system, &b.value))
     });

@@ -38,6 +38,10 @@ pub struct JobSettings {
     /// one run only when asked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<String>,
+    /// The time zone `schedule` is read in (an IANA name such as
+    /// `Europe/Berlin`); default UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
     /// Where records come from.
     pub source: Endpoint,
     /// Where changes go.
