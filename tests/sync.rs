@@ -36,6 +36,7 @@ on_both_backends!(
     concurrent_changes_to_different_fields_reach_both_sides,
     a_system_that_loses_a_field_gets_the_winner,
     resolving_a_conflict_writes_a_version_and_delivers,
+    resolving_the_last_conflict_releases_held_deliveries,
     identity_conflicts_are_resolved_by_linking_or_creating,
     quarantined_records_replay_after_a_fix,
 );
@@ -893,6 +894,65 @@ async fn resolving_a_conflict_writes_a_version_and_delivers(store: &TestStore) {
         (a.delivered, b.delivered, a.conflicts, b.conflicts),
         (0, 0, 0, 0),
         "{a:?} {b:?}"
+    );
+}
+
+/// A delivery held for open conflicts is due again as soon as the last
+/// conflict with that target on the record is resolved, even when the
+/// decision writes no new version (keeping ours).
+async fn resolving_the_last_conflict_releases_held_deliveries(store: &TestStore) {
+    let mut m = MergePolicies::default();
+    m.fields.insert("email".into(), Policy::MANUAL);
+    m.fields.insert("name".into(), Policy::MANUAL);
+    let w = world(store, Some(m));
+    w.crm.put(
+        "c1",
+        json!({"name": "Acme", "email": "a@acme.test", "vat": "CHE-1"}),
+    );
+    run(&w, "crm-to-erp").await;
+    run(&w, "erp-to-crm").await;
+    // Two fields contested by the CRM; the ERP's new tax id must reach it.
+    w.crm.edit("c1", "email", json!("crm@acme.test"));
+    w.crm.edit("c1", "name", json!("Acme CRM"));
+    w.erp.edit("E1", "mail", json!("erp@acme.test"));
+    w.erp.edit("E1", "customer_name", json!("Acme ERP"));
+    w.erp.edit("E1", "tax", json!("CHE-2"));
+    let b = run(&w, "erp-to-crm").await;
+    assert_eq!((b.conflicts, b.held), (2, 1), "{b:?}");
+    let open = store.conflicts(None, false, 10).await.unwrap();
+    assert_eq!(open.len(), 2, "{open:?}");
+    let before = store
+        .get_record(EntityKind::Customer, &open[0].canonical_id)
+        .await
+        .unwrap()
+        .unwrap()
+        .version;
+
+    // One of two decided: the CRM still waits.
+    let v = w
+        .engine
+        .resolve_conflict(open[0].id, Choice::Ours, "ada", None)
+        .await
+        .unwrap();
+    assert_eq!(v, before, "keeping ours writes no version");
+    let r = w.engine.deliver_all(Some("crm_main")).await.unwrap();
+    assert_eq!((r.delivered, r.held), (0, 0), "not due yet: {r:?}");
+    assert_eq!(w.crm.get("c1")["vat"], "CHE-1");
+
+    // The last one decided, again without a new version: the held
+    // delivery is due at once, not in ten minutes.
+    let v = w
+        .engine
+        .resolve_conflict(open[1].id, Choice::Ours, "ada", None)
+        .await
+        .unwrap();
+    assert_eq!(v, before);
+    let r = w.engine.deliver_all(Some("crm_main")).await.unwrap();
+    assert_eq!((r.delivered, r.held), (1, 0), "{r:?}");
+    let crm = w.crm.get("c1");
+    assert_eq!(
+        (&crm["vat"], &crm["name"], &crm["email"]),
+        (&json!("CHE-2"), &json!("Acme ERP"), &json!("erp@acme.test"))
     );
 }
 

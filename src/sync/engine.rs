@@ -963,7 +963,8 @@ impl Engine {
                     let hold = Delivery::Hold {
                         at: Utc::now() + chrono::Duration::minutes(10),
                         reason: format!(
-                            "held: an open conflict with {} waits for the operator",
+                            "{} an open conflict with {} waits for the operator",
+                            crate::store::HELD_PREFIX,
                             target.system
                         ),
                     };
@@ -1035,14 +1036,20 @@ impl Engine {
                         let external_id = links
                             .get(&entry.canonical_id)
                             .and_then(|l| crate::model::ExternalId::parse(&l.external_id).ok());
-                        // The key names the version actually sent.
-                        let key = OutboxWrite {
+                        let write = OutboxWrite {
                             entity: kind,
                             canonical_id: entry.canonical_id.clone(),
                             version: head.version,
                             target_system: target.system.clone(),
-                        }
-                        .idempotency_key();
+                        };
+                        // An update's key names the version actually sent; a
+                        // create's names the record, so that a create whose
+                        // answer was lost is found again by a newer version.
+                        let key = if external_id.is_some() {
+                            write.idempotency_key()
+                        } else {
+                            write.create_key()
+                        };
                         changes.push(Change {
                             idempotency_key: key,
                             external_id,
@@ -1066,11 +1073,46 @@ impl Engine {
                 }
             }
             let count = changes.len();
+            // Creates of records an older version of which was sent before,
+            // answer unknown: the target may hold that older version.
+            let creates: Vec<CanonicalId> = changes
+                .iter()
+                .zip(&pending)
+                .filter(|(c, _)| c.external_id.is_none())
+                .map(|(_, (e, _))| e.canonical_id.clone())
+                .collect();
+            let tried = if creates.is_empty() {
+                HashMap::new()
+            } else {
+                self.store
+                    .outbox_tried_creates(kind, &target.system, &creates)
+                    .await?
+            };
             let outcomes = connector.push(&target.entity, changes).await;
             match outcomes {
                 Ok(outcomes) if outcomes.len() == count => {
                     for ((entry, head), outcome) in pending.into_iter().zip(outcomes) {
                         let settle = match outcome {
+                            PushOutcome::Created { external_id }
+                                if tried
+                                    .get(&entry.canonical_id)
+                                    .is_some_and(|&v| v < head.version) =>
+                            {
+                                // Found by its create key, made by an earlier
+                                // try with an older version: send this
+                                // version again, as an update.
+                                Delivery::Linked {
+                                    link: LinkWrite {
+                                        entity: kind,
+                                        system: target.system.clone(),
+                                        external_id: external_id.to_string(),
+                                        canonical_id: entry.canonical_id.clone(),
+                                        synced_version: None,
+                                        synced_data: None,
+                                        remote_updated_at: None,
+                                    },
+                                }
+                            }
                             PushOutcome::Created { external_id }
                             | PushOutcome::Updated { external_id } => {
                                 report.delivered += 1;
