@@ -148,6 +148,7 @@ impl Engine {
                 problems.push(format!("job {}: {e}", job.name));
             }
         }
+        problems.extend(engine.shared_id_spaces());
         if !problems.is_empty() {
             bail!("the configuration cannot run:\n  {}", problems.join("\n  "));
         }
@@ -229,6 +230,37 @@ impl Engine {
             );
         }
         Ok(m.clone())
+    }
+
+    /// Links are keyed by (canonical entity, system instance, external id).
+    /// When jobs use two entities of one instance as the same canonical
+    /// entity (HubSpot companies and contacts as customers), their ids are
+    /// separate spaces at the system — company 123 and contact 123 are
+    /// different records — but would share one in the links, and a contact
+    /// could be taken for a company. Such configurations are refused with
+    /// the remedy: a second instance of the same connector per entity.
+    fn shared_id_spaces(&self) -> Vec<String> {
+        let mut uses: BTreeMap<(&str, EntityKind), BTreeSet<&str>> = BTreeMap::new();
+        for job in &self.settings.jobs {
+            for end in std::iter::once(&job.source).chain(&job.targets) {
+                if let Some(m) = self.mappings.get(&end.mapping) {
+                    uses.entry((end.system.as_str(), m.entity))
+                        .or_default()
+                        .insert(end.entity.as_str());
+                }
+            }
+        }
+        uses.into_iter()
+            .filter(|(_, entities)| entities.len() > 1)
+            .map(|((system, kind), entities)| {
+                let entities: Vec<&str> = entities.into_iter().collect();
+                format!(
+                    "systems.{system}: jobs use its entities {} all as {kind}; each has its own ids at the system, but links to {kind} would share one id space for {system}, so records of one could be taken for records of another. Declare one [systems] instance per entity (the same connector and credentials, e.g. {system}_{}) and use each in the jobs of its entity",
+                    entities.join(", "),
+                    entities[1]
+                )
+            })
+            .collect()
     }
 
     fn check_job(&self, job: &JobSettings) -> anyhow::Result<()> {
