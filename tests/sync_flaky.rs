@@ -553,20 +553,22 @@ async fn a_lost_create_is_found_again_by_a_newer_version() {
     assert_eq!(r.updated, 1, "{r:?}");
     deliver_until_settled(&engine, Duration::from_secs(20)).await;
 
-    let t = lock(&setup.target);
-    let c1: Vec<&Value> = t.records.values().filter(|r| r["ref"] == "C0001").collect();
-    assert_eq!(c1.len(), 1, "created once: {:?}", t.records);
-    assert_eq!(
-        c1[0]["email"], "billing-1@example.test",
-        "at its latest version"
-    );
-    assert_eq!(t.creates.get("C0001"), Some(&1));
-    assert_eq!(
-        t.updates.get("C0001"),
-        Some(&1),
-        "the newer version as an update"
-    );
-    assert_eq!(t.records.len(), 3);
+    {
+        let t = lock(&setup.target);
+        let c1: Vec<&Value> = t.records.values().filter(|r| r["ref"] == "C0001").collect();
+        assert_eq!(c1.len(), 1, "created once: {:?}", t.records);
+        assert_eq!(
+            c1[0]["email"], "billing-1@example.test",
+            "at its latest version"
+        );
+        assert_eq!(t.creates.get("C0001"), Some(&1));
+        assert_eq!(
+            t.updates.get("C0001"),
+            Some(&1),
+            "the newer version as an update"
+        );
+        assert_eq!(t.records.len(), 3);
+    }
     let status = engine.store().status().await.unwrap();
     assert_eq!(outbox(&status, "dead"), 0, "{:?}", status.outbox);
 }
