@@ -1106,11 +1106,12 @@ impl Engine {
             }
             let count = changes.len();
             // Creates of records an older version of which was sent before,
-            // answer unknown: the target may hold that older version.
+            // answer unknown: the target may hold that older version. (A
+            // first version has no older one: first loads ask nothing.)
             let creates: Vec<CanonicalId> = changes
                 .iter()
                 .zip(&pending)
-                .filter(|(c, _)| c.external_id.is_none())
+                .filter(|(c, (_, h))| c.external_id.is_none() && h.version > 1)
                 .map(|(_, (e, _))| e.canonical_id.clone())
                 .collect();
             let tried = if creates.is_empty() {
