@@ -36,6 +36,7 @@ on_both_backends!(
     concurrent_changes_to_different_fields_reach_both_sides,
     a_system_that_loses_a_field_gets_the_winner,
     resolving_a_conflict_writes_a_version_and_delivers,
+    resolving_the_last_conflict_releases_held_deliveries,
     identity_conflicts_are_resolved_by_linking_or_creating,
     quarantined_records_replay_after_a_fix,
 );
@@ -53,6 +54,8 @@ struct MemState {
     reject_names: Vec<String>,
     retry_names: Vec<String>,
     fail_pushes: usize,
+    /// The name of every change pushed, in order.
+    pushed: Vec<String>,
 }
 
 struct Memory {
@@ -174,6 +177,7 @@ impl Connector for Memory {
                 .or(change.data["customer_name"].as_str())
                 .unwrap_or_default()
                 .to_owned();
+            st.pushed.push(name.clone());
             if st.reject_names.contains(&name) {
                 out.push(PushOutcome::Rejected {
                     message: format!("name {name:?} is not allowed"),
@@ -770,7 +774,12 @@ async fn older_versions_never_overwrite_newer_ones(store: &TestStore) {
     let r = run(&w, "crm-to-erp").await;
     assert_eq!((r.updated, r.delivered), (1, 1), "{r:?}");
     assert_eq!(w.erp.get("E1")["customer_name"], "v2");
-    assert_eq!(w.erp.pushes(), 1, "version 1 was never pushed");
+    // Version 1's create failed, and a failed create may have been made
+    // after all: version 2 is created with the record's create key and then
+    // sent once more as an update of what that key found. Version 1 itself
+    // is never pushed again.
+    let pushed = w.erp.state.lock().unwrap().pushed.clone();
+    assert_eq!(pushed, ["v2", "v2"], "version 1 was never pushed");
 }
 
 async fn concurrent_changes_to_different_fields_reach_both_sides(store: &TestStore) {
@@ -894,6 +903,65 @@ async fn resolving_a_conflict_writes_a_version_and_delivers(store: &TestStore) {
         (a.delivered, b.delivered, a.conflicts, b.conflicts),
         (0, 0, 0, 0),
         "{a:?} {b:?}"
+    );
+}
+
+/// A delivery held for open conflicts is due again as soon as the last
+/// conflict with that target on the record is resolved, even when the
+/// decision writes no new version (keeping ours).
+async fn resolving_the_last_conflict_releases_held_deliveries(store: &TestStore) {
+    let mut m = MergePolicies::default();
+    m.fields.insert("email".into(), Policy::MANUAL);
+    m.fields.insert("name".into(), Policy::MANUAL);
+    let w = world(store, Some(m));
+    w.crm.put(
+        "c1",
+        json!({"name": "Acme", "email": "a@acme.test", "vat": "CHE-1"}),
+    );
+    run(&w, "crm-to-erp").await;
+    run(&w, "erp-to-crm").await;
+    // Two fields contested by the CRM; the ERP's new tax id must reach it.
+    w.crm.edit("c1", "email", json!("crm@acme.test"));
+    w.crm.edit("c1", "name", json!("Acme CRM"));
+    w.erp.edit("E1", "mail", json!("erp@acme.test"));
+    w.erp.edit("E1", "customer_name", json!("Acme ERP"));
+    w.erp.edit("E1", "tax", json!("CHE-2"));
+    let b = run(&w, "erp-to-crm").await;
+    assert_eq!((b.conflicts, b.held), (2, 1), "{b:?}");
+    let open = store.conflicts(None, false, 10).await.unwrap();
+    assert_eq!(open.len(), 2, "{open:?}");
+    let before = store
+        .get_record(EntityKind::Customer, &open[0].canonical_id)
+        .await
+        .unwrap()
+        .unwrap()
+        .version;
+
+    // One of two decided: the CRM still waits.
+    let v = w
+        .engine
+        .resolve_conflict(open[0].id, Choice::Ours, "ada", None)
+        .await
+        .unwrap();
+    assert_eq!(v, before, "keeping ours writes no version");
+    let r = w.engine.deliver_all(Some("crm_main")).await.unwrap();
+    assert_eq!((r.delivered, r.held), (0, 0), "not due yet: {r:?}");
+    assert_eq!(w.crm.get("c1")["vat"], "CHE-1");
+
+    // The last one decided, again without a new version: the held
+    // delivery is due at once, not in ten minutes.
+    let v = w
+        .engine
+        .resolve_conflict(open[1].id, Choice::Ours, "ada", None)
+        .await
+        .unwrap();
+    assert_eq!(v, before);
+    let r = w.engine.deliver_all(Some("crm_main")).await.unwrap();
+    assert_eq!((r.delivered, r.held), (1, 0), "{r:?}");
+    let crm = w.crm.get("c1");
+    assert_eq!(
+        (&crm["vat"], &crm["name"], &crm["email"]),
+        (&json!("CHE-2"), &json!("Acme ERP"), &json!("erp@acme.test"))
     );
 }
 
@@ -1046,4 +1114,48 @@ async fn quarantined_records_replay_after_a_fix(store: &TestStore) {
     assert_eq!(rec.data["name"], "(no name)");
     let err = fixed.replay_quarantine(&[q[0].id]).await.unwrap_err();
     assert!(err.to_string().contains("not open in quarantine"), "{err}");
+}
+
+/// Two entities of one system instance used as the same canonical entity
+/// would share one id space in the links: refused, naming the remedy.
+#[tokio::test]
+async fn two_entities_of_one_instance_as_one_canonical_entity_are_refused() {
+    let store = common::sqlite().await;
+    let dir = tempfile::tempdir().unwrap();
+    write_mappings(dir.path());
+    let mut settings = settings_in(dir.path());
+    let job = |name: &str, entity: &str| JobSettings {
+        name: name.into(),
+        schedule: None,
+        source: Endpoint {
+            system: "crm_main".into(),
+            entity: entity.into(),
+            mapping: "crm-customer-in".into(),
+        },
+        targets: vec![endpoint("erp_main", "erp-customer-out")],
+        identity: vec!["tax_id".into()],
+        batch_size: 10,
+        timezone: None,
+    };
+    settings.jobs = vec![job("companies", "company"), job("contacts", "contact")];
+    let crm = Memory::new("crm_main", "C");
+    let erp = Memory::new("erp_main", "E");
+    let err = Engine::with_connectors(settings.clone(), store.store.clone(), attached(&crm, &erp))
+        .err()
+        .expect("refused");
+    let text = err.to_string();
+    assert!(
+        text.contains("systems.crm_main: jobs use its entities company, contact all as customer")
+            && text.contains("one [systems] instance per entity"),
+        "{text}"
+    );
+    // One instance per entity passes.
+    let mut settings = settings;
+    settings
+        .systems
+        .insert("crm_contacts".into(), settings.systems["crm_main"].clone());
+    settings.jobs[1].source.system = "crm_contacts".into();
+    let mut connectors = attached(&crm, &erp);
+    connectors.insert("crm_contacts".into(), Memory::new("crm_contacts", "K"));
+    Engine::with_connectors(settings, store.store.clone(), connectors).unwrap();
 }

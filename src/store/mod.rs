@@ -265,6 +265,7 @@ mod queue;
 pub use queue::*;
 mod serve;
 pub use serve::{ClaimedEvent, Retry};
+mod sync;
 
 impl Store {
     /// Opens the store described by `settings`: SQLite files are created on
@@ -714,6 +715,23 @@ impl Store {
                         id: r.id,
                     });
                 }
+                // Deliveries of the record held for it are due now, unless
+                // another conflict with the same target is still open.
+                sqlx::query(
+                    "UPDATE outbox SET next_attempt_at = $2, updated_at = $2
+                     WHERE status = 'pending' AND last_error LIKE $3 AND next_attempt_at > $2
+                       AND EXISTS (SELECT 1 FROM conflicts r WHERE r.id = $1
+                                   AND r.entity = outbox.entity AND r.canonical_id = outbox.canonical_id)
+                       AND NOT EXISTS (SELECT 1 FROM conflicts o WHERE o.status = 'open'
+                                   AND o.entity = outbox.entity AND o.canonical_id = outbox.canonical_id
+                                   AND o.source_system = outbox.target_system)",
+                )
+                .bind(r.id)
+                .bind(now)
+                .bind(format!("{HELD_PREFIX}%"))
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::query("release held deliveries"))?;
             }
             for id in &batch.replayed_quarantine {
                 let closed = sqlx::query(
@@ -1142,7 +1160,7 @@ impl Store {
             let mut tx = pool.begin().await.map_err(StoreError::query("begin"))?;
             for (entry_id, delivery) in settles {
                 let (status, at, error, external_id) = match delivery {
-                    Delivery::Delivered { link } => {
+                    Delivery::Delivered { link } | Delivery::Linked { link } => {
                         let hash = link.synced_data.as_ref().map(crate::model::content_hash);
                         sqlx::query(
                         "INSERT INTO links (entity, system, external_id, canonical_id, synced_version, synced_data, synced_hash, remote_updated_at, updated_at)
@@ -1166,7 +1184,11 @@ impl Store {
                     .execute(&mut *tx)
                     .await
                     .map_err(StoreError::query("write link"))?;
-                        ("delivered", now, None, Some(link.external_id.as_str()))
+                        if matches!(delivery, Delivery::Linked { .. }) {
+                            ("pending", now, None, Some(link.external_id.as_str()))
+                        } else {
+                            ("delivered", now, None, Some(link.external_id.as_str()))
+                        }
                     }
                     Delivery::Retry { at, error } => ("pending", *at, Some(error.as_str()), None),
                     Delivery::Dead { error } => ("dead", now, Some(error.as_str()), None),

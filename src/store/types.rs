@@ -146,7 +146,23 @@ impl OutboxWrite {
             self.entity, self.canonical_id, self.version, self.target_system
         )
     }
+
+    /// The key a create of the record at the target is sent with: one per
+    /// (entity, id, target), whatever the version. A create whose answer
+    /// was lost is found again by it (by the target's idempotency, or a
+    /// look-up by key) even when a newer version is sent next, so the
+    /// record is not created twice. Updates keep the per-version key.
+    pub fn create_key(&self) -> String {
+        format!(
+            "{}:{}:create:{}",
+            self.entity, self.canonical_id, self.target_system
+        )
+    }
 }
+
+/// How a held outbox entry's reason starts ([`Delivery::Hold`]): the store
+/// makes such entries due again when the conflict holding them is resolved.
+pub const HELD_PREFIX: &str = "held:";
 
 /// A source cursor, saved with the records it read.
 #[derive(Debug, Clone)]
@@ -248,8 +264,15 @@ pub enum Delivery {
     /// A newer version of the record is queued for the same target.
     Superseded,
     /// Not attempted: wait until `at` (an open conflict with the target,
-    /// say). Does not count as an attempt.
+    /// say). Does not count as an attempt. `reason` starts with
+    /// [`HELD_PREFIX`]; resolving the last open conflict with the target on
+    /// the record makes the entry due at once.
     Hold { at: DateTime<Utc>, reason: String },
+    /// The target has the record (a create an earlier try made, found
+    /// again by its key) but which version it holds is unknown: the link
+    /// is written without what it holds, and the entry is due again at
+    /// once, to be sent as an update of that record.
+    Linked { link: LinkWrite },
 }
 
 /// What [`Store::commit`](super::Store::commit) did.

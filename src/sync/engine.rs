@@ -148,6 +148,7 @@ impl Engine {
                 problems.push(format!("job {}: {e}", job.name));
             }
         }
+        problems.extend(engine.shared_id_spaces());
         if !problems.is_empty() {
             bail!("the configuration cannot run:\n  {}", problems.join("\n  "));
         }
@@ -229,6 +230,37 @@ impl Engine {
             );
         }
         Ok(m.clone())
+    }
+
+    /// Links are keyed by (canonical entity, system instance, external id).
+    /// When jobs use two entities of one instance as the same canonical
+    /// entity (HubSpot companies and contacts as customers), their ids are
+    /// separate spaces at the system — company 123 and contact 123 are
+    /// different records — but would share one in the links, and a contact
+    /// could be taken for a company. Such configurations are refused with
+    /// the remedy: a second instance of the same connector per entity.
+    fn shared_id_spaces(&self) -> Vec<String> {
+        let mut uses: BTreeMap<(&str, EntityKind), BTreeSet<&str>> = BTreeMap::new();
+        for job in &self.settings.jobs {
+            for end in std::iter::once(&job.source).chain(&job.targets) {
+                if let Some(m) = self.mappings.get(&end.mapping) {
+                    uses.entry((end.system.as_str(), m.entity))
+                        .or_default()
+                        .insert(end.entity.as_str());
+                }
+            }
+        }
+        uses.into_iter()
+            .filter(|(_, entities)| entities.len() > 1)
+            .map(|((system, kind), entities)| {
+                let entities: Vec<&str> = entities.into_iter().collect();
+                format!(
+                    "systems.{system}: jobs use its entities {} all as {kind}; each has its own ids at the system, but links to {kind} would share one id space for {system}, so records of one could be taken for records of another. Declare one [systems] instance per entity (the same connector and credentials, e.g. {system}_{}) and use each in the jobs of its entity",
+                    entities.join(", "),
+                    entities[1]
+                )
+            })
+            .collect()
     }
 
     fn check_job(&self, job: &JobSettings) -> anyhow::Result<()> {
@@ -966,7 +998,8 @@ impl Engine {
                     let hold = Delivery::Hold {
                         at: Utc::now() + chrono::Duration::minutes(10),
                         reason: format!(
-                            "held: an open conflict with {} waits for the operator",
+                            "{} an open conflict with {} waits for the operator",
+                            crate::store::HELD_PREFIX,
                             target.system
                         ),
                     };
@@ -1038,14 +1071,20 @@ impl Engine {
                         let external_id = links
                             .get(&entry.canonical_id)
                             .and_then(|l| crate::model::ExternalId::parse(&l.external_id).ok());
-                        // The key names the version actually sent.
-                        let key = OutboxWrite {
+                        let write = OutboxWrite {
                             entity: kind,
                             canonical_id: entry.canonical_id.clone(),
                             version: head.version,
                             target_system: target.system.clone(),
-                        }
-                        .idempotency_key();
+                        };
+                        // An update's key names the version actually sent; a
+                        // create's names the record, so that a create whose
+                        // answer was lost is found again by a newer version.
+                        let key = if external_id.is_some() {
+                            write.idempotency_key()
+                        } else {
+                            write.create_key()
+                        };
                         changes.push(Change {
                             idempotency_key: key,
                             external_id,
@@ -1069,6 +1108,22 @@ impl Engine {
                 }
             }
             let count = changes.len();
+            // Creates of records an older version of which was sent before,
+            // answer unknown: the target may hold that older version. (A
+            // first version has no older one: first loads ask nothing.)
+            let creates: Vec<CanonicalId> = changes
+                .iter()
+                .zip(&pending)
+                .filter(|(c, (_, h))| c.external_id.is_none() && h.version > 1)
+                .map(|(_, (e, _))| e.canonical_id.clone())
+                .collect();
+            let tried = if creates.is_empty() {
+                HashMap::new()
+            } else {
+                self.store
+                    .outbox_tried_creates(kind, &target.system, &creates)
+                    .await?
+            };
             let started = std::time::Instant::now();
             let outcomes = connector.push(&target.entity, changes).await;
             crate::metrics::push(
@@ -1082,6 +1137,26 @@ impl Engine {
                 Ok(outcomes) if outcomes.len() == count => {
                     for ((entry, head), outcome) in pending.into_iter().zip(outcomes) {
                         let settle = match outcome {
+                            PushOutcome::Created { external_id }
+                                if tried
+                                    .get(&entry.canonical_id)
+                                    .is_some_and(|&v| v < head.version) =>
+                            {
+                                // Found by its create key, made by an earlier
+                                // try with an older version: send this
+                                // version again, as an update.
+                                Delivery::Linked {
+                                    link: LinkWrite {
+                                        entity: kind,
+                                        system: target.system.clone(),
+                                        external_id: external_id.to_string(),
+                                        canonical_id: entry.canonical_id.clone(),
+                                        synced_version: None,
+                                        synced_data: None,
+                                        remote_updated_at: None,
+                                    },
+                                }
+                            }
                             PushOutcome::Created { external_id }
                             | PushOutcome::Updated { external_id } => {
                                 report.delivered += 1;
