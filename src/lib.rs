@@ -29,6 +29,7 @@ pub mod located;
 pub mod logging;
 pub mod mapping;
 pub mod model;
+pub mod quality;
 pub mod reconcile;
 pub mod settings;
 pub mod store;

@@ -56,6 +56,8 @@ pub struct Settings {
     pub merge: BTreeMap<crate::model::EntityKind, crate::sync::merge::MergePolicies>,
     /// Delivery to targets.
     pub delivery: crate::sync::DeliverySettings,
+    /// Data-quality rules, thresholds and alert sinks: `[quality]`.
+    pub quality: crate::quality::QualitySettings,
 }
 
 /// Where mappings live.
@@ -348,6 +350,12 @@ impl Settings {
                     reason,
                 })?;
         }
+        self.quality
+            .validate()
+            .map_err(|(key, reason)| SettingsError::Value {
+                key: format!("quality.{key}"),
+                reason,
+            })?;
         for (name, system) in &self.systems {
             let key = format!("systems.{name}");
             if !crate::connector::valid_name(name) {

@@ -255,6 +255,10 @@ macro_rules! insert_alert {
     }};
 }
 
+// Data-quality alerts: after the macros, which it uses.
+mod quality;
+pub use quality::*;
+
 impl Store {
     /// Opens the store described by `settings`: SQLite files are created on
     /// first use (WAL mode, busy timeout); PostgreSQL must be reachable within
