@@ -149,8 +149,9 @@ rule_settings! {
     /// `field_mismatch`: a record's last-synced views in two systems
     /// disagree on a field both carry. Default: warning.
     FieldMismatchRule, severity = Severity::Warning, {
-        /// Top-level canonical fields not compared (default `id`).
-        ignore_fields: Vec<String> = vec!["id".into()],
+        /// Top-level canonical fields not compared, besides `id` (which
+        /// never is). Default: none.
+        ignore_fields: Vec<String> = Vec::new(),
     }
 }
 
@@ -388,7 +389,10 @@ impl QualitySettings {
         let tz: chrono_tz::Tz = self.time_zone.parse().map_err(|_| {
             (
                 "time_zone".to_owned(),
-                format!("{:?} is not an IANA time zone (e.g. Europe/Berlin)", self.time_zone),
+                format!(
+                    "{:?} is not an IANA time zone (e.g. Europe/Berlin)",
+                    self.time_zone
+                ),
             )
         })?;
         let time = |key: &str, text: &str| {
@@ -452,7 +456,10 @@ impl QualitySettings {
                 "rules.large_outside_hours.thresholds",
                 &r.large_outside_hours.thresholds,
             ),
-            ("rules.split_order.approval_limits", &r.split_order.approval_limits),
+            (
+                "rules.split_order.approval_limits",
+                &r.split_order.approval_limits,
+            ),
         ] {
             for (code, amount) in map {
                 Currency::parse(code).map_err(|e| (format!("{key}.{code}"), e.to_string()))?;
@@ -552,7 +559,12 @@ mod tests {
             .split_order
             .approval_limits
             .insert("XXX".into(), Decimal::ONE);
-        assert!(bad.validate().unwrap_err().0.contains("approval_limits.XXX"));
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .0
+                .contains("approval_limits.XXX")
+        );
         let err = toml::from_str::<QualitySettings>("[rules.overdue_receivable]\ndayz = 3\n")
             .unwrap_err();
         assert!(err.to_string().contains("dayz"), "{err}");

@@ -232,12 +232,14 @@ pub async fn load(store: &Store, settings: &Settings) -> Result<Dataset, StoreEr
         .undelivered_outbox()
         .await?
         .into_iter()
-        .map(|(entity, canonical_id, target_system, status)| OutboxState {
-            entity,
-            canonical_id,
-            target_system,
-            status,
-        })
+        .map(
+            |(entity, canonical_id, target_system, status)| OutboxState {
+                entity,
+                canonical_id,
+                target_system,
+                status,
+            },
+        )
         .collect();
     data.quarantine = store.quarantined_open(&[], u32::MAX).await?;
     data.routes = routes(settings);

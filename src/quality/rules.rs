@@ -199,15 +199,21 @@ pub fn evaluate(data: &Dataset, settings: &QualitySettings, now: DateTime<Utc>) 
             .collect()
     });
     out.consistency = consistency;
-    run("receipt_unmatched", r.receipt_unmatched.enabled, &mut || {
-        unmatched_receipts(data, today, &r.receipt_unmatched)
-    });
-    run("overdue_receivable", r.overdue_receivable.enabled, &mut || {
-        overdue(data, today, &r.overdue_receivable)
-    });
-    run("duplicate_payment", r.duplicate_payment.enabled, &mut || {
-        duplicate_payments(data, &r.duplicate_payment)
-    });
+    run(
+        "receipt_unmatched",
+        r.receipt_unmatched.enabled,
+        &mut || unmatched_receipts(data, today, &r.receipt_unmatched),
+    );
+    run(
+        "overdue_receivable",
+        r.overdue_receivable.enabled,
+        &mut || overdue(data, today, &r.overdue_receivable),
+    );
+    run(
+        "duplicate_payment",
+        r.duplicate_payment.enabled,
+        &mut || duplicate_payments(data, &r.duplicate_payment),
+    );
     run("overpayment", r.overpayment.enabled, &mut || {
         overpayments(data, &r.overpayment)
     });
@@ -467,7 +473,7 @@ fn flatten<'a>(
     match value {
         Value::Object(map) => {
             for (k, v) in map {
-                if prefix.is_empty() && ignore.iter().any(|i| i == k) {
+                if prefix.is_empty() && (k == "id" || ignore.iter().any(|i| i == k)) {
                     continue;
                 }
                 let len = prefix.len();
@@ -538,7 +544,9 @@ fn field_mismatches(data: &Dataset, ignore: &[String]) -> (Vec<NewAlert>, Consis
         }
         let differing: Vec<(&str, Vec<(&str, &Value)>)> = by_path
             .into_iter()
-            .filter(|(_, vals)| vals.len() >= 2 && vals.iter().any(|(_, v)| !same_value(v, vals[0].1)))
+            .filter(|(_, vals)| {
+                vals.len() >= 2 && vals.iter().any(|(_, v)| !same_value(v, vals[0].1))
+            })
             .collect();
         if differing.is_empty() {
             consistency.agreeing += 1;
@@ -568,10 +576,7 @@ fn field_mismatches(data: &Dataset, ignore: &[String]) -> (Vec<NewAlert>, Consis
                 shown.join("; ")
             ),
             None,
-            format!(
-                "{entity}:{id}:{}",
-                digest(parts.iter().map(String::as_str))
-            ),
+            format!("{entity}:{id}:{}", digest(parts.iter().map(String::as_str))),
         ));
     }
     (out, consistency)
@@ -646,10 +651,8 @@ fn unmatched_receipts(
 }
 
 fn is_open(i: &Invoice) -> bool {
-    matches!(
-        i.status,
-        InvoiceStatus::Open | InvoiceStatus::PartiallyPaid
-    ) && i.open_amount > Decimal::ZERO
+    matches!(i.status, InvoiceStatus::Open | InvoiceStatus::PartiallyPaid)
+        && i.open_amount > Decimal::ZERO
 }
 
 fn overdue(data: &Dataset, today: NaiveDate, cfg: &super::config::OverdueRule) -> Vec<NewAlert> {
@@ -677,10 +680,7 @@ fn overdue(data: &Dataset, today: NaiveDate, cfg: &super::config::OverdueRule) -
     out
 }
 
-fn duplicate_payments(
-    data: &Dataset,
-    cfg: &super::config::DuplicatePaymentRule,
-) -> Vec<NewAlert> {
+fn duplicate_payments(data: &Dataset, cfg: &super::config::DuplicatePaymentRule) -> Vec<NewAlert> {
     // (entity, payer, amount, currency, reference) → (date, id)
     type Key = (EntityKind, String, Decimal, Currency, String);
     let mut groups: HashMap<Key, Vec<(NaiveDate, &CanonicalId)>> = HashMap::new();
@@ -780,9 +780,11 @@ fn overpayments(data: &Dataset, cfg: &super::config::OverpaymentRule) -> Vec<New
     let mut paid: HashMap<&CanonicalId, (Decimal, Currency, Vec<&CanonicalId>)> = HashMap::new();
     for p in &data.payments {
         for a in &p.record.allocations {
-            let e = paid
-                .entry(&a.invoice)
-                .or_insert((Decimal::ZERO, p.record.amount.currency(), Vec::new()));
+            let e = paid.entry(&a.invoice).or_insert((
+                Decimal::ZERO,
+                p.record.amount.currency(),
+                Vec::new(),
+            ));
             if e.1 == p.record.amount.currency() {
                 e.0 += a.amount;
                 e.2.push(&p.id);
@@ -857,10 +859,7 @@ fn account_changes(data: &Dataset, cfg: &super::config::AccountChangeRule) -> Ve
             let (severity, repeat) = if recent > 1 {
                 (
                     cfg.repeat_severity,
-                    format!(
-                        "; changed {recent} times within {} days",
-                        cfg.window_days
-                    ),
+                    format!("; changed {recent} times within {} days", cfg.window_days),
                 )
             } else {
                 (cfg.severity, String::new())
@@ -1021,9 +1020,7 @@ fn split_orders(data: &Dataset, cfg: &super::config::SplitOrderRule) -> Vec<NewA
                 let ids: Vec<String> = group.iter().map(|(_, id, _)| id.to_string()).collect();
                 let numbers: Vec<String> = group
                     .iter()
-                    .map(|(d, _, o)| {
-                        format!("{} {} on {d}", o.number, o.total.unwrap_or_default())
-                    })
+                    .map(|(d, _, o)| format!("{} {} on {d}", o.number, o.total.unwrap_or_default()))
                     .collect();
                 out.push(alert(
                     "split_order",
@@ -1072,7 +1069,9 @@ impl<'a> CreditIndex<'a> {
         let mut other_currency: HashMap<&CanonicalId, usize> = HashMap::new();
         for i in &data.invoices {
             let inv = &i.record;
-            let Some(customer) = &inv.customer else { continue };
+            let Some(customer) = &inv.customer else {
+                continue;
+            };
             let Some((_, limit)) = customers.get(customer) else {
                 continue;
             };
@@ -1118,10 +1117,11 @@ fn credit_limit(
         let Some((c, limit)) = credit.customers.get(customer) else {
             continue;
         };
-        let closed = ord
-            .status
-            .as_deref()
-            .is_some_and(|s| cfg.closed_statuses.iter().any(|x| x.eq_ignore_ascii_case(s)));
+        let closed = ord.status.as_deref().is_some_and(|s| {
+            cfg.closed_statuses
+                .iter()
+                .any(|x| x.eq_ignore_ascii_case(s))
+        });
         if closed || ord.currency != limit.currency() {
             continue;
         }

@@ -390,7 +390,9 @@ async fn publish_on(
                     "unroutable: no queue bound to exchange `{}` for this alert ({} {})",
                     settings.exchange, r.reply_code, r.reply_text
                 )),
-                Ok(Ok(Confirmation::Nack(None))) => Err("the broker did not store it (nack)".into()),
+                Ok(Ok(Confirmation::Nack(None))) => {
+                    Err("the broker did not store it (nack)".into())
+                }
                 Ok(Ok(Confirmation::NotRequested)) => Err("the broker did not confirm it".into()),
                 Ok(Err(e)) => Err(format!("publishing failed: {e}")),
                 Err(_) => Err("no confirm from the broker in time".into()),
