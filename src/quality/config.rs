@@ -168,7 +168,9 @@ rule_settings! {
 
 rule_settings! {
     /// `receipt_unmatched`: a receipt (credit bank line) not matched to an
-    /// invoice `days` after booking. Default: warning.
+    /// invoice `days` after booking and after concord imported it (a
+    /// statement imported late gives reconciliation `days` too).
+    /// Default: warning.
     UnmatchedReceiptRule, severity = Severity::Warning, {
         /// Days after the booking date (default 5).
         days: u32 = 5,

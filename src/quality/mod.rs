@@ -137,6 +137,7 @@ fn parse<T: serde::de::DeserializeOwned>(
             Ok(Some(record)) => out.push(Loaded {
                 id: r.id,
                 version: r.version,
+                stored_on: r.created_at.date_naive(),
                 record,
             }),
             Ok(None) => {}

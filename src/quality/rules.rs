@@ -55,6 +55,8 @@ pub const RULES: &[&str] = &[
 pub struct Loaded<T> {
     pub id: CanonicalId,
     pub version: i64,
+    /// The day concord first stored the record (UTC).
+    pub stored_on: NaiveDate,
     pub record: T,
 }
 
@@ -627,8 +629,11 @@ fn unmatched_receipts(
         {
             continue;
         }
+        // Counted from booking, or from the import when the statement came
+        // in late: reconciliation gets `days` to match what it was given.
         let age = (today - tx.booking_date).num_days();
-        if age < i64::from(cfg.days) {
+        let known = (today - t.stored_on).num_days();
+        if age.min(known) < i64::from(cfg.days) {
             continue;
         }
         out.push(alert(
@@ -983,8 +988,8 @@ fn split_orders(data: &Dataset, cfg: &super::config::SplitOrderRule) -> Vec<NewA
     if cfg.approval_limits.is_empty() {
         return Vec::new();
     }
-    let mut groups: BTreeMap<(&CanonicalId, Currency), Vec<(NaiveDate, &CanonicalId, &Order)>> =
-        BTreeMap::new();
+    type Dated<'a> = (NaiveDate, &'a CanonicalId, &'a Order);
+    let mut groups: BTreeMap<(&CanonicalId, Currency), Vec<Dated>> = BTreeMap::new();
     for o in &data.orders {
         let ord = &o.record;
         let (Some(customer), Some(total), Some(date)) = (&ord.customer, ord.total, ord.order_date)

@@ -1,6 +1,9 @@
 //! One test module per rule: it fires on the case it is for, stays quiet
 //! on the near miss, honours its thresholds, and names a stable cause.
 
+// Datasets are built field by field: each test sets only what its rule reads.
+#![allow(clippy::field_reassign_with_default)]
+
 use super::*;
 use crate::model::Iban;
 use crate::store::QuarantineItem;
@@ -27,6 +30,7 @@ fn loaded<T>(n: u32, record: T) -> Loaded<T> {
     Loaded {
         id: id(n),
         version: 1,
+        stored_on: d("2026-10-01"),
         record,
     }
 }
@@ -347,6 +351,10 @@ fn receipts_unmatched_after_n_days() {
         .extra
         .insert(MATCHED_KEY.into(), Value::Bool(true));
     data.matched_receipts.insert(id(4));
+    // Imported yesterday: reconciliation has not had its days yet.
+    let mut late = loaded(6, bank_tx("90.00", "2026-10-01"));
+    late.stored_on = d("2026-11-27");
+    data.bank_transactions.push(late);
     let alerts = run(&data, "receipt_unmatched", |_| {});
     assert_eq!(alerts.len(), 1);
     assert_eq!(alerts[0].record_ids, [id(1).to_string()]);

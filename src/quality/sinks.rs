@@ -201,16 +201,16 @@ pub async fn dispatch(store: &Store, sinks: &SinksSettings) -> Result<DispatchRe
         } else {
             report.pending += 1;
         }
-        if let Some(e) = &errors[i] {
-            if !report.errors.contains(e) {
-                tracing::warn!(
-                    target: "concord::quality",
-                    message = "An alert sink failed; the alert stays pending.",
-                    id = alert.id,
-                    error = %e,
-                );
-                report.errors.push(e.clone());
-            }
+        if let Some(e) = &errors[i]
+            && !report.errors.contains(e)
+        {
+            tracing::warn!(
+                target: "concord::quality",
+                message = "An alert sink failed; the alert stays pending.",
+                id = alert.id,
+                error = %e,
+            );
+            report.errors.push(e.clone());
         }
     }
     Ok(report)

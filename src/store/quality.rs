@@ -72,6 +72,8 @@ pub struct CurrentRecord {
     pub id: CanonicalId,
     pub version: i64,
     pub data: Value,
+    /// When concord first stored the record.
+    pub created_at: DateTime<Utc>,
 }
 
 /// One historical version of a record.
@@ -299,7 +301,20 @@ impl Store {
                 .map_err(StoreError::query("resolve alert"))?;
                 outcome.resolved += done.rows_affected();
             }
+            // Causes already raised are skipped here rather than left to
+            // the unique index: most of a run's alerts hold from before.
+            let raised: BTreeSet<(&str, &str)> = live
+                .iter()
+                .map(|(_, rule, cause)| (rule.as_str(), cause.as_str()))
+                .collect();
             for alert in alerts {
+                let known = alert
+                    .cause
+                    .as_deref()
+                    .is_some_and(|c| raised.contains(&(alert.rule.as_str(), c)));
+                if known {
+                    continue;
+                }
                 if let Some(id) = insert_alert!(Db, &mut *tx, alert, now)? {
                     outcome.raised.push(id);
                 }
@@ -356,7 +371,7 @@ impl Store {
     pub async fn current_records(&self, entity: EntityKind) -> Result<Vec<CurrentRecord>> {
         on_pool!(self, |pool, _Db| {
             let rows = sqlx::query(
-                "SELECT r.id, r.version, v.data
+                "SELECT r.id, r.version, r.created_at, v.data
                  FROM records r JOIN record_versions v
                    ON v.entity = r.entity AND v.id = r.id AND v.version = r.version
                  WHERE r.entity = $1 ORDER BY r.id",
@@ -374,6 +389,7 @@ impl Store {
                         id: parse_id("records", &id)?,
                         version: row.try_get("version").map_err(q())?,
                         data,
+                        created_at: row.try_get("created_at").map_err(q())?,
                     })
                 })
                 .collect()
