@@ -614,3 +614,61 @@ async fn cli_check_list_and_ack() {
     let out = concord(dir.path(), &["alerts", "list", "--severity", "loud"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+const MT940: &str = ":20:STMT-1\r\n:25:DE89370400440532013000\r\n:28C:7/1\r\n:60F:C261127EUR1000,00\r\n:61:2611281128C250,00NTRFNONREF//B1\r\n:86:166?20RE INV-2026-0042?32ACME GMBH\r\n:61:2611281128D100,00NTRFNONREF//B2\r\n:86:177?20Rent\r\n:62F:C261127EUR1150,00\r\n-\r\n";
+
+#[test]
+fn bank_import_runs_the_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("stmt.sta"), MT940).unwrap();
+    // Environment overrides arrive lower-cased: `eur` is EUR.
+    let run = |args: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_concord"));
+        cmd.args(args).current_dir(dir.path());
+        for (key, _) in std::env::vars() {
+            if key.starts_with("CONCORD_") {
+                cmd.env_remove(key);
+            }
+        }
+        cmd.env("CONCORD__STORE__URL", "sqlite://c.db")
+            .env("CONCORD__QUALITY__TIME_ZONE", "Europe/Berlin")
+            .env(
+                "CONCORD__QUALITY__RULES__LARGE_OUTSIDE_HOURS__THRESHOLDS__EUR",
+                "200",
+            )
+            .output()
+            .unwrap()
+    };
+    let out = run(&["bank", "import", "stmt.sta"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // 250.00 booked on Saturday 2026-11-28, over the 200 threshold; the
+    // 100.00 debit is under it.
+    assert!(
+        text(&out.stdout).contains("data quality: 1 new alert(s)"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = run(&[
+        "alerts",
+        "list",
+        "--rule",
+        "large_outside_hours",
+        "-o",
+        "json",
+    ]);
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    assert!(
+        listed[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("non-working day"),
+        "{listed}"
+    );
+    let amount: Decimal = listed[0]["amount"]["amount"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(amount, Decimal::from(250));
+}

@@ -464,7 +464,8 @@ impl QualitySettings {
             ),
         ] {
             for (code, amount) in map {
-                Currency::parse(code).map_err(|e| (format!("{key}.{code}"), e.to_string()))?;
+                Currency::parse(&code.to_ascii_uppercase())
+                    .map_err(|e| (format!("{key}.{code}"), e.to_string()))?;
                 if *amount <= Decimal::ZERO {
                     return Err((format!("{key}.{code}"), "must be positive".to_owned()));
                 }

@@ -278,6 +278,14 @@ fn alert(
     }
 }
 
+/// The amount configured for `currency`. Codes match in any case:
+/// environment overrides arrive lower-cased.
+fn per_currency(map: &BTreeMap<String, Decimal>, currency: Currency) -> Option<Decimal> {
+    map.iter()
+        .find(|(code, _)| code.eq_ignore_ascii_case(currency.as_str()))
+        .map(|(_, amount)| *amount)
+}
+
 fn money(amount: Decimal, currency: Currency) -> Option<Money> {
     Money::new(amount, currency).ok()
 }
@@ -928,7 +936,7 @@ fn large_outside_hours(
     if cfg.thresholds.is_empty() {
         return Vec::new();
     }
-    let threshold = |c: Currency| cfg.thresholds.get(c.as_str()).copied();
+    let threshold = |c: Currency| per_currency(&cfg.thresholds, c);
     let mut out = Vec::new();
     let mut check = |entity: EntityKind,
                      id: &CanonicalId,
@@ -996,11 +1004,11 @@ fn split_orders(data: &Dataset, cfg: &super::config::SplitOrderRule) -> Vec<NewA
         else {
             continue;
         };
-        let Some(limit) = cfg.approval_limits.get(ord.currency.as_str()) else {
+        let Some(limit) = per_currency(&cfg.approval_limits, ord.currency) else {
             continue;
         };
-        let floor = *limit * (Decimal::ONE - cfg.margin);
-        if total >= floor && total < *limit {
+        let floor = limit * (Decimal::ONE - cfg.margin);
+        if total >= floor && total < limit {
             groups
                 .entry((customer, ord.currency))
                 .or_default()
@@ -1009,7 +1017,9 @@ fn split_orders(data: &Dataset, cfg: &super::config::SplitOrderRule) -> Vec<NewA
     }
     let mut out = Vec::new();
     for ((customer, currency), mut orders) in groups {
-        let limit = cfg.approval_limits[currency.as_str()];
+        let Some(limit) = per_currency(&cfg.approval_limits, currency) else {
+            continue;
+        };
         orders.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
         let mut start = 0;
         while start < orders.len() {
