@@ -40,7 +40,10 @@ fn generate(n: usize) -> Dataset {
                 customer: id.clone(),
                 version: v,
                 at: Utc.with_ymd_and_hms(2026, 1, 1, 9, 0, 0).unwrap() + Duration::days(v * 20),
-                accounts: BTreeSet::from([format!("DE{:020}", i * 10 + (v as usize % 2) * (i % 7))]),
+                accounts: BTreeSet::from([format!(
+                    "DE{:020}",
+                    i * 10 + (v as usize % 2) * (i % 7)
+                )]),
             });
         }
     }
