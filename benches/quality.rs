@@ -125,8 +125,10 @@ fn main() {
         .ok()
         .map(|s| s.split(',').filter_map(|x| x.trim().parse().ok()).collect())
         .unwrap_or_else(|| vec![10_000, 100_000, 1_000_000]);
-    let mut settings = QualitySettings::default();
-    settings.time_zone = "Europe/Berlin".into();
+    let mut settings = QualitySettings {
+        time_zone: "Europe/Berlin".into(),
+        ..QualitySettings::default()
+    };
     settings
         .rules
         .large_outside_hours
