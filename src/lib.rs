@@ -31,6 +31,7 @@ pub mod logging;
 pub mod mapping;
 pub mod metrics;
 pub mod model;
+pub mod quality;
 pub mod queue;
 pub mod reconcile;
 pub mod serve;

@@ -65,6 +65,8 @@ pub struct Settings {
     /// Webhook intake: limits and, per system, verification and how an
     /// event becomes records.
     pub webhooks: crate::serve::WebhookSettings,
+    /// Data-quality rules, thresholds and alert sinks: `[quality]`.
+    pub quality: crate::quality::QualitySettings,
 }
 
 /// Where mappings live.
@@ -361,6 +363,12 @@ impl Settings {
             .validate()
             .map_err(|(field, reason)| SettingsError::Value {
                 key: format!("queue.{field}"),
+                reason,
+            })?;
+        self.quality
+            .validate()
+            .map_err(|(key, reason)| SettingsError::Value {
+                key: format!("quality.{key}"),
                 reason,
             })?;
         for (name, system) in &self.systems {

@@ -365,6 +365,14 @@ async fn import(args: ImportArgs, settings: &Settings) -> anyhow::Result<()> {
             }
         }
     }
+    if imported > 0
+        && let Some(q) = crate::quality::run_after(&store, settings, "bank import").await
+    {
+        out += &format!(
+            "data quality: {} new alert(s) (concord alerts list)\n",
+            q.raised.len()
+        );
+    }
     store.close().await;
     if empty > 0 {
         out += &format!("{empty} statement(s) without lines\n");

@@ -3,6 +3,7 @@
 //! Exit codes mean something: 0 success, 1 the operation failed, 2 the
 //! command line or the configuration is wrong (nothing was attempted).
 
+mod alerts;
 mod bank;
 mod config;
 mod connectors;
@@ -52,6 +53,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Data-quality alerts: list, acknowledge, run the rules now.
+    #[command(subcommand)]
+    Alerts(alerts::AlertsCommand),
     /// Read and import bank statements (camt.05x, MT940/942, BAI2, OFX, CSV).
     #[command(subcommand)]
     Bank(bank::BankCommand),
@@ -174,6 +178,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         })?;
     runtime.block_on(async {
         match cli.command {
+            Command::Alerts(cmd) => alerts::run(cmd, &settings).await,
             Command::Bank(cmd) => bank::run(cmd, &settings).await,
             Command::Config(cmd) => config::run(cmd, &settings),
             Command::Connectors(cmd) => connectors::run(cmd, &settings).await,

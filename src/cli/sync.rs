@@ -178,6 +178,9 @@ pub async fn run(command: SyncCommand, settings: &Settings) -> anyhow::Result<()
             if let Some(s) = spinner {
                 s.finish_and_clear();
             }
+            if !args.dry_run {
+                crate::quality::run_after(engine.store(), settings, "sync run").await;
+            }
             engine.store().close().await;
             print_reports(&reports, args.output, args.dry_run)
         }
@@ -504,7 +507,7 @@ fn parse_time(text: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
     Ok(d.and_hms_opt(0, 0, 0).expect("midnight").and_utc())
 }
 
-fn os_user() -> String {
+pub(super) fn os_user() -> String {
     std::env::var("USER")
         .or_else(|_| std::env::var("USERNAME"))
         .unwrap_or_else(|_| "operator".into())

@@ -266,6 +266,9 @@ pub use queue::*;
 mod serve;
 pub use serve::{ClaimedEvent, Retry};
 mod sync;
+// Data-quality alerts: after the macros, which it uses.
+mod quality;
+pub use quality::*;
 
 impl Store {
     /// Opens the store described by `settings`: SQLite files are created on
