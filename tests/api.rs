@@ -607,7 +607,13 @@ async fn rbac(store: &TestStore) {
             None,
             read,
         ),
-        ("GET", "/api/v1/alerts".into(), None, read),
+        ("GET", "/api/v1/alerts?status=all".into(), None, read),
+        (
+            "POST",
+            "/api/v1/alerts/ack".into(),
+            Some(json!({"ids": [999999], "note": "checked"})),
+            operate_ok,
+        ),
         (
             "GET",
             "/api/v1/tokens".into(),
@@ -651,7 +657,7 @@ async fn rbac(store: &TestStore) {
         .map(|(m, p, _, _)| (m.to_string(), server.template_of(p).unwrap()))
         .collect();
     assert_eq!(documented, tested, "routes in the document vs the matrix");
-    assert_eq!(documented.len(), 18);
+    assert_eq!(documented.len(), 19);
 
     for (method, path, body, expected) in &matrix {
         for (role, status) in expected {
@@ -809,7 +815,7 @@ async fn rbac(store: &TestStore) {
             .count()
     };
     assert!(by("operator-bot", 200) >= 4, "{}", audit.text);
-    assert_eq!(by("viewer-bot", 403), 7, "denied attempts are audited too");
+    assert_eq!(by("viewer-bot", 403), 8, "denied attempts are audited too");
     assert!(entries.iter().any(|e| e["token_name"] == "admin-bot"
         && e["path"] == "/api/v1/tokens"
         && e["status"] == 201

@@ -19,7 +19,7 @@ use utoipa_axum::routes;
 use super::auth::{Admin, Auth, Operator, Viewer};
 use super::{ApiError, ApiState, Body, ErrorBody, PathParams, QueryParams, reply};
 use crate::model::{CanonicalId, EntityKind, Money};
-use crate::store::{self, Role, Store};
+use crate::store::{self, AlertFilter, Role, Severity, Store};
 use crate::sync::engine::{Choice, IDENTITY_FIELD};
 use crate::sync::{Engine, RunOptions};
 
@@ -63,6 +63,7 @@ pub(super) fn collect(router: OpenApiRouter<ApiState>) -> OpenApiRouter<ApiState
         .routes(routes!(show_record))
         .routes(routes!(record_history))
         .routes(routes!(alerts))
+        .routes(routes!(ack_alerts))
         .routes(routes!(tokens, create_token))
         .routes(routes!(revoke_token))
         .routes(routes!(audit))
@@ -529,6 +530,43 @@ pub struct AlertDto {
     pub amount: Option<MoneyDto>,
     pub cause: Option<String>,
     pub created_at: DateTime<Utc>,
+    /// `open`, `acked` or `resolved`.
+    pub status: String,
+    pub acked_by: Option<String>,
+    pub acked_at: Option<DateTime<Utc>>,
+    pub note: Option<String>,
+}
+
+/// Which alerts to list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AlertQuery {
+    /// Only this rule, e.g. `duplicate_payment`.
+    pub rule: Option<String>,
+    /// Only this severity: `info`, `warning` or `critical`.
+    pub severity: Option<String>,
+    /// `open` (default), `acked`, `resolved` or `all`.
+    pub status: Option<String>,
+    /// At most this many (default 1000).
+    pub limit: Option<u32>,
+}
+
+/// Alerts to acknowledge.
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AckRequest {
+    pub ids: Vec<i64>,
+    /// Why, kept with the alert.
+    pub note: Option<String>,
+}
+
+/// What acknowledging did, per id.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AckResult {
+    pub acked: Vec<i64>,
+    /// Acknowledged or resolved before: left as they were.
+    pub not_open: Vec<i64>,
+    pub unknown: Vec<i64>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -1123,18 +1161,43 @@ async fn record_history(
 }
 
 #[utoipa::path(get, path = "/api/v1/alerts", tag = "alerts",
-    params(LimitQuery),
+    params(AlertQuery),
     responses(
-        (status = 200, description = "Open data-quality alerts, newest first", body = Vec<AlertDto>),
+        (status = 200, description = "Data-quality alerts, newest first (open ones unless `status` says otherwise)", body = Vec<AlertDto>),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 async fn alerts(
     State(state): State<ApiState>,
     Auth(caller): Viewer,
-    QueryParams(query): QueryParams<LimitQuery>,
+    QueryParams(query): QueryParams<AlertQuery>,
 ) -> Result<Response, ApiError> {
+    let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", m);
+    let severity = match query.severity.as_deref() {
+        None => None,
+        Some(s) => Some(Severity::from_str(s).map_err(|_| {
+            bad(format!(
+                "severity {s:?}: expected info, warning or critical"
+            ))
+        })?),
+    };
+    let status = match query.status.as_deref() {
+        None | Some("open") => Some("open".to_owned()),
+        Some("all") => None,
+        Some(s @ ("acked" | "resolved")) => Some(s.to_owned()),
+        Some(s) => {
+            return Err(bad(format!(
+                "status {s:?}: expected open, acked, resolved or all"
+            )));
+        }
+    };
+    let filter = AlertFilter {
+        rule: query.rule,
+        severity,
+        status,
+        limit: Some(query.limit.unwrap_or(1000).min(LIST_LIMIT)),
+    };
     let list: Vec<AlertDto> = state
         .store()
-        .open_alerts(query.limit.unwrap_or(1000).min(LIST_LIMIT))
+        .alerts(&filter)
         .await
         .map_err(ApiError::internal)?
         .into_iter()
@@ -1148,9 +1211,44 @@ async fn alerts(
             amount: a.alert.amount.map(Into::into),
             cause: a.alert.cause,
             created_at: a.created_at,
+            status: a.status,
+            acked_by: a.acked_by,
+            acked_at: a.acked_at,
+            note: a.note,
         })
         .collect();
     reply(&state, &caller, StatusCode::OK, &list)
+}
+
+#[utoipa::path(post, path = "/api/v1/alerts/ack", tag = "alerts",
+    request_body = AckRequest,
+    responses(
+        (status = 200, description = "Acknowledged by `api:TOKEN_NAME`; ids not open or unknown are listed, not changed", body = AckResult),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn ack_alerts(
+    State(state): State<ApiState>,
+    Auth(caller): Operator,
+    Body(request): Body<AckRequest>,
+) -> Result<Response, ApiError> {
+    if request.ids.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unprocessable",
+            "name the alerts to acknowledge: ids is empty",
+        ));
+    }
+    let outcome = state
+        .store()
+        .ack_alerts(&request.ids, &caller.actor(), request.note.as_deref())
+        .await
+        .map_err(ApiError::internal)?;
+    let body = AckResult {
+        acked: outcome.acked,
+        not_open: outcome.not_open,
+        unknown: outcome.unknown,
+    };
+    reply(&state, &caller, StatusCode::OK, &body)
 }
 
 #[utoipa::path(get, path = "/api/v1/tokens", tag = "admin",
