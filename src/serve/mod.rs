@@ -193,6 +193,7 @@ pub async fn start(
     let scheduled_jobs: Vec<String> = schedules.iter().map(|s| s.job.clone()).collect();
     if !schedules.is_empty() {
         let run_engine = engine.clone();
+        let run_settings = Arc::new(settings.clone());
         let sched = scheduler::Scheduler {
             store: store.clone(),
             jobs: schedules,
@@ -201,6 +202,7 @@ pub async fn start(
             poll: Duration::from_millis(500),
             run: Arc::new(move |job, _due| {
                 let engine = run_engine.clone();
+                let settings = run_settings.clone();
                 Box::pin(async move {
                     let report = engine
                         .run_job(&job, crate::sync::RunOptions::default())
@@ -208,6 +210,8 @@ pub async fn start(
                     tracing::info!(message = "Job run.", job = %job, pulled = report.pulled,
                         created = report.created, updated = report.updated,
                         quarantined = report.quarantined, delivered = report.delivered);
+                    // The data-quality rules look at what the run changed.
+                    crate::quality::run_after(engine.store(), &settings, "scheduled run").await;
                     Ok(())
                 })
             }),
