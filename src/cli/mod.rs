@@ -9,6 +9,8 @@ mod connectors;
 mod db;
 mod demo;
 mod mapping;
+mod reconcile;
+mod reconcile_store;
 mod status;
 mod sync;
 
@@ -68,6 +70,8 @@ enum Command {
     /// Check, test and apply declarative mappings.
     #[command(subcommand)]
     Mapping(mapping::MappingCommand),
+    /// Match bank receipts to open invoices: from files, or in the store.
+    Reconcile(reconcile::ReconcileArgs),
     /// Records per entity and system, cursors, queues, open conflicts and alerts.
     Status(status::StatusArgs),
     /// Run sync jobs.
@@ -173,6 +177,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             Command::Demo(args) => demo::run(args, &settings).await,
             Command::Db(cmd) => db::run(cmd, &settings).await,
             Command::Mapping(cmd) => mapping::run(cmd, &settings).await,
+            Command::Reconcile(args) => reconcile::run(args, &settings).await,
             Command::Status(args) => status::run(args, &settings).await,
             Command::Sync(cmd) => sync::run(cmd, &settings).await,
             Command::Conflicts(cmd) => sync::conflicts(cmd, &settings).await,
