@@ -59,7 +59,7 @@ fn status_creates_a_fresh_sqlite_store() {
     assert!(dir.path().join("data/concord.db").is_file());
     let table = text(&out.stdout);
     assert!(
-        table.contains("sqlite://data/concord.db (sqlite), schema 2 of 2"),
+        table.contains("sqlite://data/concord.db (sqlite), schema 3 of 3"),
         "{table}"
     );
 
@@ -77,7 +77,7 @@ fn db_migrate_is_idempotent() {
     let env = [("CONCORD__STORE__URL", "sqlite://state/c.db")];
     let out = concord(dir.path(), &["db", "migrate"], &env);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("applied 2 migration(s)"));
+    assert!(text(&out.stdout).contains("applied 3 migration(s)"));
     let out = concord(dir.path(), &["db", "migrate"], &env);
     assert!(text(&out.stdout).contains("applied 0 migration(s)"));
 }

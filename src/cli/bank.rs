@@ -55,6 +55,20 @@ pub struct ImportArgs {
     system: String,
 }
 
+impl ImportArgs {
+    /// Import of `file` (format detected) into `system`, as the demo does it.
+    pub(super) fn of(file: PathBuf, system: &str) -> Self {
+        ImportArgs {
+            file: FileArgs {
+                file,
+                format: "auto".into(),
+                profiles: PathBuf::from("config/bank-profiles"),
+            },
+            system: system.into(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum ParseOutput {
     Table,

@@ -8,6 +8,7 @@ mod config;
 mod connectors;
 mod db;
 mod demo;
+mod demo_reconcile;
 mod mapping;
 mod reconcile;
 mod reconcile_store;

@@ -45,6 +45,7 @@ mod index;
 mod normalize;
 pub mod report;
 pub mod scenario;
+pub mod stored;
 mod subset;
 
 use std::collections::BTreeMap;

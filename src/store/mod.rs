@@ -255,6 +255,12 @@ macro_rules! insert_alert {
     }};
 }
 
+mod reconcile;
+pub use reconcile::{
+    AllocationChange, AllocationChangeError, AllocationStatus, NewAllocation, PayerAlias,
+    StoredAllocation,
+};
+
 impl Store {
     /// Opens the store described by `settings`: SQLite files are created on
     /// first use (WAL mode, busy timeout); PostgreSQL must be reachable within
