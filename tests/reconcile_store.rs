@@ -307,4 +307,28 @@ async fn manual_allocations_survive_runs(store: &TestStore) {
     assert!(stored::reject(store, ids[0], "dave", None).await.is_err());
 }
 
-on_both_backends!(store_mode_lifecycle, manual_allocations_survive_runs);
+async fn a_combined_payment_is_decided_as_one(store: &TestStore) {
+    let c = customer(store, "Delta Kft", None).await;
+    invoice(store, "INV-2026-0101", &c, "100.00").await;
+    invoice(store, "INV-2026-0102", &c, "50.00").await;
+    let tx = receipt(store, "150.00", "EUR", "Delta Kft", None, Some("INV-2026-0101 INV-2026-0102"), 4).await;
+    stored::run(store, &opts()).await.unwrap();
+    let parts = of_tx(store, &tx).await;
+    assert_eq!(parts.len(), 2, "{parts:?}");
+    let total: Decimal = parts.iter().map(|a| a.allocation.amount).sum();
+    assert_eq!(total, d("150.00"));
+    stored::confirm(store, parts[0].id, "erin", None).await.unwrap();
+    let parts = of_tx(store, &tx).await;
+    assert!(
+        parts.iter().all(|a| a.allocation.status == AllocationStatus::Confirmed && a.actor.as_deref() == Some("erin")),
+        "{parts:?}"
+    );
+    let r = stored::run(store, &opts()).await.unwrap();
+    assert_eq!((r.decided, r.written), (1, 0), "{r:?}");
+}
+
+on_both_backends!(
+    store_mode_lifecycle,
+    manual_allocations_survive_runs,
+    a_combined_payment_is_decided_as_one
+);

@@ -435,8 +435,9 @@ pub async fn run(store: &Store, opts: &RunOptions) -> anyhow::Result<RunReport> 
     Ok(report)
 }
 
-/// Confirms a suggested (or automatic) allocation. The payer's account and
-/// name become aliases of the invoice's customer for later runs.
+/// Confirms a suggested (or automatic) allocation, and the other
+/// allocations of the same receipt from the same run. The payer's account
+/// and name become aliases of the invoice's customer for later runs.
 pub async fn confirm(
     store: &Store,
     id: i64,
@@ -461,7 +462,7 @@ pub async fn confirm(
             }
         }
     }
-    store
+    let done = store
         .change_allocation(
             id,
             "confirm",
@@ -472,10 +473,46 @@ pub async fn confirm(
             note,
             &learn,
         )
-        .await
+        .await?;
+    siblings(store, &done, AllocationStatus::Confirmed, actor, note).await?;
+    Ok(done)
 }
 
-/// Rejects a suggested or automatic allocation: the pair is never proposed
+/// A receipt paying several invoices has one allocation per invoice, made
+/// by the same run: a decision on one is a decision on all of them.
+async fn siblings(
+    store: &Store,
+    done: &StoredAllocation,
+    to: AllocationStatus,
+    actor: &str,
+    note: Option<&str>,
+) -> Result<(), AllocationChangeError> {
+    let others = store
+        .allocations(&[AllocationStatus::Suggested, AllocationStatus::Auto])
+        .await?;
+    for o in others.iter().filter(|o| {
+        o.id != done.id
+            && o.allocation.transaction_id == done.allocation.transaction_id
+            && o.run_id == done.run_id
+    }) {
+        store
+            .change_allocation(
+                o.id,
+                "decide",
+                &[AllocationStatus::Suggested, AllocationStatus::Auto],
+                "suggested or auto allocations",
+                to,
+                actor,
+                Some(note.unwrap_or("decided with the other invoices this receipt pays")),
+                &[],
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+/// Rejects a suggested or automatic allocation (with the other allocations
+/// of the same receipt from the same run): the pair is never proposed
 /// again.
 pub async fn reject(
     store: &Store,
@@ -483,7 +520,7 @@ pub async fn reject(
     actor: &str,
     note: Option<&str>,
 ) -> Result<StoredAllocation, AllocationChangeError> {
-    store
+    let done = store
         .change_allocation(
             id,
             "reject",
@@ -494,7 +531,9 @@ pub async fn reject(
             note,
             &[],
         )
-        .await
+        .await?;
+    siblings(store, &done, AllocationStatus::Rejected, actor, note).await?;
+    Ok(done)
 }
 
 /// Takes a decision back: a confirmation or rejection returns to
