@@ -11,7 +11,6 @@ use rust_decimal::Decimal;
 use sqlx::{Connection, Row};
 
 use crate::model::{CanonicalId, Entity, EntityKind, Invoice, InvoiceStatus};
-use crate::reconcile::Config;
 use crate::reconcile::stored::{self, RunOptions};
 use crate::settings::Settings;
 use crate::store::{AllocationStatus, Batch, LinkWrite, Provenance, RecordWrite, Store};
@@ -152,7 +151,7 @@ async fn walk(store: &Store, seed: &Path, data: &Path, settings: &Settings) -> a
         &RunOptions {
             since: None,
             actor: "demo".into(),
-            config: Config::default(),
+            config: settings.reconcile.config(),
         },
     )
     .await?;

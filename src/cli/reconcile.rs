@@ -17,6 +17,7 @@ use super::OutputFormat;
 use crate::bank::{self, Format};
 use crate::reconcile::file::{self, Alert, FileResult, Loaded, Severity, Tally};
 use crate::reconcile::{self as engine, Config, Receipt, report};
+
 use crate::settings::Settings;
 
 /// Matches receipts of a bank statement to open invoices.
@@ -79,13 +80,13 @@ pub use super::reconcile_store::StoreCommand;
 pub async fn run(args: ReconcileArgs, settings: &Settings) -> anyhow::Result<()> {
     match args.command {
         Some(cmd) => super::reconcile_store::run(cmd, settings).await,
-        None => file_mode(args.file),
+        None => file_mode(args.file, settings),
     }
 }
 
 /// The configuration of a run: defaults, then the flags.
-fn config(args: &FileModeArgs) -> anyhow::Result<Config> {
-    let mut cfg = Config::default();
+fn config(args: &FileModeArgs, settings: &Settings) -> anyhow::Result<Config> {
+    let mut cfg = settings.reconcile.config();
     if let Some(x) = args.auto_threshold {
         cfg.auto_threshold = x;
     }
@@ -98,12 +99,12 @@ fn config(args: &FileModeArgs) -> anyhow::Result<Config> {
 
 pub(super) fn check_thresholds(cfg: &Config) -> anyhow::Result<()> {
     let ok = |x: f64| (0.0..=1.0).contains(&x);
-    if !ok(cfg.auto_threshold) || !ok(cfg.suggest_threshold) {
+    if !ok(cfg.auto_threshold) || !ok(cfg.suggest_threshold) || !ok(cfg.ambiguity_margin) {
         return Err(usage(
             "thresholds",
             format!(
-                "must lie in [0, 1]: auto {}, suggest {}",
-                cfg.auto_threshold, cfg.suggest_threshold
+                "must lie in [0, 1]: auto {}, suggest {}, ambiguity margin {}",
+                cfg.auto_threshold, cfg.suggest_threshold, cfg.ambiguity_margin
             ),
         ));
     }
@@ -231,8 +232,8 @@ pub(super) fn load_statement(
     }
 }
 
-fn file_mode(args: FileModeArgs) -> anyhow::Result<()> {
-    let cfg = config(&args)?;
+fn file_mode(args: FileModeArgs, settings: &Settings) -> anyhow::Result<()> {
+    let cfg = config(&args, settings)?;
     let (Some(receivables_path), Some(statement_path), Some(out_path)) =
         (&args.receivables, &args.statement, &args.out)
     else {

@@ -7,7 +7,6 @@ use clap::{Args, Subcommand, ValueEnum};
 use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
 
 use super::OutputFormat;
-use crate::reconcile::Config;
 use crate::reconcile::stored::{self, RunOptions};
 use crate::settings::Settings;
 use crate::store::{AllocationStatus, StoredAllocation};
@@ -88,7 +87,7 @@ fn os_user() -> String {
 pub async fn run(command: StoreCommand, settings: &Settings) -> anyhow::Result<()> {
     let store = super::open_store(settings).await?;
     let result = match command {
-        StoreCommand::Run(args) => run_once(&store, args).await,
+        StoreCommand::Run(args) => run_once(&store, args, settings).await,
         StoreCommand::List(args) => list(&store, args).await,
         StoreCommand::Confirm(args) => decide(&store, args, "confirmed").await,
         StoreCommand::Reject(args) => decide(&store, args, "rejected").await,
@@ -98,11 +97,17 @@ pub async fn run(command: StoreCommand, settings: &Settings) -> anyhow::Result<(
     result
 }
 
-async fn run_once(store: &crate::store::Store, args: RunArgs) -> anyhow::Result<()> {
+async fn run_once(
+    store: &crate::store::Store,
+    args: RunArgs,
+    settings: &Settings,
+) -> anyhow::Result<()> {
+    let config = settings.reconcile.config();
+    super::reconcile::check_thresholds(&config)?;
     let opts = RunOptions {
         since: args.since,
         actor: args.actor.unwrap_or_else(os_user),
-        config: Config::default(),
+        config,
     };
     let report = stored::run(store, &opts).await?;
     let text = match args.output {
