@@ -466,7 +466,10 @@ fn the_quickstart_demo_syncs_quarantines_and_settles_after_a_decision() {
     let erp = dir.path().join("data/demo/erp.db");
     assert!(erp.is_file());
     // Reconciliation: the bank statement against the ERP's invoices.
-    assert!(shown.contains("7 new invoice(s) read from the ERP"), "{shown}");
+    assert!(
+        shown.contains("7 new invoice(s) read from the ERP"),
+        "{shown}"
+    );
     assert!(shown.contains("8 transaction(s) imported"), "{shown}");
     assert!(
         shown.contains("7 receipt(s) against 7 open invoice(s)"),
@@ -565,11 +568,19 @@ fn the_quickstart_demo_syncs_quarantines_and_settles_after_a_decision() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let run: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(run["decided"], 1, "{run}");
-    assert_eq!((run["written"].as_u64(), run["retired"].as_u64()), (Some(0), Some(0)), "{run}");
+    assert_eq!(
+        (run["written"].as_u64(), run["retired"].as_u64()),
+        (Some(0), Some(0)),
+        "{run}"
+    );
     assert_eq!(run["alerts_raised"], 0, "{run}");
     let out = concord(
         dir.path(),
-        &[&c[..], &["reconcile", "list", "--status", "confirmed", "-o", "json"]].concat(),
+        &[
+            &c[..],
+            &["reconcile", "list", "--status", "confirmed", "-o", "json"],
+        ]
+        .concat(),
         &[],
     );
     let confirmed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -579,7 +590,10 @@ fn the_quickstart_demo_syncs_quarantines_and_settles_after_a_decision() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let again = text(&out.stdout);
     assert!(again.contains("0 new invoice(s)"), "{again}");
-    assert!(again.contains("0 transaction(s) imported, 8 already known"), "{again}");
+    assert!(
+        again.contains("0 transaction(s) imported, 8 already known"),
+        "{again}"
+    );
 
     let out = concord(
         dir.path(),

@@ -356,9 +356,7 @@ fn bad_rows_are_reported_and_the_run_goes_on() {
         "{alerts:?}"
     );
     assert!(
-        alerts
-            .iter()
-            .any(|(_, l)| *l == Some(7)),
+        alerts.iter().any(|(_, l)| *l == Some(7)),
         "the short row is reported: {alerts:?}"
     );
     // The good rows were matched: T1 to INV-1001 and T5 to INV-1006.

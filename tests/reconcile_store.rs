@@ -311,16 +311,30 @@ async fn a_combined_payment_is_decided_as_one(store: &TestStore) {
     let c = customer(store, "Delta Kft", None).await;
     invoice(store, "INV-2026-0101", &c, "100.00").await;
     invoice(store, "INV-2026-0102", &c, "50.00").await;
-    let tx = receipt(store, "150.00", "EUR", "Delta Kft", None, Some("INV-2026-0101 INV-2026-0102"), 4).await;
+    let tx = receipt(
+        store,
+        "150.00",
+        "EUR",
+        "Delta Kft",
+        None,
+        Some("INV-2026-0101 INV-2026-0102"),
+        4,
+    )
+    .await;
     stored::run(store, &opts()).await.unwrap();
     let parts = of_tx(store, &tx).await;
     assert_eq!(parts.len(), 2, "{parts:?}");
     let total: Decimal = parts.iter().map(|a| a.allocation.amount).sum();
     assert_eq!(total, d("150.00"));
-    stored::confirm(store, parts[0].id, "erin", None).await.unwrap();
+    stored::confirm(store, parts[0].id, "erin", None)
+        .await
+        .unwrap();
     let parts = of_tx(store, &tx).await;
     assert!(
-        parts.iter().all(|a| a.allocation.status == AllocationStatus::Confirmed && a.actor.as_deref() == Some("erin")),
+        parts
+            .iter()
+            .all(|a| a.allocation.status == AllocationStatus::Confirmed
+                && a.actor.as_deref() == Some("erin")),
         "{parts:?}"
     );
     let r = stored::run(store, &opts()).await.unwrap();

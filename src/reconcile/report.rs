@@ -109,9 +109,9 @@ pub fn html(result: &FileResult, meta: &Meta<'_>) -> String {
     o.push_str("<title>Reconciliation report</title><style>");
     o.push_str(CSS);
     o.push_str("</style></head><body>\n<h1>Reconciliation report</h1>\n");
-    let _ = write!(
+    let _ = writeln!(
         o,
-        "<div class=\"meta\">Receivables: {}<br>Statement: {}<br>As of {} (last booking day); auto threshold {}, suggestion threshold {}, fee tolerance {} % of the open amount</div>\n",
+        "<div class=\"meta\">Receivables: {}<br>Statement: {}<br>As of {} (last booking day); auto threshold {}, suggestion threshold {}, fee tolerance {} % of the open amount</div>",
         escape(meta.receivables),
         escape(meta.statement),
         s.as_of.map_or("&ndash;".to_owned(), |d| d.to_string()),
