@@ -67,6 +67,44 @@ pub struct Settings {
     pub webhooks: crate::serve::WebhookSettings,
     /// Data-quality rules, thresholds and alert sinks: `[quality]`.
     pub quality: crate::quality::QualitySettings,
+    /// Reconciliation thresholds: `[reconcile]`.
+    pub reconcile: ReconcileSettings,
+}
+
+/// Reconciliation thresholds (`concord reconcile`, file and store mode).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReconcileSettings {
+    /// Confidence at or above which a match is made without review (0.90).
+    pub auto_threshold: f64,
+    /// Confidence at or above which a match is suggested (0.50).
+    pub suggest_threshold: f64,
+    /// A second candidate this close to the best makes a match ambiguous,
+    /// never automatic (0.05).
+    pub ambiguity_margin: f64,
+}
+
+impl Default for ReconcileSettings {
+    fn default() -> Self {
+        let c = crate::reconcile::Config::default();
+        ReconcileSettings {
+            auto_threshold: c.auto_threshold,
+            suggest_threshold: c.suggest_threshold,
+            ambiguity_margin: c.ambiguity_margin,
+        }
+    }
+}
+
+impl ReconcileSettings {
+    /// The engine's configuration with these thresholds.
+    pub fn config(&self) -> crate::reconcile::Config {
+        crate::reconcile::Config {
+            auto_threshold: self.auto_threshold,
+            suggest_threshold: self.suggest_threshold,
+            ambiguity_margin: self.ambiguity_margin,
+            ..crate::reconcile::Config::default()
+        }
+    }
 }
 
 /// Where mappings live.

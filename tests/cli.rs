@@ -479,6 +479,22 @@ fn the_quickstart_demo_syncs_quarantines_and_settles_after_a_decision() {
     assert!(shown.contains("1 conflict(s) wait for you"), "{shown}");
     let erp = dir.path().join("data/demo/erp.db");
     assert!(erp.is_file());
+    // Reconciliation: the bank statement against the ERP's invoices.
+    assert!(
+        shown.contains("7 new invoice(s) read from the ERP"),
+        "{shown}"
+    );
+    assert!(shown.contains("8 transaction(s) imported"), "{shown}");
+    assert!(
+        shown.contains("7 receipt(s) against 7 open invoice(s)"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("reconcile_possible_duplicate_payment"),
+        "{shown}"
+    );
+    assert!(shown.contains("Left open:"), "{shown}");
+    assert!(shown.contains("reconcile confirm ID"), "{shown}");
 
     let c = ["--config", "config/demo.toml"];
     let out = concord(
@@ -534,6 +550,65 @@ fn the_quickstart_demo_syncs_quarantines_and_settles_after_a_decision() {
             );
         }
     }
+    // A suggestion is confirmed; running reconciliation again keeps it and
+    // changes nothing else.
+    let out = concord(
+        dir.path(),
+        &[&c[..], &["reconcile", "list", "-o", "json"]].concat(),
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let suggested: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let suggested = suggested.as_array().unwrap();
+    assert!(!suggested.is_empty());
+    assert!(suggested.iter().all(|a| a["status"] == "suggested"));
+    let id = suggested
+        .iter()
+        .find(|a| a["invoice_number"] == "RE-2026-000417")
+        .map(|a| a["id"].to_string())
+        .expect("the fee-reduced ACME payment is suggested");
+    let out = concord(
+        dir.path(),
+        &[&c[..], &["reconcile", "confirm", &id, "--actor", "ada"]].concat(),
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("is now confirmed (by ada)"));
+    let out = concord(
+        dir.path(),
+        &[&c[..], &["reconcile", "run", "-o", "json"]].concat(),
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let run: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(run["decided"], 1, "{run}");
+    assert_eq!(
+        (run["written"].as_u64(), run["retired"].as_u64()),
+        (Some(0), Some(0)),
+        "{run}"
+    );
+    assert_eq!(run["alerts_raised"], 0, "{run}");
+    let out = concord(
+        dir.path(),
+        &[
+            &c[..],
+            &["reconcile", "list", "--status", "confirmed", "-o", "json"],
+        ]
+        .concat(),
+        &[],
+    );
+    let confirmed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(confirmed[0]["actor"], "ada", "{confirmed}");
+    // The demo run again: nothing new.
+    let out = concord(dir.path(), &["demo"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let again = text(&out.stdout);
+    assert!(again.contains("0 new invoice(s)"), "{again}");
+    assert!(
+        again.contains("0 transaction(s) imported, 8 already known"),
+        "{again}"
+    );
+
     let out = concord(
         dir.path(),
         &[&c[..], &["history", "customer", "crm_main:C-1001"]].concat(),

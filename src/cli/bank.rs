@@ -55,6 +55,20 @@ pub struct ImportArgs {
     system: String,
 }
 
+impl ImportArgs {
+    /// Import of `file` (format detected) into `system`, as the demo does it.
+    pub(super) fn of(file: PathBuf, system: &str) -> Self {
+        ImportArgs {
+            file: FileArgs {
+                file,
+                format: "auto".into(),
+                profiles: PathBuf::from("config/bank-profiles"),
+            },
+            system: system.into(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum ParseOutput {
     Table,
@@ -69,7 +83,7 @@ pub async fn run(command: BankCommand, settings: &Settings) -> anyhow::Result<()
     }
 }
 
-fn load_profiles(dir: &Path) -> anyhow::Result<Vec<CsvProfile>> {
+pub(super) fn load_profiles(dir: &Path) -> anyhow::Result<Vec<CsvProfile>> {
     let mut profiles = Vec::new();
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Ok(profiles);
@@ -136,7 +150,7 @@ fn read_statements(args: &FileArgs) -> anyhow::Result<Vec<Statement>> {
     result.with_context(|| format!("cannot read {} as {format}", args.file.display()))
 }
 
-fn parse_format(name: &str) -> anyhow::Result<Format> {
+pub(super) fn parse_format(name: &str) -> anyhow::Result<Format> {
     Ok(match name {
         "camt053" => Format::Camt053,
         "camt054" => Format::Camt054,

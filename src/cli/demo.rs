@@ -41,6 +41,7 @@ pub async fn run(args: DemoArgs, settings: &Settings) -> anyhow::Result<()> {
         settings,
     )
     .await?;
+    super::demo_reconcile::run(&args.seed, &args.data, settings).await?;
     let c = "concord --config config/demo.toml";
     super::print(&format!(
         "\nNext:
@@ -51,6 +52,11 @@ pub async fn run(args: DemoArgs, settings: &Settings) -> anyhow::Result<()> {
   {c} status                    records, links, queues, quarantine
   {c} show customer crm_main:C-1001    one customer and its links
   {c} history customer crm_main:C-1001 every version, who and why
+  {c} reconcile list            suggested matches of bank receipts to invoices
+  {c} reconcile list --status all   every allocation, with its reasons
+  {c} reconcile confirm ID      accept a suggestion (the payer is learnt for next time)
+  {c} reconcile reject ID       refuse it; it is not proposed again
+  {c} reconcile run             match again: decisions stay, nothing else moves
 The CRM's import folder is {data}/crm/import/; the ERP is {data}/erp.db (sqlite3 {data}/erp.db 'select * from customer').
 `concord demo --reset` starts over.\n",
         data = args.data.display()

@@ -9,7 +9,10 @@ mod config;
 mod connectors;
 mod db;
 mod demo;
+mod demo_reconcile;
 mod mapping;
+mod reconcile;
+mod reconcile_store;
 mod serve;
 mod status;
 mod sync;
@@ -76,6 +79,8 @@ enum Command {
     Mapping(mapping::MappingCommand),
     /// Run the daemon: scheduler, webhook receiver and workers.
     Serve(serve::ServeArgs),
+    /// Match bank receipts to open invoices: from files, or in the store.
+    Reconcile(reconcile::ReconcileArgs),
     /// Records per entity and system, cursors, queues, open conflicts and alerts.
     Status(status::StatusArgs),
     /// Run sync jobs.
@@ -186,6 +191,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             Command::Db(cmd) => db::run(cmd, &settings).await,
             Command::Mapping(cmd) => mapping::run(cmd, &settings).await,
             Command::Serve(args) => serve::run(args, &settings).await,
+            Command::Reconcile(args) => reconcile::run(args, &settings).await,
             Command::Status(args) => status::run(args, &settings).await,
             Command::Sync(cmd) => sync::run(cmd, &settings).await,
             Command::Conflicts(cmd) => sync::conflicts(cmd, &settings).await,

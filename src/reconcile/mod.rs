@@ -43,7 +43,9 @@ mod engine;
 pub mod file;
 mod index;
 mod normalize;
+pub mod report;
 pub mod scenario;
+pub mod stored;
 mod subset;
 
 use std::collections::BTreeMap;

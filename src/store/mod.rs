@@ -269,6 +269,11 @@ mod sync;
 // Data-quality alerts: after the macros, which it uses.
 mod quality;
 pub use quality::*;
+mod reconcile;
+pub use reconcile::{
+    AllocationChange, AllocationChangeError, AllocationStatus, NewAllocation, PayerAlias,
+    StoredAllocation,
+};
 
 impl Store {
     /// Opens the store described by `settings`: SQLite files are created on
