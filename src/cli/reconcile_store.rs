@@ -110,6 +110,8 @@ async fn run_once(
         config,
     };
     let report = stored::run(store, &opts).await?;
+    // Unmatched-receipt and payment rules see this run's matches.
+    crate::quality::run_after(store, settings, "reconcile run").await;
     let text = match args.output {
         OutputFormat::Json => serde_json::to_string_pretty(&report)? + "\n",
         OutputFormat::Table => {

@@ -255,6 +255,17 @@ pub async fn load(store: &Store, settings: &Settings) -> Result<Dataset, StoreEr
             data.matched_receipts.insert(id);
         }
     }
+    // Receipts reconciliation matched (automatically, or decided by people)
+    // are not unmatched, whatever their payment records say.
+    use crate::store::AllocationStatus as S;
+    for a in store
+        .allocations(&[S::Auto, S::Confirmed, S::Manual])
+        .await?
+    {
+        if let Ok(id) = CanonicalId::parse(&a.allocation.transaction_id) {
+            data.matched_receipts.insert(id);
+        }
+    }
     Ok(data)
 }
 
