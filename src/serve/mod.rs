@@ -1,5 +1,7 @@
 //! `concord serve`: the daemon. One process runs the HTTP server (webhook
 //! intake, health checks), the scheduler and inbox workers over one store.
+//! With `[queue] kind = "amqp"` webhook events travel through the broker
+//! instead of the store's inbox ([`queue_worker`]).
 //!
 //! On SIGTERM or SIGINT it stops taking requests and starting work, lets
 //! requests in flight finish (each is answered after its event is
