@@ -1,5 +1,7 @@
 //! `concord serve`: the daemon. One process runs the HTTP server (webhook
 //! intake, health checks), the scheduler and inbox workers over one store.
+//! With `[queue] kind = "amqp"` webhook events travel through the broker
+//! instead of the store's inbox ([`queue_worker`]).
 //!
 //! On SIGTERM or SIGINT it stops taking requests and starting work, lets
 //! requests in flight finish (each is answered after its event is
@@ -9,6 +11,7 @@
 //! released) and exits. Nothing acknowledged is lost.
 
 pub mod intake;
+pub mod queue_worker;
 pub mod scheduler;
 pub mod settings;
 pub mod verify;
@@ -33,6 +36,7 @@ use tokio::task::JoinHandle;
 
 pub use settings::{ServerSettings, WebhookSettings};
 
+use crate::queue::{AmqpQueue, Queue, QueueError, QueueKind};
 use crate::settings::Settings;
 use crate::store::Store;
 use crate::sync::Engine;
@@ -46,16 +50,23 @@ pub struct AppState {
 struct Inner {
     store: Store,
     receiver: webhook::Receiver,
+    /// The broker queue when `[queue] kind = "amqp"`, checked by `/readyz`.
+    queue: Option<Arc<dyn Queue>>,
     /// Set at shutdown: `/readyz` then says 503 so load balancers move on.
     draining: AtomicBool,
 }
 
 impl AppState {
-    pub fn new(store: Store, receiver: webhook::Receiver) -> AppState {
+    pub fn new(
+        store: Store,
+        receiver: webhook::Receiver,
+        queue: Option<Arc<dyn Queue>>,
+    ) -> AppState {
         AppState {
             inner: Arc::new(Inner {
                 store,
                 receiver,
+                queue,
                 draining: AtomicBool::new(false),
             }),
         }
@@ -94,17 +105,24 @@ async fn readyz(State(state): State<AppState>) -> Response {
         tokio::time::timeout(Duration::from_secs(2), state.inner.store.ping()).await,
         Ok(Ok(()))
     );
-    let (status, text) = if store_ok {
+    let mut checks = json!({ "store": if store_ok { "ok" } else { "unreachable" } });
+    let mut ready = store_ok;
+    if let Some(queue) = &state.inner.queue {
+        let broker_ok = matches!(
+            tokio::time::timeout(Duration::from_secs(2), queue.depth()).await,
+            Ok(Ok(_))
+        );
+        checks["broker"] = json!(if broker_ok { "ok" } else { "unreachable" });
+        ready &= broker_ok;
+    }
+    let (status, text) = if ready {
         (StatusCode::OK, "ready")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
     };
     (
         status,
-        axum::Json(json!({
-            "status": text,
-            "checks": { "store": if store_ok { "ok" } else { "unreachable" } },
-        })),
+        axum::Json(json!({ "status": text, "checks": checks })),
     )
         .into_response()
 }
@@ -163,13 +181,34 @@ pub async fn start(
     } else {
         Vec::new()
     };
-    let (intake, writer) = intake::Intake::start(
-        store.clone(),
-        settings.webhooks.group_commit_max,
-        settings.webhooks.sync_full,
-    );
-    let receiver = webhook::Receiver::new(&settings, intake)?;
-    let state = AppState::new(store.clone(), receiver);
+    // `[queue] kind = "amqp"`: webhook events go through the broker;
+    // otherwise through the store's inbox (group committed).
+    let broker = match settings.queue.kind {
+        QueueKind::Amqp => {
+            settings
+                .queue
+                .validate()
+                .map_err(|(key, reason)| QueueError::Config { key, reason })?;
+            Some(Arc::new(
+                AmqpQueue::connect(settings.queue.clone(), store.clone()).await?,
+            ))
+        }
+        QueueKind::Store => None,
+    };
+    let queue: Option<Arc<dyn Queue>> = broker.clone().map(|q| q as Arc<dyn Queue>);
+    let (sink, writer) = match &queue {
+        Some(q) => (webhook::Sink::Queue(q.clone()), None),
+        None => {
+            let (intake, writer) = intake::Intake::start(
+                store.clone(),
+                settings.webhooks.group_commit_max,
+                settings.webhooks.sync_full,
+            );
+            (webhook::Sink::Inbox(intake), Some(writer))
+        }
+    };
+    let receiver = webhook::Receiver::new(&settings, sink)?;
+    let state = AppState::new(store.clone(), receiver, queue.clone());
     let addr = listener.local_addr()?;
     let (stop_tx, stop_rx) = watch::channel(false);
 
@@ -179,6 +218,16 @@ pub async fn start(
     let mut work: Vec<JoinHandle<()>> = Vec::new();
     let mut worker_owners = Vec::new();
     for i in 0..server.workers {
+        if let Some(queue) = &queue {
+            let w = queue_worker::QueueWorker {
+                engine: engine.clone(),
+                settings: hooks.clone(),
+                queue: queue.clone(),
+                batch: server.claim_batch.max(1) as usize,
+            };
+            work.push(tokio::spawn(w.run(stop_rx.clone())));
+            continue;
+        }
         let w = worker::Worker {
             engine: engine.clone(),
             settings: hooks.clone(),
@@ -251,7 +300,9 @@ pub async fn start(
         }
         // Every intake handle is gone with the server: the writer commits
         // what is queued and ends.
-        let _ = writer.await;
+        if let Some(writer) = writer {
+            let _ = writer.await;
+        }
         let mut late = false;
         for mut handle in work {
             if tokio::time::timeout_at(deadline, &mut handle)
@@ -266,6 +317,10 @@ pub async fn start(
             tracing::warn!(
                 message = "Work still running at the shutdown deadline was stopped and given back."
             );
+        }
+        // Received and not acknowledged: the broker hands it out again.
+        if let Some(broker) = &broker {
+            broker.close().await;
         }
         for w in &worker_owners {
             if let Err(e) = worker::queue::release(&store, w).await {

@@ -5,6 +5,11 @@
 //! bad signature or stale timestamp 401, malformed JSON or no event id 400.
 //! A stored event gets 202; an event id seen before gets 200 and stores
 //! nothing new. The store failing gets 503 so the sender retries.
+//!
+//! With `[queue] kind = "amqp"` the event is published to the work queue
+//! instead (202 once the broker confirmed it; 503 when it cannot). The
+//! broker cannot tell a duplicate, so a repeated event id gets 202 too and
+//! its copy is skipped when consumed (its work id is done already).
 
 use std::collections::HashMap;
 
@@ -19,7 +24,9 @@ use super::AppState;
 use super::intake::{Intake, Stored};
 use super::settings::{Scheme, WebhookSettings};
 use super::verify::Verifier;
+use crate::queue::{Enqueued, Queue};
 use crate::store::InboxEvent;
+use std::sync::Arc;
 
 /// Where a system's event id comes from.
 #[derive(Debug)]
@@ -35,11 +42,20 @@ struct Source {
     id: IdSource,
 }
 
+/// Where verified events go.
+pub enum Sink {
+    /// The store's inbox, group committed (`[queue] kind = "store"`).
+    Inbox(Intake),
+    /// The work queue (`[queue] kind = "amqp"`): answered after the
+    /// broker confirmed the message.
+    Queue(Arc<dyn Queue>),
+}
+
 /// The receiving side of every configured system.
 pub struct Receiver {
     systems: HashMap<String, Source>,
     max_body: usize,
-    intake: Intake,
+    sink: Sink,
 }
 
 impl Receiver {
@@ -48,7 +64,7 @@ impl Receiver {
     /// setting, never a secret.
     pub fn new(
         settings: &crate::settings::Settings,
-        intake: Intake,
+        sink: Sink,
     ) -> Result<Receiver, crate::settings::SettingsError> {
         let hooks: &WebhookSettings = &settings.webhooks;
         let mut systems = HashMap::new();
@@ -104,7 +120,7 @@ impl Receiver {
         Ok(Receiver {
             systems,
             max_body: hooks.max_body_bytes,
-            intake,
+            sink,
         })
     }
 }
@@ -245,13 +261,29 @@ async fn intake(state: &AppState, system: String, headers: HeaderMap, body: Body
             "the event id is longer than 256 characters",
         );
     }
-    let event = InboxEvent {
-        idempotency_key: format!("{system}:{event_id}"),
-        system,
-        entity: None,
-        payload,
+    let stored = match &receiver.sink {
+        Sink::Inbox(intake) => {
+            let event = InboxEvent {
+                idempotency_key: format!("{system}:{event_id}"),
+                system,
+                entity: None,
+                payload,
+            };
+            intake.push(event).await.map_err(|_| ())
+        }
+        Sink::Queue(queue) => {
+            let item = super::queue_worker::webhook_item(&system, &event_id, payload);
+            match queue.enqueue(item).await {
+                Ok(Enqueued::Stored) => Ok(Stored::New(0)),
+                Ok(Enqueued::Duplicate) => Ok(Stored::Duplicate),
+                Err(e) => {
+                    tracing::error!(message = "A webhook event could not be queued; the sender is told to retry.", system = %system, error = %e);
+                    Err(())
+                }
+            }
+        }
     };
-    match receiver.intake.push(event).await {
+    match stored {
         Ok(Stored::New(_)) => (
             StatusCode::ACCEPTED,
             axum::Json(json!({ "status": "accepted", "event_id": event_id })),

@@ -58,7 +58,7 @@ pub(crate) mod queue {
 }
 
 /// Why an event could not be processed.
-enum Failure {
+pub(crate) enum Failure {
     /// Retrying cannot help (the payload is not what the settings say).
     Permanent(String),
     /// May work later (a system or the store was unavailable).
@@ -164,48 +164,67 @@ impl Worker {
     }
 
     async fn handle(&self, event: &ClaimedEvent) -> Result<crate::sync::JobReport, Failure> {
-        let system = &event.system;
-        let cfg = self.settings.systems.get(system).ok_or_else(|| {
-            Failure::Permanent(format!("no [webhooks.systems.{system}] settings"))
-        })?;
-        let job = self
-            .engine
-            .jobs()
-            .iter()
-            .find(|j| j.source.system == *system && j.source.entity == cfg.entity)
-            .ok_or_else(|| {
-                Failure::Permanent(format!(
-                    "no job reads {system} {}; add one with that source",
-                    cfg.entity
-                ))
-            })?;
-        let records = match cfg.mode {
-            EventMode::Record => records_in(&event.payload, cfg).map_err(Failure::Permanent)?,
-            EventMode::Pull => {
-                let ids = ids_in(&event.payload, cfg).map_err(Failure::Permanent)?;
-                let connector = self
-                    .engine
-                    .connector(system)
-                    .map_err(|e| Failure::Permanent(format!("{e:#}")))?;
-                let mut records = Vec::with_capacity(ids.len());
-                for id in ids {
-                    match connector.get(&cfg.entity, &id).await {
-                        Ok(Some(r)) => records.push(r),
-                        // Gone since the event was sent: nothing to take in.
-                        Ok(None) => {
-                            tracing::info!(message = "A record named by a webhook no longer exists.", system = %system, id = %id);
-                        }
-                        Err(e) => return Err(Failure::Transient(format!("fetching {id}: {e}"))),
-                    }
-                }
-                records
-            }
-        };
+        let prepared = prepare(&self.engine, &self.settings, &event.system, &event.payload).await?;
         self.engine
-            .ingest_records(&job.name, &records, self.settings.deliver)
+            .ingest_records(&prepared.job, &prepared.records, self.settings.deliver)
             .await
             .map_err(|e| Failure::Transient(format!("{e:#}")))
     }
+}
+
+/// An event turned into records for a job.
+pub(crate) struct Prepared {
+    pub job: String,
+    pub records: Vec<RawRecord>,
+}
+
+/// Finds the job that reads `system`'s events and the records `payload`
+/// holds or names (fetched from the system in `pull` mode).
+pub(crate) async fn prepare(
+    engine: &Engine,
+    settings: &WebhookSettings,
+    system: &str,
+    payload: &Value,
+) -> Result<Prepared, Failure> {
+    let cfg = settings
+        .systems
+        .get(system)
+        .ok_or_else(|| Failure::Permanent(format!("no [webhooks.systems.{system}] settings")))?;
+    let job = engine
+        .jobs()
+        .iter()
+        .find(|j| j.source.system == *system && j.source.entity == cfg.entity)
+        .ok_or_else(|| {
+            Failure::Permanent(format!(
+                "no job reads {system} {}; add one with that source",
+                cfg.entity
+            ))
+        })?;
+    let records = match cfg.mode {
+        EventMode::Record => records_in(payload, cfg).map_err(Failure::Permanent)?,
+        EventMode::Pull => {
+            let ids = ids_in(payload, cfg).map_err(Failure::Permanent)?;
+            let connector = engine
+                .connector(system)
+                .map_err(|e| Failure::Permanent(format!("{e:#}")))?;
+            let mut records = Vec::with_capacity(ids.len());
+            for id in ids {
+                match connector.get(&cfg.entity, &id).await {
+                    Ok(Some(r)) => records.push(r),
+                    // Gone since the event was sent: nothing to take in.
+                    Ok(None) => {
+                        tracing::info!(message = "A record named by a webhook no longer exists.", system = %system, id = %id);
+                    }
+                    Err(e) => return Err(Failure::Transient(format!("fetching {id}: {e}"))),
+                }
+            }
+            records
+        }
+    };
+    Ok(Prepared {
+        job: job.name.clone(),
+        records,
+    })
 }
 
 fn at<'a>(payload: &'a Value, pointer: &str) -> Result<&'a Value, String> {

@@ -1590,6 +1590,57 @@ impl Engine {
         records: &[RawRecord],
         deliver: bool,
     ) -> anyhow::Result<JobReport> {
+        self.ingest_records_marked(name, records, deliver, &[])
+            .await
+    }
+
+    /// [`Engine::ingest_records`] for a work item: `work_id` is marked done
+    /// in the same transaction as the records
+    /// ([`crate::store::Batch::processed_work`]). `None` when it was done
+    /// before: nothing is committed, but what is due is still delivered
+    /// (when `deliver`), so a delivery that failed after the commit is
+    /// retried with the redelivered copy.
+    pub async fn ingest_records_once(
+        &self,
+        name: &str,
+        records: &[RawRecord],
+        deliver: bool,
+        work_id: &str,
+    ) -> anyhow::Result<Option<JobReport>> {
+        match self
+            .ingest_records_marked(name, records, deliver, &[work_id.to_owned()])
+            .await
+        {
+            Ok(report) => Ok(Some(report)),
+            Err(e)
+                if matches!(
+                    e.downcast_ref::<StoreError>(),
+                    Some(StoreError::AlreadyProcessed { .. })
+                ) =>
+            {
+                if deliver {
+                    let job = self.job(name)?;
+                    let mut report = JobReport {
+                        job: job.name.clone(),
+                        ..JobReport::default()
+                    };
+                    for target in &job.targets {
+                        self.deliver(job, target, &mut report).await?;
+                    }
+                }
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn ingest_records_marked(
+        &self,
+        name: &str,
+        records: &[RawRecord],
+        deliver: bool,
+        processed_work: &[String],
+    ) -> anyhow::Result<JobReport> {
         let job = self.job(name)?;
         let mapping = self.mapping(&job.source, Direction::In)?;
         let mut report = JobReport {
@@ -1600,9 +1651,10 @@ impl Engine {
         };
         let mut attempt = 0;
         loop {
-            let (batch, stats) = self
+            let (mut batch, stats) = self
                 .ingest_page(job, &mapping, records, None, false)
                 .await?;
+            batch.processed_work = processed_work.to_vec();
             match self.store.commit(&batch).await {
                 Ok(_) => {
                     stats.add_to(&mut report);
