@@ -398,7 +398,7 @@ mod tests {
         let paths = doc["paths"].as_object().unwrap();
         assert!(paths.keys().all(|p| p.starts_with("/api/v1/")));
         let operations: usize = paths.values().map(|p| p.as_object().unwrap().len()).sum();
-        assert_eq!(operations, 18);
+        assert_eq!(operations, 19);
         assert_eq!(
             doc["components"]["securitySchemes"]["bearer"]["scheme"],
             "bearer"
