@@ -1,4 +1,5 @@
-//! The few places where SQLite and PostgreSQL need different Rust types.
+//! The few places where SQLite and PostgreSQL need different Rust types or
+//! SQL.
 
 use rust_decimal::Decimal;
 use std::str::FromStr;
@@ -10,10 +11,21 @@ pub(crate) trait Dialect: sqlx::Database {
     type Amount;
     fn encode_amount(amount: Decimal) -> Self::Amount;
     fn decode_amount(stored: Self::Amount) -> Result<Decimal, String>;
+    /// `links` as read by canonical id. SQLite's planner, without
+    /// statistics, prefers the primary key's `(entity, system)` prefix of
+    /// this WITHOUT ROWID table to the secondary index, and so reads every
+    /// link of the system per look-up: first loads became quadratic.
+    const LINKS_BY_CANONICAL: &'static str;
+    /// `outbox` as read in id order per target, for the same reason: the
+    /// `(target_system, status, id)` index walks due entries in order
+    /// instead of sorting every pending entry per batch.
+    const OUTBOX_BY_TARGET: &'static str;
 }
 
 impl Dialect for sqlx::Sqlite {
     type Amount = String;
+    const LINKS_BY_CANONICAL: &'static str = "links INDEXED BY links_by_canonical";
+    const OUTBOX_BY_TARGET: &'static str = "outbox INDEXED BY outbox_by_target_id";
 
     /// Normalised (`100.50` → `100.5`) so that equal amounts are equal text
     /// and an index on the column finds them; the record's JSON keeps the
@@ -29,6 +41,8 @@ impl Dialect for sqlx::Sqlite {
 
 impl Dialect for sqlx::Postgres {
     type Amount = Decimal;
+    const LINKS_BY_CANONICAL: &'static str = "links";
+    const OUTBOX_BY_TARGET: &'static str = "outbox";
 
     fn encode_amount(amount: Decimal) -> Decimal {
         amount

@@ -529,42 +529,51 @@ impl Store {
                     return Err(self.creation_conflict(batch, chunk).await);
                 }
             }
-            for (i, write) in batch.records.iter().enumerate() {
-                if write.expected_version == 0 {
-                    continue;
+            // Updates: many per statement, each only if the record is still
+            // at the version it was read at; any that is not fails the batch.
+            // A record written twice in one batch goes in separate
+            // statements, in order (one statement updates a row once).
+            let mut update_chunks: Vec<Vec<usize>> = vec![Vec::new()];
+            let mut in_chunk = std::collections::HashSet::new();
+            for i in (0..batch.records.len()).filter(|&i| batch.records[i].expected_version > 0) {
+                let w = &batch.records[i];
+                let last = update_chunks.last().map_or(0, Vec::len);
+                if last == ROWS_PER_STATEMENT || in_chunk.contains(&(w.entity, w.id.as_str())) {
+                    update_chunks.push(Vec::new());
+                    in_chunk.clear();
                 }
-                let (hash, amount, currency) = &prepared[i];
-                let changed = sqlx::query(
-                    "UPDATE records SET version = $3, content_hash = $4, amount = $5, currency = $6, updated_at = $7
-                     WHERE entity = $1 AND id = $2 AND version = $8",
-                )
-                .bind(write.entity.as_str())
-                .bind(write.id.as_str())
-                .bind(write.expected_version + 1)
-                .bind(hash.as_str())
-                .bind(amount.to_owned())
-                .bind(currency.as_deref())
-                .bind(now)
-                .bind(write.expected_version)
-                .execute(&mut *tx)
-                .await
-                .map_err(StoreError::query("update record"))?
-                .rows_affected();
-                if changed != 1 {
-                    let actual: Option<i64> = sqlx::query_scalar(
-                        "SELECT version FROM records WHERE entity = $1 AND id = $2",
-                    )
-                    .bind(write.entity.as_str())
-                    .bind(write.id.as_str())
-                    .fetch_optional(&mut *tx)
+                in_chunk.insert((w.entity, w.id.as_str()));
+                update_chunks.last_mut().expect("a chunk").push(i);
+            }
+            for chunk in update_chunks.iter().filter(|c| !c.is_empty()) {
+                let mut q = sqlx::QueryBuilder::<Db>::new(
+                    "UPDATE records SET version = v.column3 + 1, content_hash = v.column4,
+                       amount = v.column5, currency = v.column6, updated_at = ",
+                );
+                q.push_bind(now).push(" FROM (");
+                q.push_values(chunk, |mut row, &i| {
+                    let w = &batch.records[i];
+                    let (hash, amount, currency) = &prepared[i];
+                    row.push_bind(w.entity.as_str())
+                        .push_bind(w.id.as_str())
+                        .push_bind(w.expected_version)
+                        .push_bind(hash.as_str())
+                        .push_bind(amount.to_owned())
+                        .push_bind(currency.as_deref());
+                });
+                q.push(
+                    ") AS v WHERE records.entity = v.column1 AND records.id = v.column2
+                       AND records.version = v.column3",
+                );
+                let changed = q
+                    .build()
+                    .execute(&mut *tx)
                     .await
-                    .map_err(StoreError::query("read record version"))?;
-                    return Err(StoreError::VersionConflict {
-                        entity: write.entity,
-                        id: write.id.clone(),
-                        expected: write.expected_version,
-                        actual: actual.unwrap_or(0),
-                    });
+                    .map_err(StoreError::query("update records"))?
+                    .rows_affected();
+                if changed != chunk.len() as u64 {
+                    drop(tx);
+                    return Err(self.update_conflict(batch, chunk).await);
                 }
             }
             let all: Vec<usize> = (0..batch.records.len()).collect();
@@ -680,28 +689,70 @@ impl Store {
             for conflict in &batch.conflicts {
                 insert_conflict!(&mut *tx, conflict, now)?;
             }
+            // Identity keys: a record's old value of a key goes, the new one
+            // comes. A record created in this batch has no old keys.
+            let created: std::collections::HashSet<(EntityKind, &str)> = batch
+                .records
+                .iter()
+                .filter(|w| w.expected_version == 0)
+                .map(|w| (w.entity, w.id.as_str()))
+                .collect();
+            let mut last_key: HashMap<(EntityKind, &str, &str), &IdentityKeyWrite> = HashMap::new();
+            let mut key_order: Vec<(EntityKind, &str, &str)> = Vec::new();
             for key in &batch.identity_keys {
-                sqlx::query(
-                    "DELETE FROM identity_keys WHERE entity = $1 AND canonical_id = $2 AND key_name = $3",
-                )
-                .bind(key.entity.as_str())
-                .bind(key.canonical_id.as_str())
-                .bind(&key.key_name)
-                .execute(&mut *tx)
-                .await
-                .map_err(StoreError::query("write identity key"))?;
-                if let Some(value) = &key.key_value {
-                    sqlx::query(
-                        "INSERT INTO identity_keys (entity, key_name, key_value, canonical_id) VALUES ($1, $2, $3, $4)",
-                    )
-                    .bind(key.entity.as_str())
-                    .bind(&key.key_name)
-                    .bind(value)
-                    .bind(key.canonical_id.as_str())
+                let k = (key.entity, key.canonical_id.as_str(), key.key_name.as_str());
+                if last_key.insert(k, key).is_none() {
+                    key_order.push(k);
+                }
+            }
+            let stale: Vec<&(EntityKind, &str, &str)> = key_order
+                .iter()
+                .filter(|(entity, id, _)| !created.contains(&(*entity, *id)))
+                .collect();
+            // Grouped by key name, so that each statement is a search of
+            // the (entity, canonical_id, key_name) index, not a scan.
+            let mut stale_by_name: std::collections::BTreeMap<(&str, &str), Vec<&str>> =
+                std::collections::BTreeMap::new();
+            for (entity, id, name) in stale {
+                stale_by_name
+                    .entry((entity.as_str(), name))
+                    .or_default()
+                    .push(id);
+            }
+            for ((entity, name), ids) in &stale_by_name {
+                for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+                    let mut q =
+                        sqlx::QueryBuilder::<Db>::new("DELETE FROM identity_keys WHERE entity = ");
+                    q.push_bind(*entity)
+                        .push(" AND key_name = ")
+                        .push_bind(*name)
+                        .push(" AND canonical_id IN ");
+                    push_list(&mut q, chunk.iter().copied());
+                    q.build()
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(StoreError::query("replace identity keys"))?;
+                }
+            }
+            let fresh: Vec<&IdentityKeyWrite> = key_order
+                .iter()
+                .map(|k| last_key[k])
+                .filter(|k| k.key_value.is_some())
+                .collect();
+            for chunk in fresh.chunks(ROWS_PER_STATEMENT) {
+                let mut q = sqlx::QueryBuilder::<Db>::new(
+                    "INSERT INTO identity_keys (entity, key_name, key_value, canonical_id) ",
+                );
+                q.push_values(chunk, |mut row, key| {
+                    row.push_bind(key.entity.as_str())
+                        .push_bind(key.key_name.as_str())
+                        .push_bind(key.key_value.as_deref())
+                        .push_bind(key.canonical_id.as_str());
+                });
+                q.build()
                     .execute(&mut *tx)
                     .await
-                    .map_err(StoreError::query("write identity key"))?;
-                }
+                    .map_err(StoreError::query("write identity keys"))?;
             }
             for r in &batch.resolved_conflicts {
                 let closed = sqlx::query(
@@ -809,6 +860,38 @@ impl Store {
             table: "records",
             column: "id",
             reason: "a new record could not be inserted, but none of its ids exists".into(),
+        }
+    }
+
+    /// After a failed multi-row update (rolled back): the first record of
+    /// `chunk` that is no longer at the version it was read at.
+    async fn update_conflict(&self, batch: &Batch, chunk: &[usize]) -> StoreError {
+        for &i in chunk {
+            let w = &batch.records[i];
+            match self
+                .record_heads(w.entity, std::slice::from_ref(&w.id))
+                .await
+            {
+                Ok(heads) => {
+                    let actual = heads.first().map_or(0, |h| h.version);
+                    if actual != w.expected_version {
+                        return StoreError::VersionConflict {
+                            entity: w.entity,
+                            id: w.id.clone(),
+                            expected: w.expected_version,
+                            actual,
+                        };
+                    }
+                }
+                Err(e) => return e,
+            }
+        }
+        StoreError::Corrupt {
+            table: "records",
+            column: "version",
+            reason:
+                "an update of records did not apply, but every record is at its expected version"
+                    .into(),
         }
     }
 
@@ -1015,10 +1098,14 @@ impl Store {
         let mut links = Vec::with_capacity(values.len());
         for chunk in values.chunks(LOOKUP_CHUNK) {
             on_pool!(self, |pool, Db| {
-                let mut q = sqlx::QueryBuilder::<Db>::new(concat!(
-                    "SELECT ",
-                    link_columns!(),
-                    " FROM links WHERE entity = "
+                let table = if column == "canonical_id" {
+                    <Db as Dialect>::LINKS_BY_CANONICAL
+                } else {
+                    "links"
+                };
+                let mut q = sqlx::QueryBuilder::<Db>::new(format!(
+                    concat!("SELECT ", link_columns!(), " FROM {} WHERE entity = "),
+                    table
                 ));
                 q.push_bind(entity.as_str())
                     .push(" AND system = ")
@@ -1106,7 +1193,38 @@ impl Store {
         entity: Option<EntityKind>,
         limit: u32,
     ) -> Result<Vec<OutboxEntry>> {
-        self.outbox_query(Some(target), entity, limit).await
+        self.outbox_due_after(target, entity, 0, limit).await
+    }
+
+    /// [`Store::outbox_due_for`], only entries with an id above `after`:
+    /// a delivery pass walks the outbox once, in order, instead of
+    /// re-reading every pending entry per batch.
+    pub async fn outbox_due_after(
+        &self,
+        target: &str,
+        entity: Option<EntityKind>,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<OutboxEntry>> {
+        on_pool!(self, |pool, Db| {
+            // The table name is a constant of the dialect, never input.
+            let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT id, idempotency_key, entity, canonical_id, version, target_system, status, attempts, next_attempt_at, last_error, external_id
+                 FROM {} WHERE target_system = $1 AND status = 'pending' AND id > $2
+                   AND next_attempt_at <= $3 AND ($4 IS NULL OR entity = $4)
+                 ORDER BY id LIMIT $5",
+                <Db as Dialect>::OUTBOX_BY_TARGET
+            )))
+            .bind(target)
+            .bind(after)
+            .bind(Utc::now())
+            .bind(entity.map(EntityKind::as_str))
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await
+            .map_err(StoreError::query("read outbox"))?;
+            rows.iter().map(outbox_from_row).collect()
+        })
     }
 
     async fn outbox_query(
@@ -1164,39 +1282,36 @@ impl Store {
             return Ok(());
         }
         let now = Utc::now();
-        on_pool!(self, |pool, _Db| {
-            let mut tx = pool.begin().await.map_err(StoreError::query("begin"))?;
-            for (entry_id, delivery) in settles {
+        // Links written by deliveries: the last write of a link wins (one
+        // statement may not touch a row twice).
+        let mut last_link: HashMap<(EntityKind, &str, &str), &LinkWrite> = HashMap::new();
+        let mut link_order: Vec<(EntityKind, &str, &str)> = Vec::new();
+        for (_, delivery) in settles {
+            if let Delivery::Delivered { link } | Delivery::Linked { link } = delivery {
+                let key = (link.entity, link.system.as_str(), link.external_id.as_str());
+                if last_link.insert(key, link).is_none() {
+                    link_order.push(key);
+                }
+            }
+        }
+        let links: Vec<(&LinkWrite, Option<String>)> = link_order
+            .iter()
+            .map(|k| {
+                let l = last_link[k];
+                (l, l.synced_data.as_ref().map(crate::model::content_hash))
+            })
+            .collect();
+        // One row per entry: (id, status, next attempt, error, external id,
+        // attempts to add).
+        let rows: Vec<(i64, &str, DateTime<Utc>, Option<&str>, Option<&str>, i64)> = settles
+            .iter()
+            .map(|(entry_id, delivery)| {
                 let (status, at, error, external_id) = match delivery {
-                    Delivery::Delivered { link } | Delivery::Linked { link } => {
-                        let hash = link.synced_data.as_ref().map(crate::model::content_hash);
-                        sqlx::query(
-                        "INSERT INTO links (entity, system, external_id, canonical_id, synced_version, synced_data, synced_hash, remote_updated_at, updated_at)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-                         ON CONFLICT (entity, system, external_id) DO UPDATE SET
-                           canonical_id = excluded.canonical_id,
-                           synced_version = excluded.synced_version,
-                           synced_data = excluded.synced_data,
-                           synced_hash = excluded.synced_hash,
-                           updated_at = excluded.updated_at",
-                    )
-                    .bind(link.entity.as_str())
-                    .bind(&link.system)
-                    .bind(&link.external_id)
-                    .bind(link.canonical_id.as_str())
-                    .bind(link.synced_version)
-                    .bind(link.synced_data.as_ref().map(Json))
-                    .bind(hash)
-                    .bind(link.remote_updated_at)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(StoreError::query("write link"))?;
-                        if matches!(delivery, Delivery::Linked { .. }) {
-                            ("pending", now, None, Some(link.external_id.as_str()))
-                        } else {
-                            ("delivered", now, None, Some(link.external_id.as_str()))
-                        }
+                    Delivery::Delivered { link } => {
+                        ("delivered", now, None, Some(link.external_id.as_str()))
+                    }
+                    Delivery::Linked { link } => {
+                        ("pending", now, None, Some(link.external_id.as_str()))
                     }
                     Delivery::Retry { at, error } => ("pending", *at, Some(error.as_str()), None),
                     Delivery::Dead { error } => ("dead", now, Some(error.as_str()), None),
@@ -1205,22 +1320,75 @@ impl Store {
                 };
                 let counts_attempt =
                     !matches!(delivery, Delivery::Superseded | Delivery::Hold { .. });
-                sqlx::query(
-                "UPDATE outbox SET status = $2, next_attempt_at = $3, last_error = COALESCE($4, last_error),
-                   external_id = COALESCE($5, external_id), attempts = attempts + $6, updated_at = $7,
-                   delivered_at = CASE WHEN $2 = 'delivered' THEN $7 ELSE delivered_at END
-                 WHERE id = $1",
-            )
-            .bind(entry_id)
-            .bind(status)
-            .bind(at)
-            .bind(error)
-            .bind(external_id)
-            .bind(i64::from(counts_attempt))
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::query("settle outbox entry"))?;
+                (
+                    *entry_id,
+                    status,
+                    at,
+                    error,
+                    external_id,
+                    i64::from(counts_attempt),
+                )
+            })
+            .collect();
+        on_pool!(self, |pool, Db| {
+            let mut tx = pool.begin().await.map_err(StoreError::query("begin"))?;
+            for chunk in links.chunks(ROWS_PER_STATEMENT) {
+                let mut q = sqlx::QueryBuilder::<Db>::new(
+                    "INSERT INTO links (entity, system, external_id, canonical_id, synced_version, synced_data, synced_hash, remote_updated_at, updated_at) ",
+                );
+                q.push_values(chunk, |mut row, (link, hash)| {
+                    row.push_bind(link.entity.as_str())
+                        .push_bind(link.system.as_str())
+                        .push_bind(link.external_id.as_str())
+                        .push_bind(link.canonical_id.as_str())
+                        .push_bind(link.synced_version)
+                        .push_bind(link.synced_data.as_ref().map(Json))
+                        .push_bind(hash.as_deref())
+                        .push_bind(link.remote_updated_at)
+                        .push_bind(now);
+                });
+                q.push(
+                    " ON CONFLICT (entity, system, external_id) DO UPDATE SET
+                       canonical_id = excluded.canonical_id,
+                       synced_version = excluded.synced_version,
+                       synced_data = excluded.synced_data,
+                       synced_hash = excluded.synced_hash,
+                       updated_at = excluded.updated_at",
+                );
+                q.build()
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(StoreError::query("write links"))?;
+            }
+            // Many entries per statement: UPDATE … FROM (VALUES …), whose
+            // columns both backends name column1, column2, ….
+            for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+                let mut q = sqlx::QueryBuilder::<Db>::new(
+                    "UPDATE outbox SET status = v.column2, next_attempt_at = v.column3,
+                       last_error = COALESCE(v.column4, outbox.last_error),
+                       external_id = COALESCE(v.column5, outbox.external_id),
+                       attempts = outbox.attempts + v.column6, updated_at = ",
+                );
+                q.push_bind(now)
+                    .push(", delivered_at = CASE WHEN v.column2 = 'delivered' THEN ")
+                    .push_bind(now)
+                    .push(" ELSE outbox.delivered_at END FROM (");
+                q.push_values(
+                    chunk,
+                    |mut row, (id, status, at, error, external_id, attempts)| {
+                        row.push_bind(*id)
+                            .push_bind(*status)
+                            .push_bind(*at)
+                            .push_bind(*error)
+                            .push_bind(*external_id)
+                            .push_bind(*attempts);
+                    },
+                );
+                q.push(") AS v WHERE outbox.id = v.column1");
+                q.build()
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(StoreError::query("settle outbox entries"))?;
             }
             tx.commit().await.map_err(StoreError::query("commit"))?;
             Ok(())

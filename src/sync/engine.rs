@@ -1,6 +1,6 @@
 //! Running jobs: ingest pages from a source, deliver the outbox to targets.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,7 +13,7 @@ use serde_json::Value;
 use super::identity::key_value;
 use super::merge::{self, Origin};
 use super::{Endpoint, JobSettings};
-use crate::connector::{self, Change, Connector, Cursor, Definition, PushOutcome, RawRecord};
+use crate::connector::{self, Change, Connector, Cursor, Definition, Page, PushOutcome, RawRecord};
 use crate::mapping::{self, Direction, LookupKey, Lookups, Mapping};
 use crate::model::{CanonicalId, Entity, EntityKind, content_hash};
 use crate::settings::Settings;
@@ -398,63 +398,188 @@ impl Engine {
             }
         };
         let mut pages = source.pull(&job.source.entity, cursor);
-        while let Some(page) = pages.next().await {
-            let page = page?;
-            report.pages += 1;
-            report.pulled += page.records.len() + page.rejects.len();
-            let mut attempt = 0;
-            loop {
-                let (mut batch, mut stats) = self
-                    .ingest_page(
-                        job,
-                        &mapping,
-                        &page.records,
-                        Some(&page.cursor),
-                        options.dry_run,
-                    )
-                    .await?;
-                batch
-                    .alerts
-                    .extend(notice_alerts(&job.source.system, &page.notices));
-                // Records the source could not read: kept, with where and why.
-                stats.quarantined += page.rejects.len();
-                for reject in &page.rejects {
-                    batch.quarantine.push(QuarantineItem {
-                        system: job.source.system.clone(),
-                        entity: mapping.entity,
-                        external_id: None,
-                        raw: Value::String(reject.raw.clone()),
-                        reason: format!("{}: {}", reject.position, reject.reason),
-                        rule: Some("unreadable".into()),
-                        field_path: None,
-                    });
+        // A mapping with look-ups may read what the previous page writes,
+        // and a dry run writes nothing: both go page by page.
+        let overlap = !options.dry_run && !mapping.has_lookups();
+        let mut prepared: Option<Prepared> = None;
+        loop {
+            // The next page is read, mapped and merged while the previous
+            // one commits: the store works on its own thread meanwhile.
+            let (committed, next) = match prepared.take() {
+                None => (
+                    None,
+                    self.prepare(job, &mapping, &mut pages, options, None)
+                        .await?,
+                ),
+                Some(current) => {
+                    let busy = overlap.then(|| InFlight::of(&current.batch));
+                    let (committed, next) = tokio::join!(
+                        self.commit_prepared(job, &mapping, current, options),
+                        async {
+                            if overlap {
+                                self.prepare(job, &mapping, &mut pages, options, busy.as_ref())
+                                    .await
+                            } else {
+                                Ok(None)
+                            }
+                        }
+                    );
+                    let committed = committed?;
+                    let next = match next? {
+                        None if !overlap => {
+                            self.prepare(job, &mapping, &mut pages, options, None)
+                                .await?
+                        }
+                        next => next,
+                    };
+                    (Some(committed), next)
                 }
-                if options.dry_run {
-                    stats.add_to(report);
-                    break;
+            };
+            if let Some((page, stats)) = committed {
+                stats.add_to(report);
+                if let Some(ack) = page.ack {
+                    if options.dry_run {
+                        ack.nack(true, "dry run").await?;
+                    } else {
+                        ack.ack().await?;
+                    }
                 }
-                match self.store.commit(&batch).await {
-                    Ok(_) => {
-                        stats.add_to(report);
-                        break;
+                observe(report);
+            }
+            match next {
+                None => return Ok(()),
+                Some(mut next) => {
+                    report.pages += 1;
+                    report.pulled += next.page.records.len() + next.page.rejects.len();
+                    if next.batch_is_stale {
+                        // It touched what the previous page was writing:
+                        // prepared again, now that that page is committed.
+                        let (batch, stats) = self
+                            .page_batch(job, &mapping, &next.page, options.dry_run, None)
+                            .await?
+                            .expect("nothing is in flight");
+                        next.batch = batch;
+                        next.stats = stats;
+                        next.batch_is_stale = false;
                     }
-                    Err(StoreError::VersionConflict { .. }) if attempt < VERSION_RETRIES => {
-                        attempt += 1;
-                        tracing::debug!(message = "A record changed under the page; reading it again.", job = %job.name, attempt);
-                    }
-                    Err(e) => return Err(e.into()),
+                    prepared = Some(next);
                 }
             }
-            if let Some(ack) = page.ack {
-                if options.dry_run {
-                    ack.nack(true, "dry run").await?;
-                } else {
-                    ack.ack().await?;
-                }
-            }
-            observe(report);
         }
-        Ok(())
+    }
+
+    /// Pulls the next page and turns it into a batch. `busy` is what a
+    /// batch still being committed writes: a page that touches it comes
+    /// back marked stale, to be prepared again once that commit is done.
+    async fn prepare(
+        &self,
+        job: &JobSettings,
+        mapping: &Mapping,
+        pages: &mut connector::PageStream<'_>,
+        options: RunOptions,
+        busy: Option<&InFlight>,
+    ) -> anyhow::Result<Option<Prepared>> {
+        let Some(page) = pages.next().await else {
+            return Ok(None);
+        };
+        let page = page?;
+        Ok(Some(
+            match self
+                .page_batch(job, mapping, &page, options.dry_run, busy)
+                .await?
+            {
+                Some((batch, stats)) => Prepared {
+                    page,
+                    batch,
+                    stats,
+                    batch_is_stale: false,
+                },
+                None => Prepared {
+                    page,
+                    batch: Batch::default(),
+                    stats: PageStats::default(),
+                    batch_is_stale: true,
+                },
+            },
+        ))
+    }
+
+    /// One page's batch with the source's unreadable records and notices;
+    /// `None` when it touches `busy`.
+    async fn page_batch(
+        &self,
+        job: &JobSettings,
+        mapping: &Mapping,
+        page: &Page,
+        dry_run: bool,
+        busy: Option<&InFlight>,
+    ) -> anyhow::Result<Option<(Batch, PageStats)>> {
+        let Some((mut batch, mut stats)) = self
+            .ingest_page_guarded(
+                job,
+                mapping,
+                &page.records,
+                Some(&page.cursor),
+                dry_run,
+                busy,
+            )
+            .await?
+        else {
+            return Ok(None);
+        };
+        batch
+            .alerts
+            .extend(notice_alerts(&job.source.system, &page.notices));
+        // Records the source could not read: kept, with where and why.
+        stats.quarantined += page.rejects.len();
+        for reject in &page.rejects {
+            batch.quarantine.push(QuarantineItem {
+                system: job.source.system.clone(),
+                entity: mapping.entity,
+                external_id: None,
+                raw: Value::String(reject.raw.clone()),
+                reason: format!("{}: {}", reject.position, reject.reason),
+                rule: Some("unreadable".into()),
+                field_path: None,
+            });
+        }
+        Ok(Some((batch, stats)))
+    }
+
+    /// Commits a prepared page (nothing, on a dry run), preparing it again
+    /// when a record changed under it. Returns the page (for its ack) and
+    /// its figures.
+    async fn commit_prepared(
+        &self,
+        job: &JobSettings,
+        mapping: &Mapping,
+        prepared: Prepared,
+        options: RunOptions,
+    ) -> anyhow::Result<(Page, PageStats)> {
+        let Prepared {
+            page,
+            mut batch,
+            mut stats,
+            ..
+        } = prepared;
+        if options.dry_run {
+            return Ok((page, stats));
+        }
+        let mut attempt = 0;
+        loop {
+            match self.store.commit(&batch).await {
+                Ok(_) => return Ok((page, stats)),
+                Err(StoreError::VersionConflict { .. }) if attempt < VERSION_RETRIES => {
+                    attempt += 1;
+                    tracing::debug!(message = "A record changed under the page; reading it again.", job = %job.name, attempt);
+                    (batch, stats) = self
+                        .page_batch(job, mapping, &page, false, None)
+                        .await?
+                        .expect("nothing is in flight");
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     /// Turns one page into a batch: mapped, identified, merged.
@@ -466,6 +591,24 @@ impl Engine {
         cursor: Option<&Cursor>,
         dry_run: bool,
     ) -> anyhow::Result<(Batch, PageStats)> {
+        Ok(self
+            .ingest_page_guarded(job, mapping, records, cursor, dry_run, None)
+            .await?
+            .expect("nothing is in flight"))
+    }
+
+    /// [`Engine::ingest_page`], or `None` as soon as the page touches a
+    /// record, link or identity key that `busy` (a batch being committed)
+    /// writes: read now, it would be read before that write.
+    async fn ingest_page_guarded(
+        &self,
+        job: &JobSettings,
+        mapping: &Mapping,
+        records: &[RawRecord],
+        cursor: Option<&Cursor>,
+        dry_run: bool,
+        busy: Option<&InFlight>,
+    ) -> anyhow::Result<Option<(Batch, PageStats)>> {
         let kind = mapping.entity;
         let system = job.source.system.as_str();
         let mut batch = Batch::default();
@@ -477,6 +620,13 @@ impl Engine {
             latest.insert(r.external_id.as_str(), r);
         }
         let records: Vec<&RawRecord> = latest.into_values().collect();
+        if let Some(busy) = busy
+            && records
+                .iter()
+                .any(|r| busy.has_link(system, r.external_id.as_str()))
+        {
+            return Ok(None);
+        }
 
         let rename = BTreeMap::from([(mapping.system.clone(), system.to_owned())]);
         let lookups = resolve_lookups(
@@ -562,6 +712,11 @@ impl Engine {
             if values.is_empty() {
                 continue;
             }
+            if let Some(busy) = busy
+                && values.iter().any(|v| busy.has_key(key, v))
+            {
+                return Ok(None);
+            }
             for (value, id) in self.store.find_identities(kind, key, &values).await? {
                 known_keys
                     .entry((key.clone(), value))
@@ -577,6 +732,11 @@ impl Engine {
             .collect();
         for ids in known_keys.values() {
             wanted.extend(ids.iter().cloned());
+        }
+        if let Some(busy) = busy
+            && wanted.iter().any(|id| busy.canonical_ids.contains(id))
+        {
+            return Ok(None);
         }
         let wanted: Vec<CanonicalId> = wanted.into_iter().collect();
         let mut ours: HashMap<CanonicalId, crate::store::StoredRecord> = self
@@ -695,7 +855,12 @@ impl Engine {
             let (id, expected, new_value, conflicts, fields) = match existing {
                 None => {
                     let id = target.unwrap_or_else(CanonicalId::new);
-                    let fields = diff(None, &theirs);
+                    // Field diffs are shown by dry runs only.
+                    let fields = if dry_run {
+                        diff(None, &theirs)
+                    } else {
+                        Vec::new()
+                    };
                     (id, 0, theirs.clone(), Vec::new(), fields)
                 }
                 Some(current) => {
@@ -716,7 +881,11 @@ impl Engine {
                         &policies,
                         Some(&scope),
                     );
-                    let fields = diff(Some(&current.data), &merged.value);
+                    let fields = if dry_run {
+                        diff(Some(&current.data), &merged.value)
+                    } else {
+                        Vec::new()
+                    };
                     (
                         current.id.clone(),
                         current.version,
@@ -862,7 +1031,7 @@ impl Engine {
                 cursor: cursor.to_json(),
             });
         }
-        Ok((batch, stats))
+        Ok(Some((batch, stats)))
     }
 
     /// A record that could be one of several canonical records (or one
@@ -929,16 +1098,19 @@ impl Engine {
         let connector = self.connector(&target.system)?;
         let delivery = &self.settings.delivery;
         let limit = u32::try_from(delivery.batch_size.max(1)).unwrap_or(100);
+        // The pass walks the outbox in id order, once.
+        let mut after = 0_i64;
         loop {
             // Settled together, in one transaction per batch.
             let mut settles: Vec<(i64, Delivery)> = Vec::new();
             let due = self
                 .store
-                .outbox_due_for(&target.system, Some(kind), limit)
+                .outbox_due_after(&target.system, Some(kind), after, limit)
                 .await?;
             if due.is_empty() {
                 return Ok(());
             }
+            after = due.iter().map(|e| e.id).max().unwrap_or(after);
             let ids: Vec<CanonicalId> = due
                 .iter()
                 .map(|e| e.canonical_id.clone())
@@ -1214,6 +1386,15 @@ impl Engine {
                         return Ok(());
                     }
                 }
+            }
+            // An entry now linked is sent again as an update in this pass.
+            if let Some(first) = settles
+                .iter()
+                .filter(|(_, d)| matches!(d, Delivery::Linked { .. }))
+                .map(|(id, _)| *id)
+                .min()
+            {
+                after = after.min(first - 1);
             }
             self.store.outbox_settle_many(&settles).await?;
         }
@@ -1735,6 +1916,57 @@ fn notice_alerts(system: &str, notices: &[crate::connector::Notice]) -> Vec<NewA
             }),
         })
         .collect()
+}
+
+/// A page pulled and turned into a batch, not committed yet.
+struct Prepared {
+    page: Page,
+    batch: Batch,
+    stats: PageStats,
+    /// Prepared while an earlier page was committing, and touching what
+    /// that page writes: to be prepared again.
+    batch_is_stale: bool,
+}
+
+/// What a batch being committed writes, for the page prepared meanwhile to
+/// keep clear of.
+struct InFlight {
+    links: HashSet<(String, String)>,
+    keys: HashSet<(String, String)>,
+    canonical_ids: HashSet<CanonicalId>,
+}
+
+impl InFlight {
+    fn of(batch: &Batch) -> InFlight {
+        InFlight {
+            links: batch
+                .links
+                .iter()
+                .map(|l| (l.system.clone(), l.external_id.clone()))
+                .collect(),
+            keys: batch
+                .identity_keys
+                .iter()
+                .filter_map(|k| Some((k.key_name.clone(), k.key_value.clone()?)))
+                .collect(),
+            canonical_ids: batch
+                .records
+                .iter()
+                .map(|r| r.id.clone())
+                .chain(batch.links.iter().map(|l| l.canonical_id.clone()))
+                .chain(batch.conflicts.iter().map(|c| c.canonical_id.clone()))
+                .collect(),
+        }
+    }
+
+    fn has_link(&self, system: &str, external_id: &str) -> bool {
+        self.links
+            .contains(&(system.to_owned(), external_id.to_owned()))
+    }
+
+    fn has_key(&self, name: &str, value: &str) -> bool {
+        self.keys.contains(&(name.to_owned(), value.to_owned()))
+    }
 }
 
 /// Counters of one page, added to the report once the page is committed.
