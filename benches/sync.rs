@@ -6,6 +6,9 @@
 //! `CONCORD_BENCH_DATABASE_URL=postgres://…` runs the store on PostgreSQL
 //! (its tables are left in the database's default schema — use a scratch
 //! database). Prints records/s for both runs and the peak RSS.
+//!
+//! The run is the engine's (`concord sync run copy` without the
+//! data-quality rules, which `[quality] run_after_sync` adds to the CLI).
 
 use std::io::Write;
 use std::path::Path;
@@ -14,6 +17,10 @@ use std::time::Instant;
 use concord::settings::Settings;
 use concord::store::Store;
 use concord::sync::{Engine, RunOptions};
+
+// The allocator of the concord binary, so that the figures match it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn write_setup(dir: &Path, n: usize) {
     std::fs::create_dir_all(dir.join("connectors")).unwrap();

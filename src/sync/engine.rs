@@ -1098,8 +1098,10 @@ impl Engine {
         let connector = self.connector(&target.system)?;
         let delivery = &self.settings.delivery;
         let limit = u32::try_from(delivery.batch_size.max(1)).unwrap_or(100);
-        // The pass walks the outbox in id order, once.
+        // The pass walks the outbox in id order; it starts over only when
+        // it put entries back that are due at once (a retry without delay).
         let mut after = 0_i64;
+        let mut again = false;
         loop {
             // Settled together, in one transaction per batch.
             let mut settles: Vec<(i64, Delivery)> = Vec::new();
@@ -1108,6 +1110,10 @@ impl Engine {
                 .outbox_due_after(&target.system, Some(kind), after, limit)
                 .await?;
             if due.is_empty() {
+                if std::mem::take(&mut again) {
+                    after = 0;
+                    continue;
+                }
                 return Ok(());
             }
             after = due.iter().map(|e| e.id).max().unwrap_or(after);
@@ -1387,6 +1393,10 @@ impl Engine {
                     }
                 }
             }
+            let now = Utc::now();
+            again |= settles
+                .iter()
+                .any(|(_, d)| matches!(d, Delivery::Retry { at, .. } if *at <= now));
             // An entry now linked is sent again as an update in this pass.
             if let Some(first) = settles
                 .iter()
