@@ -911,7 +911,9 @@ impl Engine {
             let mut version = existing.map_or(0, |c| c.version);
             // Does the source now hold the canonical record (as far as its
             // mapping reaches)? Only then may its link claim the version.
-            let in_sync = merge::same_in_scope(&new_value, &theirs, Some(&scope));
+            // A new record is the source's record.
+            let in_sync =
+                existing.is_none() || merge::same_in_scope(&new_value, &theirs, Some(&scope));
             if changed {
                 let entity = match Entity::from_value(kind, new_value.clone()) {
                     Ok(e) => e,
