@@ -16,7 +16,7 @@
 # quorum queue and answers once the broker confirmed it (publisher confirms).
 #
 # Needs wrk (apt-get install -y wrk) and python3; rabbitmqctl, when present,
-# counts the messages and deletes the bench's queues afterwards. Inbox
+# counts the messages and deletes the bench's queues. Inbox
 # workers are off (server.workers = 0): this measures intake only. The
 # timestamp check is on (the signatures are made right before each run, well
 # within 300 s).
@@ -114,8 +114,19 @@ max_connections = 8"
   fi
 fi
 
+# The bench's queues (the queue, its dead letters and retry queues) are
+# deleted before and after; the NAME.dlx exchange stays, declared again by
+# the next run (rabbitmqctl cannot delete exchanges).
+drop_queues() {
+  command -v rabbitmqctl >/dev/null || return 0
+  for q in $(rabbitmqctl -q list_queues name | awk -v q="$1" 'index($1, q) == 1'); do
+    rabbitmqctl -q delete_queue "$q" >/dev/null
+  done
+}
+
 if wants amqp && [[ -n "${CONCORD_BENCH_AMQP_URL:-}" ]]; then
-  queue="concord.bench.$(date +%s)"
+  queue="concord.bench.webhooks"
+  drop_queues "$queue"
   run amqp "[store]
 url = \"sqlite://$work/amqp.db\"
 [queue]
@@ -125,10 +136,6 @@ name = \"$queue\""
   echo "   events in the inbox table: $(sqlite3 "$work/amqp.db" 'SELECT COUNT(*) FROM inbox') (intake publishes to the broker instead)"
   if command -v rabbitmqctl >/dev/null; then
     echo "   messages in $queue: $(rabbitmqctl -q list_queues name messages type | awk -v q="$queue" '$1 == q {print $2 " (" $3 ")"}')"
-    # The queue, its dead letters and retry queues (the NAME.dlx exchange
-    # stays: rabbitmqctl cannot delete exchanges).
-    for q in $(rabbitmqctl -q list_queues name | awk -v q="$queue" 'index($1, q) == 1'); do
-      rabbitmqctl -q delete_queue "$q" >/dev/null
-    done
   fi
+  drop_queues "$queue"
 fi
