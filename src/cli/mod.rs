@@ -11,6 +11,7 @@ mod db;
 mod demo;
 mod demo_reconcile;
 mod mapping;
+mod queue;
 mod reconcile;
 mod reconcile_store;
 mod serve;
@@ -77,6 +78,9 @@ enum Command {
     /// Check, test and apply declarative mappings.
     #[command(subcommand)]
     Mapping(mapping::MappingCommand),
+    /// Work waiting in the store: counts, dead letters, replaying them.
+    #[command(subcommand)]
+    Queue(queue::QueueCommand),
     /// Run the daemon: scheduler, webhook receiver and workers.
     Serve(serve::ServeArgs),
     /// Match bank receipts to open invoices: from files, or in the store.
@@ -190,6 +194,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             Command::Demo(args) => demo::run(args, &settings).await,
             Command::Db(cmd) => db::run(cmd, &settings).await,
             Command::Mapping(cmd) => mapping::run(cmd, &settings).await,
+            Command::Queue(cmd) => queue::run(cmd, &settings).await,
             Command::Serve(args) => serve::run(args, &settings).await,
             Command::Reconcile(args) => reconcile::run(args, &settings).await,
             Command::Status(args) => status::run(args, &settings).await,

@@ -237,6 +237,11 @@ pub struct QueueSettings {
     pub connect_timeout_ms: u64,
     /// How long to wait for the broker to confirm a message, in milliseconds.
     pub confirm_timeout_ms: u64,
+    /// Days `concord serve` keeps the done-markers (`work_done`) that make
+    /// a redelivered item a no-op; older ones are deleted hourly. They must
+    /// outlive any redelivery: at least `lease_secs` plus every retry
+    /// delay. 0 keeps them forever.
+    pub keep_done_days: u32,
 }
 
 impl Default for QueueSettings {
@@ -255,6 +260,7 @@ impl Default for QueueSettings {
             sqlite_full_sync: true,
             connect_timeout_ms: 5_000,
             confirm_timeout_ms: 10_000,
+            keep_done_days: 7,
         }
     }
 }
@@ -298,6 +304,22 @@ impl QueueSettings {
         }
         if self.max_attempts > 100 {
             return Err(("max_attempts", "must be at most 100".to_owned()));
+        }
+        if self.keep_done_days > 0 {
+            let redelivery = self.lease().as_secs().saturating_add(
+                (1..self.max_attempts)
+                    .map(|a| self.retry_delay(a).as_secs())
+                    .sum::<u64>(),
+            );
+            if u64::from(self.keep_done_days) * 86_400 < redelivery {
+                return Err((
+                    "keep_done_days",
+                    format!(
+                        "{} day(s) is shorter than an item can take to come back ({redelivery} s: the lease and every retry delay); raise it, or 0 to keep them forever",
+                        self.keep_done_days
+                    ),
+                ));
+            }
         }
         match (&self.kind, &self.url) {
             (QueueKind::Amqp, None) => {
@@ -426,6 +448,21 @@ mod tests {
             ..QueueSettings::default()
         };
         assert_eq!(zero.validate().unwrap_err().0, "lease_secs");
+        // Done-markers must outlive a lease of two days; 0 keeps them.
+        let short = QueueSettings {
+            lease_secs: 2 * 86_400,
+            keep_done_days: 1,
+            ..QueueSettings::default()
+        };
+        assert_eq!(short.validate().unwrap_err().0, "keep_done_days");
+        assert!(
+            QueueSettings {
+                keep_done_days: 0,
+                ..short
+            }
+            .validate()
+            .is_ok()
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! released) and exits. Nothing acknowledged is lost.
 
 pub mod intake;
+pub mod prune;
 pub mod queue_worker;
 pub mod scheduler;
 pub mod settings;
@@ -238,6 +239,15 @@ pub async fn start(
         };
         worker_owners.push(w.owner.clone());
         work.push(tokio::spawn(w.run(stop_rx.clone())));
+    }
+    if settings.queue.keep_done_days > 0 {
+        let keep = Duration::from_secs(u64::from(settings.queue.keep_done_days) * 86_400);
+        work.push(tokio::spawn(prune::run(
+            store.clone(),
+            keep,
+            prune::EVERY,
+            stop_rx.clone(),
+        )));
     }
     let scheduled_jobs: Vec<String> = schedules.iter().map(|s| s.job.clone()).collect();
     if !schedules.is_empty() {

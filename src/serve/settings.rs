@@ -85,6 +85,12 @@ pub struct WebhookSettings {
     /// acknowledged event survives a power cut, not only a crash. Default
     /// true (group commit keeps it cheap).
     pub sync_full: bool,
+    /// How long a request waits for its event to be durable (committed to
+    /// the inbox, or confirmed by the broker) before it is answered 503,
+    /// in milliseconds. Default 5000: a slow or locked store gets the
+    /// sender's retry instead of its timeout. An event stored after its
+    /// 503 is not lost or doubled: the retry is answered 200 (duplicate).
+    pub store_timeout_ms: u64,
     /// Push records taken in from events to the job's targets right away.
     /// Default true.
     pub deliver: bool,
@@ -101,6 +107,7 @@ impl Default for WebhookSettings {
             retry_secs: 30,
             group_commit_max: 512,
             sync_full: true,
+            store_timeout_ms: 5_000,
             deliver: true,
             systems: BTreeMap::new(),
         }

@@ -4,7 +4,10 @@
 //! unknown system 404, wrong content type 415, body too large 413, missing or
 //! bad signature or stale timestamp 401, malformed JSON or no event id 400.
 //! A stored event gets 202; an event id seen before gets 200 and stores
-//! nothing new. The store failing gets 503 so the sender retries.
+//! nothing new. The store failing, or not committing the event within
+//! `webhooks.store_timeout_ms`, gets 503 so the sender retries: no 2xx is
+//! ever sent for an event that is not durable. (A 503'd event may still be
+//! committed a moment later; its retry then gets 200.)
 //!
 //! With `[queue] kind = "amqp"` the event is published to the work queue
 //! instead (202 once the broker confirmed it; 503 when it cannot). The
@@ -27,6 +30,7 @@ use super::verify::Verifier;
 use crate::queue::{Enqueued, Queue};
 use crate::store::InboxEvent;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Where a system's event id comes from.
 #[derive(Debug)]
@@ -55,6 +59,8 @@ pub enum Sink {
 pub struct Receiver {
     systems: HashMap<String, Source>,
     max_body: usize,
+    /// How long a request waits for its event to be durable.
+    store_timeout: Duration,
     sink: Sink,
 }
 
@@ -120,6 +126,7 @@ impl Receiver {
         Ok(Receiver {
             systems,
             max_body: hooks.max_body_bytes,
+            store_timeout: Duration::from_millis(hooks.store_timeout_ms.max(1)),
             sink,
         })
     }
@@ -261,23 +268,42 @@ async fn intake(state: &AppState, system: String, headers: HeaderMap, body: Body
             "the event id is longer than 256 characters",
         );
     }
+    // Both waits are cancellation safe: the inbox writer and the publish
+    // run in tasks of their own, so a request that gives up (the deadline,
+    // or the sender hanging up) never cuts a commit or a publish in half.
     let stored = match &receiver.sink {
         Sink::Inbox(intake) => {
             let event = InboxEvent {
                 idempotency_key: format!("{system}:{event_id}"),
-                system,
+                system: system.clone(),
                 entity: None,
                 payload,
             };
-            intake.push(event).await.map_err(|_| ())
+            match tokio::time::timeout(receiver.store_timeout, intake.push(event)).await {
+                Ok(Ok(stored)) => Ok(stored),
+                Ok(Err(_)) => Err(()),
+                Err(_) => {
+                    tracing::warn!(message = "A webhook event was not stored in time; the sender is told to retry.", system = %system,
+                        timeout_ms = receiver.store_timeout.as_millis() as u64);
+                    Err(())
+                }
+            }
         }
         Sink::Queue(queue) => {
             let item = super::queue_worker::webhook_item(&system, &event_id, payload);
-            match queue.enqueue(item).await {
-                Ok(Enqueued::Stored) => Ok(Stored::New(0)),
-                Ok(Enqueued::Duplicate) => Ok(Stored::Duplicate),
-                Err(e) => {
+            let queue = queue.clone();
+            let publish = tokio::spawn(async move { queue.enqueue(item).await });
+            match tokio::time::timeout(receiver.store_timeout, publish).await {
+                Ok(Ok(Ok(Enqueued::Stored))) => Ok(Stored::New(0)),
+                Ok(Ok(Ok(Enqueued::Duplicate))) => Ok(Stored::Duplicate),
+                Ok(Ok(Err(e))) => {
                     tracing::error!(message = "A webhook event could not be queued; the sender is told to retry.", system = %system, error = %e);
+                    Err(())
+                }
+                Ok(Err(_)) => Err(()),
+                Err(_) => {
+                    tracing::warn!(message = "A webhook event was not confirmed by the broker in time; the sender is told to retry.", system = %system,
+                        timeout_ms = receiver.store_timeout.as_millis() as u64);
                     Err(())
                 }
             }

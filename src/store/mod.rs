@@ -263,6 +263,9 @@ mod admin;
 pub use admin::{ApiAuditEntry, ApiAuditWrite, ApiToken, MetricsSnapshot, Role};
 mod queue;
 pub use queue::*;
+// `concord queue`: counts, dead letters and requeueing across queues.
+mod queue_admin;
+pub use queue_admin::*;
 mod serve;
 pub use serve::{ClaimedEvent, Retry};
 mod sync;

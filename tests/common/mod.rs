@@ -24,6 +24,19 @@ impl std::ops::Deref for TestStore {
 }
 
 impl TestStore {
+    /// The SQLite database file, for a test's own connection beside the
+    /// store's pool.
+    pub fn sqlite_file(&self) -> Option<std::path::PathBuf> {
+        self._dir.as_ref().map(|d| d.path().join("concord.db"))
+    }
+
+    /// The PostgreSQL URL and schema, for a test's own connection.
+    pub fn pg_schema(&self) -> Option<(&str, &str)> {
+        self.pg_schema
+            .as_ref()
+            .map(|(url, schema)| (url.as_str(), schema.as_str()))
+    }
+
     /// Drops a PostgreSQL test schema; SQLite files go with the temp dir.
     pub async fn cleanup(self) {
         self.store.close().await;
@@ -59,11 +72,17 @@ async fn connect(url: &str, schema: Option<&str>) -> Store {
 }
 
 pub async fn sqlite() -> TestStore {
+    sqlite_with(|_| {}).await
+}
+
+/// A fresh SQLite store with some settings changed (say its busy timeout).
+pub async fn sqlite_with(tweak: impl FnOnce(&mut StoreSettings)) -> TestStore {
     let dir = tempfile::tempdir().unwrap();
-    let settings = StoreSettings {
+    let mut settings = StoreSettings {
         url: format!("sqlite://{}", dir.path().join("concord.db").display()).into(),
         ..StoreSettings::default()
     };
+    tweak(&mut settings);
     let store = Store::open(&settings).await.unwrap();
     TestStore {
         store,

@@ -1,0 +1,57 @@
+//! Forgets old done-markers (`work_done`, see [`crate::queue`]): every
+//! item applied once leaves one, so without pruning the table grows with
+//! every webhook event for as long as the daemon runs.
+
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::store::Store;
+
+/// How often the daemon prunes.
+pub const EVERY: Duration = Duration::from_secs(3600);
+
+/// Deletes markers older than `keep` now and every `every` until `stop`.
+/// Several instances may prune the same store: the delete is idempotent.
+pub async fn run(store: Store, keep: Duration, every: Duration, mut stop: watch::Receiver<bool>) {
+    let keep_ms = i64::try_from(keep.as_millis()).unwrap_or(i64::MAX);
+    loop {
+        let before = crate::store::now_ms().saturating_sub(keep_ms);
+        match prune(&store, before, &stop).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                message = "Forgot old done-markers.",
+                markers = n,
+                kept_days = keep.as_secs() / 86_400
+            ),
+            Err(e) => {
+                tracing::warn!(message = "Could not prune done-markers; trying again later.", error = %e)
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.wait_for(|s| *s) => break,
+        }
+    }
+}
+
+/// Markers deleted per statement: a short write transaction each.
+const STEP: u32 = 5_000;
+
+/// Deletes markers older than `before_ms` a step at a time, stopping early
+/// at shutdown. Returns how many.
+async fn prune(
+    store: &Store,
+    before_ms: i64,
+    stop: &watch::Receiver<bool>,
+) -> Result<u64, crate::store::StoreError> {
+    let mut total = 0;
+    loop {
+        let n = store.work_done_prune_some(before_ms, STEP).await?;
+        total += n;
+        if n < u64::from(STEP) || *stop.borrow() {
+            return Ok(total);
+        }
+        tokio::task::yield_now().await;
+    }
+}
