@@ -57,7 +57,7 @@ use serde::Serialize;
 
 use crate::model::Currency;
 
-pub use engine::reconcile;
+pub use engine::{Profile, reconcile, reconcile_profiled};
 
 /// A credit bank transaction to be matched.
 #[derive(Debug, Clone, PartialEq)]

@@ -5,8 +5,8 @@
 //! [`super::index`]; a key carries its kind in the hash, so an invoice-number
 //! key never meets an account key.
 
-use unicode_normalization::UnicodeNormalization;
 use unicode_normalization::char::is_combining_mark;
+use unicode_normalization::{IsNormalized, UnicodeNormalization, is_nfkc_quick};
 
 /// What a key was built from. Part of the hash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -510,6 +510,10 @@ fn is_cjk(c: char) -> bool {
 /// German and Nordic letters written out the way banks transliterate them;
 /// the rest lose their accents.
 fn fold(c: char, out: &mut String) {
+    if c.is_ascii() {
+        out.push(c);
+        return;
+    }
     match c {
         'ä' => out.push_str("ae"),
         'ö' | 'ø' | 'œ' => out.push_str("oe"),
@@ -535,8 +539,45 @@ fn fold(c: char, out: &mut String) {
 /// twice because one carries as much as a short word).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub(crate) struct NormName {
-    pub tokens: Vec<(Box<str>, f32)>,
+    pub tokens: Vec<Token>,
     pub weight: f32,
+}
+
+/// One word of a [`NormName`].
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Token {
+    pub text: Box<str>,
+    pub weight: f32,
+    /// Characters.
+    len: u32,
+    /// Which characters occur ([`char_bit`]), to bound a similarity
+    /// before computing it.
+    chars: u64,
+}
+
+impl Token {
+    fn new(text: String) -> Token {
+        let weight = text
+            .chars()
+            .map(|c| if is_cjk(c) { 2.0 } else { 1.0 })
+            .sum();
+        Token {
+            len: text.chars().count() as u32,
+            chars: text.chars().fold(0, |m, c| m | char_bit(c)),
+            text: text.into_boxed_str(),
+            weight,
+        }
+    }
+}
+
+/// A bit standing for a character: one per ASCII letter and digit, the
+/// others share the rest.
+fn char_bit(c: char) -> u64 {
+    match c {
+        'a'..='z' => 1 << (c as u32 - 'a' as u32),
+        '0'..='9' => 1 << (26 + c as u32 - '0' as u32),
+        _ => 1 << (36 + c as u32 % 28),
+    }
 }
 
 impl NormName {
@@ -550,10 +591,7 @@ impl NormName {
 /// (`S.p.A.` = `SpA`), punctuation and legal forms (`GmbH`, `Ltd`, `SA`,
 /// `有限公司` …) at the end.
 pub(crate) fn normalize_name(name: &str) -> NormName {
-    let mut folded = String::with_capacity(name.len());
-    for c in name.nfkc().flat_map(char::to_lowercase) {
-        fold(c, &mut folded);
-    }
+    let folded = fold_name(name);
     // Tokens: runs of Latin letters/digits, runs of CJK characters (spaces
     // between CJK characters do not split them). Dots and apostrophes
     // vanish; other punctuation splits.
@@ -630,15 +668,12 @@ pub(crate) fn normalize_name(name: &str) -> NormName {
     if tokens.len() > 1 && tokens[0] == "the" {
         tokens.remove(0);
     }
-    let tokens: Vec<(Box<str>, f32)> = tokens
+    let tokens: Vec<Token> = tokens
         .into_iter()
         .filter(|t| !t.is_empty())
-        .map(|t| {
-            let w: f32 = t.chars().map(|c| if is_cjk(c) { 2.0 } else { 1.0 }).sum();
-            (t.into_boxed_str(), w)
-        })
+        .map(Token::new)
         .collect();
-    let weight = tokens.iter().map(|(_, w)| w).sum();
+    let weight = tokens.iter().map(|t| t.weight).sum();
     NormName { tokens, weight }
 }
 
@@ -646,11 +681,29 @@ pub(crate) fn normalize_name(name: &str) -> NormName {
 /// (`Müller` → `MUELLER`, accents dropped), as a bank's fixed-length name
 /// field would keep them.
 pub(crate) fn truncate_folded(name: &str, len: usize) -> String {
+    fold_name(name).chars().take(len).collect()
+}
+
+/// `name` in Unicode compatibility form (NFKC), lower case, each character
+/// folded by [`fold`]. ASCII and already normalised names (most of them)
+/// skip the normalisation.
+fn fold_name(name: &str) -> String {
     let mut folded = String::with_capacity(name.len());
-    for c in name.nfkc().flat_map(char::to_lowercase) {
-        fold(c, &mut folded);
+    if name.is_ascii() {
+        folded.extend(name.bytes().map(|b| char::from(b.to_ascii_lowercase())));
+        return folded;
     }
-    folded.chars().take(len).collect()
+    let mut push = |c: char| {
+        for l in c.to_lowercase() {
+            fold(l, &mut folded);
+        }
+    };
+    if is_nfkc_quick(name.chars()) == IsNormalized::Yes {
+        name.chars().for_each(&mut push);
+    } else {
+        name.nfkc().for_each(&mut push);
+    }
+    folded
 }
 
 /// Tokens whose Jaro-Winkler similarity is below this count as different.
@@ -660,34 +713,165 @@ const TOKEN_MATCH: f64 = 0.88;
 /// paired with its most similar token of the other (Jaro-Winkler, so
 /// truncated and misspelt words still pair), pairs below 0.88 count zero,
 /// and the result is the weighted mean over both names' tokens.
+#[cfg(test)]
 pub(crate) fn name_similarity(a: &NormName, b: &NormName) -> f64 {
+    name_similarity_from(a, b, f64::NEG_INFINITY)
+}
+
+/// [`name_similarity`] when only values of at least `min` matter: exact
+/// whenever the similarity reaches `min`, otherwise some value below it,
+/// found without comparing the tokens that can no longer lift it there.
+/// Most customers a payer name is compared with share one word with it and
+/// are told apart after a token or two.
+#[inline(never)]
+pub(crate) fn name_similarity_from(a: &NormName, b: &NormName, min: f64) -> f64 {
     if a.is_empty() || b.is_empty() {
         return 0.0;
     }
-    let side = |x: &NormName, y: &NormName| -> f64 {
-        x.tokens
-            .iter()
-            .map(|(t, w)| {
-                let best = y
-                    .tokens
-                    .iter()
-                    .map(|(u, _)| {
-                        if t == u {
-                            1.0
-                        } else {
-                            strsim::jaro_winkler(t, u)
-                        }
-                    })
-                    .fold(0.0, f64::max);
-                if best >= TOKEN_MATCH {
-                    best * f64::from(*w)
-                } else {
-                    0.0
+    let total = f64::from(a.weight + b.weight);
+    // Stop when even a perfect pairing of every token still to come stays
+    // below `min` (with slack for the rounding of the sums).
+    let floor = min * total - 1e-9 * total.max(1.0);
+    let side = |x: &NormName, y: &NormName, other: f64| -> Option<f64> {
+        let mut rest: f64 = x.tokens.iter().map(|t| f64::from(t.weight)).sum();
+        let mut sum = 0.0;
+        for t in &x.tokens {
+            if sum + rest + other < floor {
+                return None;
+            }
+            let mut best: f64 = 0.0;
+            for u in &y.tokens {
+                // Only the best pairing counts, and only from 0.88 on.
+                if t.text == u.text {
+                    best = 1.0;
+                    break;
                 }
-            })
-            .sum()
+                if may_reach(t, u, best.max(TOKEN_MATCH)) {
+                    best = best.max(jaro_winkler(&t.text, &u.text));
+                }
+            }
+            let w = f64::from(t.weight);
+            rest -= w;
+            sum += if best >= TOKEN_MATCH { best * w } else { 0.0 };
+        }
+        Some(sum)
     };
-    (side(a, b) + side(b, a)) / f64::from(a.weight + b.weight)
+    let wb: f64 = b.tokens.iter().map(|t| f64::from(t.weight)).sum();
+    let Some(sa) = side(a, b, wb) else {
+        return 0.0;
+    };
+    let Some(sb) = side(b, a, sa) else {
+        return 0.0;
+    };
+    (sa + sb) / total
+}
+
+/// Whether the Jaro-Winkler similarity of `t` and `u` may reach `at_least`
+/// (false only when it cannot). Matching characters are equal, so there are
+/// no more matches than characters of either token occurring in the other;
+/// the Jaro similarity is at most (m/|t| + m/|u| + 1) / 3 with that many, and
+/// the Winkler bonus at most 0.1 per common leading character.
+fn may_reach(t: &Token, u: &Token, at_least: f64) -> bool {
+    let in_u = t
+        .text
+        .chars()
+        .filter(|&c| u.chars & char_bit(c) != 0)
+        .count();
+    let in_t = u
+        .text
+        .chars()
+        .filter(|&c| t.chars & char_bit(c) != 0)
+        .count();
+    let m = in_u.min(in_t) as f64;
+    let prefix = t
+        .text
+        .chars()
+        .take(4)
+        .zip(u.text.chars())
+        .take_while(|(x, y)| x == y)
+        .count() as f64;
+    let jaro = (m / f64::from(t.len) + m / f64::from(u.len) + 1.0) / 3.0;
+    let bound = jaro + 0.1 * prefix * (1.0 - jaro.min(1.0));
+    bound >= at_least - 1e-9
+}
+
+/// Jaro-Winkler similarity of two tokens, exactly as
+/// `strsim::jaro_winkler` computes it, without allocating: tokens of up to
+/// 64 characters are compared on the stack (ASCII ones byte by byte).
+pub(crate) fn jaro_winkler(a: &str, b: &str) -> f64 {
+    if a.is_ascii() && b.is_ascii() && a.len() <= 64 && b.len() <= 64 {
+        return jaro_winkler_short(a.as_bytes(), b.as_bytes());
+    }
+    let mut ca = ['\0'; 64];
+    let mut cb = ['\0'; 64];
+    let (mut la, mut lb) = (0, 0);
+    for c in a.chars() {
+        if la == 64 {
+            return strsim::jaro_winkler(a, b);
+        }
+        ca[la] = c;
+        la += 1;
+    }
+    for c in b.chars() {
+        if lb == 64 {
+            return strsim::jaro_winkler(a, b);
+        }
+        cb[lb] = c;
+        lb += 1;
+    }
+    jaro_winkler_short(&ca[..la], &cb[..lb])
+}
+
+/// Jaro-Winkler over at most 64 elements a side, with the matching window,
+/// greedy matching order and arithmetic of `strsim::generic_jaro_winkler`.
+#[inline(never)]
+fn jaro_winkler_short<T: PartialEq + Copy>(a: &[T], b: &[T]) -> f64 {
+    let (la, lb) = (a.len(), b.len());
+    debug_assert!(la <= 64 && lb <= 64);
+    if la == 0 && lb == 0 {
+        return 1.0;
+    } else if la == 0 || lb == 0 {
+        return 0.0;
+    }
+    let range = (la.max(lb) / 2).saturating_sub(1);
+    let (mut fa, mut fb) = (0u64, 0u64);
+    let mut matches = 0usize;
+    for (i, &x) in a.iter().enumerate() {
+        let lo = i.saturating_sub(range);
+        let hi = lb.min(i + range + 1);
+        for j in lo..hi {
+            if fb & (1 << j) == 0 && b[j] == x {
+                fa |= 1 << i;
+                fb |= 1 << j;
+                matches += 1;
+                break;
+            }
+        }
+    }
+    if matches == 0 {
+        return 0.0;
+    }
+    let mut transpositions = 0usize;
+    let mut rest_b = fb;
+    let mut rest_a = fa;
+    while rest_a != 0 {
+        let i = rest_a.trailing_zeros() as usize;
+        let j = rest_b.trailing_zeros() as usize;
+        if a[i] != b[j] {
+            transpositions += 1;
+        }
+        rest_a &= rest_a - 1;
+        rest_b &= rest_b - 1;
+    }
+    transpositions /= 2;
+    let m = matches as f64;
+    let sim = ((m / la as f64) + (m / lb as f64) + ((matches - transpositions) as f64 / m)) / 3.0;
+    if sim > 0.7 {
+        let prefix = a.iter().take(4).zip(b).take_while(|(x, y)| x == y).count();
+        sim + 0.1 * prefix as f64 * (1.0 - sim)
+    } else {
+        sim
+    }
 }
 
 /// Index keys of a name: the first four characters of each Latin token,
@@ -697,7 +881,8 @@ pub(crate) fn name_keys(name: &NormName, out: &mut Vec<u64>) {
     let prefix = |t: &str| -> String { t.chars().take(4).collect() };
     let mut previous: Option<String> = None;
     let mut buf = String::new();
-    for (t, _) in &name.tokens {
+    for t in &name.tokens {
+        let t = &*t.text;
         if t.chars().next().is_some_and(is_cjk) {
             let chars: Vec<char> = t.chars().collect();
             if chars.len() == 1 {
@@ -846,6 +1031,132 @@ mod tests {
         assert!(sim("上海华信贸易有限公司", "上海华信贸易") > 0.99);
         assert!(sim("上海华信贸易有限公司", "北京东方电子有限公司") < 0.3);
         assert_eq!(sim("", "x"), 0.0);
+    }
+
+    /// Words over a few letters (so that matches and transpositions are
+    /// common), sometimes accented, CJK or longer than 64 characters.
+    fn words(seed: u64, n: usize) -> Vec<String> {
+        let mut x = seed;
+        let mut next = move || {
+            x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = x;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            (z ^ (z >> 31)) as usize
+        };
+        let alphabets: [&[char]; 4] = [
+            &['a', 'b', 'e', 'n', 'r'],
+            &['m', 'u', 'l', 'e', 'r', 'ü', 'é'],
+            &['上', '海', '华', '信', '贸', '易'],
+            &['a', 'b'],
+        ];
+        (0..n)
+            .map(|_| {
+                let alphabet = alphabets[next() % alphabets.len()];
+                let len = match next() % 10 {
+                    0 => 60 + next() % 20,
+                    _ => 1 + next() % 12,
+                };
+                (0..len)
+                    .map(|_| alphabet[next() % alphabet.len()])
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn jaro_winkler_is_exactly_strsims() {
+        let w = words(7, 400);
+        for a in &w {
+            for b in w.iter().step_by(7) {
+                let ours = jaro_winkler(a, b);
+                let theirs = strsim::jaro_winkler(a, b);
+                assert_eq!(ours.to_bits(), theirs.to_bits(), "{a:?} {b:?}");
+            }
+        }
+        assert_eq!(jaro_winkler("", ""), 1.0);
+        assert_eq!(jaro_winkler("", "a"), 0.0);
+    }
+
+    /// The similarity as first written: every pair of tokens, strsim.
+    fn similarity_by_definition(a: &NormName, b: &NormName) -> f64 {
+        if a.is_empty() || b.is_empty() {
+            return 0.0;
+        }
+        let side = |x: &NormName, y: &NormName| -> f64 {
+            x.tokens
+                .iter()
+                .map(|t| {
+                    let best = y
+                        .tokens
+                        .iter()
+                        .map(|u| strsim::jaro_winkler(&t.text, &u.text))
+                        .fold(0.0, f64::max);
+                    if best >= TOKEN_MATCH {
+                        best * f64::from(t.weight)
+                    } else {
+                        0.0
+                    }
+                })
+                .sum()
+        };
+        (side(a, b) + side(b, a)) / f64::from(a.weight + b.weight)
+    }
+
+    #[test]
+    fn bounded_similarity_is_exact_from_its_minimum() {
+        let w = words(11, 240);
+        let names: Vec<NormName> = w
+            .chunks(3)
+            .flat_map(|c| {
+                [
+                    normalize_name(&c.join(" ")),
+                    normalize_name(&format!("{} {}", c[0], c[1])),
+                    normalize_name(&c[0]),
+                ]
+            })
+            .collect();
+        let mut reached = 0;
+        for a in &names {
+            for b in names.iter().step_by(5) {
+                let exact = similarity_by_definition(a, b);
+                assert_eq!(name_similarity(a, b).to_bits(), exact.to_bits());
+                for min in [0.5, 0.85, 0.95] {
+                    let s = name_similarity_from(a, b, min);
+                    if exact >= min {
+                        reached += 1;
+                        assert_eq!(s.to_bits(), exact.to_bits(), "{a:?} {b:?}");
+                    } else {
+                        assert!(s < min, "{a:?} {b:?}: {s} for {exact}");
+                    }
+                }
+            }
+        }
+        assert!(reached > 100, "only {reached} pairs reached a minimum");
+    }
+
+    #[test]
+    fn folding_skips_normalisation_only_when_it_changes_nothing() {
+        let slow = |name: &str| -> String {
+            let mut out = String::new();
+            for c in name.nfkc().flat_map(char::to_lowercase) {
+                fold(c, &mut out);
+            }
+            out
+        };
+        for name in [
+            "Müller Maschinenbau GmbH",
+            "MUELLER MASCHINENB",
+            "Ｍüｌｌｅｒ　ＧｍｂＨ",
+            "Société Générale S.A.",
+            "Łódź Ærø Straße Þór",
+            "上海华信贸易有限公司",
+            "ﾄｳｷｮｳ株式会社",
+            "e\u{301}cole",
+            "",
+        ] {
+            assert_eq!(fold_name(name), slow(name), "{name}");
+        }
     }
 
     #[test]
