@@ -16,7 +16,7 @@
 //! 0.15 per invoice issued after the receipt was booked.
 
 use std::cmp::Ordering;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashMap};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -24,7 +24,8 @@ use chrono::NaiveDate;
 use rust_decimal::Decimal;
 
 use super::index::KeyIndex;
-use super::normalize::{self, KeyKind, NormName, NumberQuality};
+use super::normalize::{self, KeyKind, NormName, NumberQuality, PairMemo, Vocabulary};
+use super::par::par_map;
 use super::subset::{self, Bounds};
 use super::{
     Allocation, Alternative, Config, Decision, Excluded, NumberMatch, Reason, Receipt, Receivable,
@@ -247,7 +248,6 @@ impl Tally {
 struct Customer {
     /// Names as given, for comparison with names a bank cut short.
     raw_names: Vec<Box<str>>,
-    names: Vec<NormName>,
     /// The names cut at each of [`NAME_FIELD_LENGTHS`], normalised when
     /// first needed.
     cut: [OnceLock<Box<[NormName]>>; NAME_FIELD_LENGTHS.len()],
@@ -277,6 +277,14 @@ struct Prepared<'a> {
     /// Significant digits of the invoice number and of its reference.
     significant: Vec<[u8; 2]>,
     customers: Vec<Customer>,
+    /// The words of the customers' names.
+    vocabulary: Vocabulary,
+    /// Each customer's names as words ([`normalize::word_names`]): those
+    /// of customer `c` are `name_data[name_at[c]..name_at[c + 1]]`, so the
+    /// names of the customers a payer name is compared with are read from
+    /// one array.
+    name_at: Vec<u32>,
+    name_data: Vec<u32>,
     /// Number keys → invoice << 1 | (1 if from the invoice's reference).
     numbers: KeyIndex,
     /// Structured reference keys → invoice.
@@ -336,145 +344,238 @@ fn prepare(inv: &[Receivable]) -> (Prepared<'_>, Vec<Excluded>) {
         }
     }
     // Duplicate numbers: which copy is right cannot be told, so none is used.
-    let mut by_number: Vec<u32> = (0..n as u32).collect();
-    by_number.sort_unstable_by(|&a, &b| {
-        inv[a as usize]
-            .invoice_number
-            .cmp(&inv[b as usize].invoice_number)
-            .then(a.cmp(&b))
-    });
-    for group in by_number
-        .chunk_by(|&a, &b| inv[a as usize].invoice_number == inv[b as usize].invoice_number)
-    {
-        if group.len() > 1 {
-            for &i in group {
-                valid[i as usize] = false;
-                excluded.push(Excluded {
-                    invoice: i as usize,
-                    problem: format!(
-                        "invoice number {} appears {} times; none of them is matched",
-                        inv[i as usize].invoice_number,
-                        group.len()
-                    ),
-                });
-            }
+    let mut copies: HashMap<&str, u32> = HashMap::with_capacity(n);
+    for r in inv {
+        *copies.entry(r.invoice_number.as_str()).or_default() += 1;
+    }
+    for (i, r) in inv.iter().enumerate() {
+        let k = copies[r.invoice_number.as_str()];
+        if k > 1 {
+            valid[i] = false;
+            excluded.push(Excluded {
+                invoice: i,
+                problem: format!(
+                    "invoice number {} appears {k} times; none of them is matched",
+                    r.invoice_number
+                ),
+            });
         }
     }
+    drop(copies);
     excluded.sort_by_key(|e| e.invoice);
 
-    // Customers, numbered in id order so that input order does not matter.
-    let mut by_customer: Vec<u32> = (0..n as u32).collect();
-    by_customer.sort_unstable_by(|&a, &b| {
-        inv[a as usize]
-            .customer_id
-            .cmp(&inv[b as usize].customer_id)
-            .then(a.cmp(&b))
-    });
-    let mut customer_of = vec![0u32; n];
-    let mut customers = Vec::new();
+    // Customers, numbered in id order so that input order does not matter;
+    // each customer's invoices in input order.
+    let mut first: HashMap<&str, u32> = HashMap::new();
+    let mut ids: Vec<&str> = Vec::new();
+    let group: Vec<u32> = inv
+        .iter()
+        .map(|r| {
+            *first.entry(r.customer_id.as_str()).or_insert_with(|| {
+                ids.push(&r.customer_id);
+                ids.len() as u32 - 1
+            })
+        })
+        .collect();
+    drop(first);
+    let mut by_id: Vec<u32> = (0..ids.len() as u32).collect();
+    by_id.sort_unstable_by_key(|&g| ids[g as usize]);
+    let mut number_of = vec![0u32; ids.len()];
+    for (c, &g) in by_id.iter().enumerate() {
+        number_of[g as usize] = c as u32;
+    }
+    let customer_of: Vec<u32> = group.iter().map(|&g| number_of[g as usize]).collect();
+    drop((group, number_of, by_id));
+    let n_customers = ids.len();
+    let mut member_at = vec![0u32; n_customers + 1];
+    for &c in &customer_of {
+        member_at[c as usize + 1] += 1;
+    }
+    for c in 0..n_customers {
+        member_at[c + 1] += member_at[c];
+    }
+    let mut members = vec![0u32; n];
+    let mut fill = member_at.clone();
+    for (i, &c) in customer_of.iter().enumerate() {
+        members[fill[c as usize] as usize] = i as u32;
+        fill[c as usize] += 1;
+    }
+    drop(fill);
+
+    // What each customer is known by, on every core.
+    let numbers: Vec<u32> = (0..n_customers as u32).collect();
+    let (known, _) = par_map(
+        &numbers,
+        || (),
+        |&c, ()| {
+            let group =
+                &members[member_at[c as usize] as usize..member_at[c as usize + 1] as usize];
+            customer_known(inv, &valid, group)
+        },
+    );
+    drop(numbers);
+    let mut customers = Vec::with_capacity(n_customers);
     let mut account_pairs = Vec::new();
     let mut name_pairs = Vec::new();
-    let mut keys = Vec::new();
-    for group in
-        by_customer.chunk_by(|&a, &b| inv[a as usize].customer_id == inv[b as usize].customer_id)
-    {
-        let c = customers.len() as u32;
-        let mut raw_names: Vec<&str> = Vec::new();
-        let mut accounts: Vec<String> = Vec::new();
-        let mut items = Vec::new();
-        for &i in group {
-            let r = &inv[i as usize];
-            customer_of[i as usize] = c;
-            raw_names.push(&r.customer_name);
-            raw_names.extend(r.payer_names.iter().map(String::as_str));
-            accounts.extend(
-                r.payer_accounts
-                    .iter()
-                    .filter_map(|a| normalize::account(a)),
-            );
-            if valid[i as usize] {
-                items.push(i);
-            }
+    let mut vocabulary = Vocabulary::default();
+    let mut name_at = Vec::with_capacity(n_customers + 1);
+    name_at.push(0u32);
+    let mut name_data = Vec::new();
+    for (c, k) in known.into_iter().enumerate() {
+        let c = c as u32;
+        name_pairs.extend(k.name_keys.iter().map(|&key| (key, c)));
+        account_pairs.extend(k.account_keys.iter().map(|&key| (key, c)));
+        for name in &k.names {
+            vocabulary.intern(name, &mut name_data);
         }
-        raw_names.sort_unstable();
-        raw_names.dedup();
-        let mut names: Vec<NormName> = raw_names
-            .iter()
-            .map(|s| normalize::normalize_name(s))
-            .filter(|n| !n.is_empty())
-            .collect();
-        names.dedup();
-        for name in &names {
-            keys.clear();
-            normalize::name_keys(name, &mut keys);
-            name_pairs.extend(keys.iter().map(|&k| (k, c)));
-        }
-        accounts.sort_unstable();
-        accounts.dedup();
-        account_pairs.extend(
-            accounts
-                .iter()
-                .map(|a| (normalize::key(KeyKind::Account, a.as_bytes()), c)),
-        );
-        items.sort_by(|&a, &b| {
-            let (x, y) = (&inv[a as usize], &inv[b as usize]);
-            x.currency.cmp(&y.currency).then_with(|| cmp_due(x, y))
-        });
-        let raw_names = raw_names.iter().map(|s| Box::<str>::from(*s)).collect();
+        name_at.push(name_data.len() as u32);
         customers.push(Customer {
-            raw_names,
-            names,
+            raw_names: k.raw_names,
             cut: Default::default(),
-            items,
+            items: k.items,
         });
     }
+    vocabulary.freeze();
 
-    let mut number_pairs = Vec::new();
+    // Keys of every invoice, on every core.
+    let rows: Vec<u32> = (0..n as u32).collect();
+    let (keys, _) = par_map(
+        &rows,
+        || (),
+        |&i, ()| valid[i as usize].then(|| invoice_keys(&inv[i as usize])),
+    );
+    drop(rows);
+    let mut number_pairs = Vec::with_capacity(3 * n);
     let mut reference_pairs = Vec::new();
-    let mut amount_pairs = Vec::new();
+    let mut amount_pairs = Vec::with_capacity(n);
     let mut significant = vec![[0u8; 2]; n];
     let mut max_groups = 1;
-    for (i, r) in inv.iter().enumerate() {
-        if !valid[i] {
-            continue;
-        }
+    for (i, k) in keys.iter().enumerate() {
+        let Some(k) = k else { continue };
         let i32_ = i as u32;
-        for (slot, text) in [Some(&r.invoice_number), r.reference.as_ref()]
-            .into_iter()
-            .enumerate()
-        {
-            let Some(text) = text else { continue };
-            if let Some(k) = normalize::number_keys(text) {
-                let v = i32_ << 1 | slot as u32;
-                number_pairs.push((k.full, v));
-                number_pairs.extend(k.separated.map(|s| (s, v)));
-                number_pairs.extend(k.concatenated.map(|s| (s, v)));
-                significant[i][slot] = k.significant.min(255) as u8;
-                max_groups = max_groups.max(k.groups.min(6));
-            }
-            if let Some(k) = normalize::reference_key(text) {
-                reference_pairs.push((k, i32_));
-            }
+        for (slot, nk) in k.numbers.iter().enumerate() {
+            let Some(nk) = nk else { continue };
+            let v = i32_ << 1 | slot as u32;
+            number_pairs.push((nk.full, v));
+            number_pairs.extend(nk.separated.map(|s| (s, v)));
+            number_pairs.extend(nk.concatenated.map(|s| (s, v)));
+            significant[i][slot] = nk.significant.min(255) as u8;
+            max_groups = max_groups.max(nk.groups.min(6));
         }
-        amount_pairs.push((amount_key(r.currency, r.open_amount), i32_));
+        reference_pairs.extend(k.references.iter().flatten().map(|&r| (r, i32_)));
+        amount_pairs.push((k.amount, i32_));
     }
+    drop(keys);
+    // The number index is the largest: build it beside the others.
+    let (numbers, (references, accounts, names, amounts)) = std::thread::scope(|s| {
+        let numbers = s.spawn(|| KeyIndex::build(number_pairs));
+        let rest = (
+            KeyIndex::build(reference_pairs),
+            KeyIndex::build(account_pairs),
+            KeyIndex::build(name_pairs),
+            KeyIndex::build(amount_pairs),
+        );
+        match numbers.join() {
+            Ok(numbers) => (numbers, rest),
+            Err(e) => std::panic::resume_unwind(e),
+        }
+    });
     let prepared = Prepared {
         inv,
         valid,
         customer_of,
         significant,
         customers,
-        numbers: KeyIndex::build(number_pairs),
-        references: KeyIndex::build(reference_pairs),
-        accounts: KeyIndex::build(account_pairs),
-        names: KeyIndex::build(name_pairs),
-        amounts: KeyIndex::build(amount_pairs),
+        vocabulary,
+        name_at,
+        name_data,
+        numbers,
+        references,
+        accounts,
+        names,
+        amounts,
         max_groups,
         open: inv.iter().map(|r| r.open_amount).collect(),
         currency: inv.iter().map(|r| r.currency).collect(),
         issued: inv.iter().map(|r| r.issue_date).collect(),
     };
     (prepared, excluded)
+}
+
+/// What a customer is known by, from its invoices `group` (in input
+/// order).
+struct Known {
+    raw_names: Vec<Box<str>>,
+    names: Vec<NormName>,
+    name_keys: Vec<u64>,
+    account_keys: Vec<u64>,
+    /// Valid invoices, by currency, due date, issue date, number.
+    items: Vec<u32>,
+}
+
+fn customer_known(inv: &[Receivable], valid: &[bool], group: &[u32]) -> Known {
+    let mut raw_names: Vec<&str> = Vec::new();
+    let mut accounts: Vec<String> = Vec::new();
+    let mut items = Vec::new();
+    for &i in group {
+        let r = &inv[i as usize];
+        raw_names.push(&r.customer_name);
+        raw_names.extend(r.payer_names.iter().map(String::as_str));
+        accounts.extend(
+            r.payer_accounts
+                .iter()
+                .filter_map(|a| normalize::account(a)),
+        );
+        if valid[i as usize] {
+            items.push(i);
+        }
+    }
+    raw_names.sort_unstable();
+    raw_names.dedup();
+    let mut names: Vec<NormName> = raw_names
+        .iter()
+        .map(|s| normalize::normalize_name(s))
+        .filter(|n| !n.is_empty())
+        .collect();
+    names.dedup();
+    let mut name_keys = Vec::new();
+    for name in &names {
+        normalize::name_keys(name, &mut name_keys);
+    }
+    accounts.sort_unstable();
+    accounts.dedup();
+    let account_keys = accounts
+        .iter()
+        .map(|a| normalize::key(KeyKind::Account, a.as_bytes()))
+        .collect();
+    items.sort_by(|&a, &b| {
+        let (x, y) = (&inv[a as usize], &inv[b as usize]);
+        x.currency.cmp(&y.currency).then_with(|| cmp_due(x, y))
+    });
+    Known {
+        raw_names: raw_names.iter().map(|s| Box::<str>::from(*s)).collect(),
+        names,
+        name_keys,
+        account_keys,
+        items,
+    }
+}
+
+/// The index keys of one invoice: its number and its reference as
+/// numbers, as structured references, and its open amount.
+struct InvoiceKeys {
+    numbers: [Option<normalize::NumberKeys>; 2],
+    references: [Option<u64>; 2],
+    amount: u64,
+}
+
+fn invoice_keys(r: &Receivable) -> InvoiceKeys {
+    let texts = [Some(&r.invoice_number), r.reference.as_ref()];
+    InvoiceKeys {
+        numbers: texts.map(|t| t.and_then(|t| normalize::number_keys(t))),
+        references: texts.map(|t| t.and_then(|t| normalize::reference_key(t))),
+        amount: amount_key(r.currency, r.open_amount),
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -547,6 +648,7 @@ struct Ctx<'p, 'a> {
     /// Customers the payer's name identifies, computed on demand.
     named: Option<Vec<(u32, f64)>>,
     tally: &'p mut Tally,
+    memo: &'p mut PairMemo,
 }
 
 impl Ctx<'_, '_> {
@@ -559,17 +661,25 @@ impl Ctx<'_, '_> {
         // Below NAME_MIN a similarity is no evidence, whatever its value.
         let s = match &self.name {
             Some(n) => {
-                let customer = &self.p.customers[c as usize];
-                let whole = customer
-                    .names
-                    .iter()
-                    .map(|m| normalize::name_similarity_from(n, m, NAME_MIN))
+                let p = self.p;
+                let names = &p.name_data
+                    [p.name_at[c as usize] as usize..p.name_at[c as usize + 1] as usize];
+                let whole = normalize::word_names(names)
+                    .map(|m| {
+                        normalize::word_similarity_from(
+                            n,
+                            m,
+                            &p.vocabulary,
+                            &mut *self.memo,
+                            NAME_MIN,
+                        )
+                    })
                     .fold(0.0, f64::max);
                 // A name exactly as long as a bank's name field was
                 // probably cut there: compare with the customer's names
                 // cut at the same place.
                 let cut_sim = self.cut.map_or(0.0, |field| {
-                    customer
+                    p.customers[c as usize]
                         .cut_names(field)
                         .iter()
                         .map(|m| normalize::name_similarity_from(n, m, NAME_MIN))
@@ -740,14 +850,21 @@ fn several(items: &[(u32, Decimal)], amount: Decimal, f: Fit) -> Split {
     (allocs, write_off, unallocated, reason)
 }
 
-fn find(p: &Prepared<'_>, r: &Receipt, cfg: &Config, tally: &mut Tally) -> Found {
-    let t = tally.start();
-    let found = find_untimed(p, r, cfg, tally);
-    tally.add(|t| &mut t.total, t);
+/// What one thread keeps from receipt to receipt.
+#[derive(Default)]
+struct Scratch {
+    tally: Tally,
+    memo: PairMemo,
+}
+
+fn find(p: &Prepared<'_>, r: &Receipt, cfg: &Config, scratch: &mut Scratch) -> Found {
+    let t = scratch.tally.start();
+    let found = find_untimed(p, r, cfg, scratch);
+    scratch.tally.add(|t| &mut t.total, t);
     found
 }
 
-fn find_untimed(p: &Prepared<'_>, r: &Receipt, cfg: &Config, tally: &mut Tally) -> Found {
+fn find_untimed(p: &Prepared<'_>, r: &Receipt, cfg: &Config, scratch: &mut Scratch) -> Found {
     let mut notes = Vec::new();
     if r.amount <= Decimal::ZERO {
         notes.push(Reason::NotACredit);
@@ -778,6 +895,9 @@ fn find_untimed(p: &Prepared<'_>, r: &Receipt, cfg: &Config, tally: &mut Tally) 
         .as_deref()
         .map(normalize::normalize_name)
         .filter(|n| !n.is_empty());
+    if let Some(n) = &name {
+        scratch.memo.start(n, &p.vocabulary);
+    }
     let mut cx = Ctx {
         p,
         cfg,
@@ -787,7 +907,8 @@ fn find_untimed(p: &Prepared<'_>, r: &Receipt, cfg: &Config, tally: &mut Tally) 
         cut: r.counterparty_name.as_deref().and_then(truncated_at),
         sims: Vec::new(),
         named: None,
-        tally,
+        tally: &mut scratch.tally,
+        memo: &mut scratch.memo,
     };
     let mut list: Vec<Candidate> = Vec::new();
 
@@ -1322,51 +1443,6 @@ fn rank(p: &Prepared<'_>, mut list: Vec<Candidate>) -> Vec<Candidate> {
 // ---------------------------------------------------------------------------
 // Decisions
 
-/// Maps `f` over `items` on every core, results in input order; each
-/// thread threads its own `state` (a copy of `init`) through its calls and
-/// the states come back merged by `merge`.
-fn par_map<T: Sync, U: Send, S: Copy + Send>(
-    items: &[T],
-    init: S,
-    merge: impl Fn(&mut S, &S),
-    f: impl Fn(&T, &mut S) -> U + Sync,
-) -> (Vec<U>, S) {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(items.len() / 4096 + 1);
-    if threads <= 1 {
-        let mut state = init;
-        let out = items.iter().map(|x| f(x, &mut state)).collect();
-        return (out, state);
-    }
-    let chunk = items.len().div_ceil(threads);
-    let f = &f;
-    std::thread::scope(|s| {
-        let handles: Vec<_> = items
-            .chunks(chunk)
-            .map(|part| {
-                s.spawn(move || {
-                    let mut state = init;
-                    let out = part.iter().map(|x| f(x, &mut state)).collect::<Vec<U>>();
-                    (out, state)
-                })
-            })
-            .collect();
-        let mut out = Vec::with_capacity(items.len());
-        let mut total = init;
-        for h in handles {
-            match h.join() {
-                Ok((v, state)) => {
-                    out.extend(v);
-                    merge(&mut total, &state);
-                }
-                Err(e) => std::panic::resume_unwind(e),
-            }
-        }
-        (out, total)
-    })
-}
-
 /// A receipt waiting in the greedy queue.
 struct Queued {
     key: f64,
@@ -1530,13 +1606,19 @@ fn run(
     let t0 = Instant::now();
     let (p, excluded) = prepare(receivables);
     let t1 = Instant::now();
-    let init = Tally {
-        on: profile,
-        ..Tally::default()
+    let init = || Scratch {
+        tally: Tally {
+            on: profile,
+            ..Tally::default()
+        },
+        memo: PairMemo::default(),
     };
-    let (found, tally) = par_map(receipts, init, Tally::merge, |r, tally| {
-        find(&p, r, cfg, tally)
-    });
+    let (found, scratches) = par_map(receipts, init, |r, scratch| find(&p, r, cfg, scratch));
+    let mut tally = Tally::default();
+    for s in &scratches {
+        tally.merge(&s.tally);
+    }
+    drop(scratches);
     let t2 = Instant::now();
 
     let mut remaining: Vec<Decimal> = receivables

@@ -43,6 +43,7 @@ mod engine;
 pub mod file;
 mod index;
 mod normalize;
+mod par;
 pub mod report;
 pub mod scenario;
 pub mod stored;

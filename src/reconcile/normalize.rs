@@ -553,6 +553,8 @@ pub(crate) struct Token {
     /// Which characters occur ([`char_bit`]), to bound a similarity
     /// before computing it.
     chars: u64,
+    /// The first four characters (`\0` after the end).
+    head: [char; 4],
 }
 
 impl Token {
@@ -561,18 +563,49 @@ impl Token {
             .chars()
             .map(|c| if is_cjk(c) { 2.0 } else { 1.0 })
             .sum();
+        let mut head = ['\0'; 4];
+        for (h, c) in head.iter_mut().zip(text.chars()) {
+            *h = c;
+        }
         Token {
             len: text.chars().count() as u32,
             chars: text.chars().fold(0, |m, c| m | char_bit(c)),
+            head,
             text: text.into_boxed_str(),
             weight,
         }
     }
+
+    /// How many of this token's characters occur in `other`'s.
+    fn found_in(&self, other: &Token) -> usize {
+        if self.text.is_ascii() {
+            self.text
+                .bytes()
+                .filter(|&b| other.chars & ASCII_BIT[usize::from(b)] != 0)
+                .count()
+        } else {
+            self.text
+                .chars()
+                .filter(|&c| other.chars & char_bit(c) != 0)
+                .count()
+        }
+    }
 }
+
+/// [`char_bit`] of every ASCII character.
+static ASCII_BIT: [u64; 128] = {
+    let mut t = [0u64; 128];
+    let mut i = 0;
+    while i < 128 {
+        t[i] = char_bit(i as u8 as char);
+        i += 1;
+    }
+    t
+};
 
 /// A bit standing for a character: one per ASCII letter and digit, the
 /// others share the rest.
-fn char_bit(c: char) -> u64 {
+const fn char_bit(c: char) -> u64 {
     match c {
         'a'..='z' => 1 << (c as u32 - 'a' as u32),
         '0'..='9' => 1 << (26 + c as u32 - '0' as u32),
@@ -766,33 +799,218 @@ pub(crate) fn name_similarity_from(a: &NormName, b: &NormName, min: f64) -> f64 
     (sa + sb) / total
 }
 
+/// Customers' names with each distinct word stored once: a name is a list
+/// of word ids. Payer names are compared with words through a
+/// [`PairMemo`], so a word shared by many customers (a surname, a trade) is
+/// compared with a payer's tokens once per receipt, not once per customer.
+#[derive(Debug, Default)]
+pub(crate) struct Vocabulary {
+    words: Vec<Token>,
+    ids: std::collections::HashMap<Box<str>, u32>,
+}
+
+impl Vocabulary {
+    /// Appends `name` to `out` as its word count, its weight (the bits of
+    /// the `f32`) and its word ids, adding the words not seen yet. Read
+    /// back with [`word_names`].
+    pub fn intern(&mut self, name: &NormName, out: &mut Vec<u32>) {
+        out.push(name.tokens.len() as u32);
+        out.push(name.weight.to_bits());
+        for t in &name.tokens {
+            let id = match self.ids.get(&t.text) {
+                Some(&id) => id,
+                None => {
+                    let id = self.words.len() as u32;
+                    self.ids.insert(t.text.clone(), id);
+                    self.words.push(t.clone());
+                    id
+                }
+            };
+            out.push(id);
+        }
+    }
+
+    /// Drops the look-up table once every name is in.
+    pub fn freeze(&mut self) {
+        self.ids = Default::default();
+    }
+
+    pub fn len(&self) -> usize {
+        self.words.len()
+    }
+}
+
+/// The names [`Vocabulary::intern`] appended to `data`: (word ids, weight).
+pub(crate) fn word_names(mut data: &[u32]) -> impl Iterator<Item = (&[u32], f32)> {
+    std::iter::from_fn(move || {
+        let (&len, rest) = data.split_first()?;
+        let (&weight, rest) = rest.split_first()?;
+        let (words, rest) = rest.split_at(len as usize);
+        data = rest;
+        Some((words, f32::from_bits(weight)))
+    })
+}
+
+/// For one payer name at a time: the Jaro-Winkler similarity of each of its
+/// tokens with each vocabulary word met, both ways round, computed when
+/// first needed. A similarity that cannot reach 0.88 is kept as 0 (see
+/// [`name_similarity_from`]: only the best pairing counts, and only from
+/// 0.88 on).
+#[derive(Debug, Default)]
+pub(crate) struct PairMemo {
+    /// Per word: the payer name it was last met with, and its row.
+    seen: Vec<(u32, u32)>,
+    now: u32,
+    tokens: usize,
+    /// Rows of 1 + 2 × tokens: the word's weight, then token → word, then
+    /// word → token (NaN until computed).
+    values: Vec<f64>,
+}
+
+impl PairMemo {
+    /// Forgets the previous payer name; `payer`'s tokens are compared from
+    /// now on.
+    pub fn start(&mut self, payer: &NormName, vocabulary: &Vocabulary) {
+        if self.seen.len() < vocabulary.len() {
+            self.seen.resize(vocabulary.len(), (0, 0));
+        }
+        if self.now == u32::MAX {
+            self.seen.fill((0, 0));
+            self.now = 0;
+        }
+        self.now += 1;
+        self.tokens = payer.tokens.len();
+        self.values.clear();
+    }
+
+    /// The row of word `w`.
+    fn row(&mut self, vocabulary: &Vocabulary, w: u32) -> usize {
+        let (when, at) = self.seen[w as usize];
+        if when == self.now {
+            return at as usize;
+        }
+        let at = self.values.len();
+        self.values.resize(at + 1 + 2 * self.tokens, f64::NAN);
+        self.values[at] = f64::from(vocabulary.words[w as usize].weight);
+        self.seen[w as usize] = (self.now, at as u32);
+        at
+    }
+
+    /// Token `i` → word `w` (`back`: word → token), from its row `at`.
+    fn pair(
+        &mut self,
+        payer: &NormName,
+        vocabulary: &Vocabulary,
+        (at, w): (usize, u32),
+        i: usize,
+        back: bool,
+    ) -> f64 {
+        let k = self.tokens;
+        let v = self.values[at + 1 + i + if back { k } else { 0 }];
+        if !v.is_nan() {
+            return v;
+        }
+        let t = &payer.tokens[i];
+        let u = &vocabulary.words[w as usize];
+        let (there, back_there) = if t.text == u.text {
+            (1.0, 1.0)
+        } else if may_reach(t, u, TOKEN_MATCH) {
+            (
+                jaro_winkler(&t.text, &u.text),
+                jaro_winkler(&u.text, &t.text),
+            )
+        } else {
+            (0.0, 0.0)
+        };
+        self.values[at + 1 + i] = there;
+        self.values[at + 1 + k + i] = back_there;
+        if back { back_there } else { there }
+    }
+}
+
+/// [`name_similarity_from`] of the payer name `payer` (which `memo` was
+/// started with) and a customer name from `vocabulary`: the same value,
+/// bit for bit, from the same sums in the same order.
+pub(crate) fn word_similarity_from(
+    payer: &NormName,
+    (words, weight): (&[u32], f32),
+    vocabulary: &Vocabulary,
+    memo: &mut PairMemo,
+    min: f64,
+) -> f64 {
+    if payer.is_empty() || words.is_empty() {
+        return 0.0;
+    }
+    debug_assert_eq!(memo.tokens, payer.tokens.len());
+    let mut buf = [(0usize, 0u32); 12];
+    let mut long = Vec::new();
+    let rows: &[(usize, u32)] = if words.len() <= buf.len() {
+        for (slot, &w) in buf.iter_mut().zip(words) {
+            *slot = (memo.row(vocabulary, w), w);
+        }
+        &buf[..words.len()]
+    } else {
+        long.extend(words.iter().map(|&w| (memo.row(vocabulary, w), w)));
+        &long
+    };
+    let total = f64::from(payer.weight + weight);
+    let floor = min * total - 1e-9 * total.max(1.0);
+    let wb: f64 = rows.iter().map(|&(at, _)| memo.values[at]).sum();
+    // The payer's tokens against the name's words.
+    let mut rest: f64 = payer.tokens.iter().map(|t| f64::from(t.weight)).sum();
+    let mut sa = 0.0;
+    for (i, t) in payer.tokens.iter().enumerate() {
+        if sa + rest + wb < floor {
+            return 0.0;
+        }
+        let mut best: f64 = 0.0;
+        for &row in rows {
+            best = best.max(memo.pair(payer, vocabulary, row, i, false));
+        }
+        let w = f64::from(t.weight);
+        rest -= w;
+        sa += if best >= TOKEN_MATCH { best * w } else { 0.0 };
+    }
+    // The name's words against the payer's tokens.
+    let mut rest = wb;
+    let mut sb = 0.0;
+    for &row in rows {
+        if sb + rest + sa < floor {
+            return 0.0;
+        }
+        let mut best: f64 = 0.0;
+        for i in 0..payer.tokens.len() {
+            best = best.max(memo.pair(payer, vocabulary, row, i, true));
+        }
+        let w = memo.values[row.0];
+        rest -= w;
+        sb += if best >= TOKEN_MATCH { best * w } else { 0.0 };
+    }
+    (sa + sb) / total
+}
+
 /// Whether the Jaro-Winkler similarity of `t` and `u` may reach `at_least`
 /// (false only when it cannot). Matching characters are equal, so there are
 /// no more matches than characters of either token occurring in the other;
 /// the Jaro similarity is at most (m/|t| + m/|u| + 1) / 3 with that many, and
 /// the Winkler bonus at most 0.1 per common leading character.
 fn may_reach(t: &Token, u: &Token, at_least: f64) -> bool {
-    let in_u = t
-        .text
-        .chars()
-        .filter(|&c| u.chars & char_bit(c) != 0)
-        .count();
-    let in_t = u
-        .text
-        .chars()
-        .filter(|&c| t.chars & char_bit(c) != 0)
-        .count();
-    let m = in_u.min(in_t) as f64;
     let prefix = t
-        .text
-        .chars()
-        .take(4)
-        .zip(u.text.chars())
-        .take_while(|(x, y)| x == y)
+        .head
+        .iter()
+        .zip(&u.head)
+        .take_while(|(x, y)| x == y && **x != '\0')
         .count() as f64;
-    let jaro = (m / f64::from(t.len) + m / f64::from(u.len) + 1.0) / 3.0;
-    let bound = jaro + 0.1 * prefix * (1.0 - jaro.min(1.0));
-    bound >= at_least - 1e-9
+    let bound = |m: f64| -> f64 {
+        let jaro = (m / f64::from(t.len) + m / f64::from(u.len) + 1.0) / 3.0;
+        jaro + 0.1 * prefix * (1.0 - jaro.min(1.0))
+    };
+    // First by length alone, then by the characters.
+    if bound(f64::from(t.len.min(u.len))) < at_least - 1e-9 {
+        return false;
+    }
+    let m = t.found_in(u).min(u.found_in(t)) as f64;
+    bound(m) >= at_least - 1e-9
 }
 
 /// Jaro-Winkler similarity of two tokens, exactly as
