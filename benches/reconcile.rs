@@ -5,7 +5,8 @@
 //! the seeded generator, writes them as `receivables.csv` and
 //! `statement.csv` under `target/reconcile-bench/N/` (kept for the binary),
 //! then times what `concord reconcile` does in-process: read both CSVs,
-//! match, build the result and write result.json. Prints the phases and
+//! match, build the result and write result.json. Prints the phases, where
+//! matching spent its time (see `reconcile::Profile`), and
 //! the process's peak resident memory (which includes the generator's own
 //! data; measure the binary for the figure an operator sees):
 //!
@@ -20,13 +21,35 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use concord::reconcile::scenario::{self, Params};
-use concord::reconcile::{Config, file, reconcile};
+use concord::reconcile::{Config, Profile, file, reconcile_profiled};
 
 fn peak_rss_mb() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb / 1024.0)
+}
+
+fn print_profile(p: &Profile) {
+    let s = |d: std::time::Duration| d.as_secs_f64();
+    println!(
+        "  match: prepare {:.3} s, candidates {:.3} s, decide {:.3} s (wall)",
+        s(p.prepare),
+        s(p.candidates),
+        s(p.decide)
+    );
+    println!(
+        "  candidates (CPU over threads): references {:.3} s, name look-up {:.3} s, name similarity {:.3} s, subsets {:.3} s, other {:.3} s",
+        s(p.references),
+        s(p.name_lookup),
+        s(p.name_similarity),
+        s(p.subsets),
+        s(p.other)
+    );
+    println!(
+        "  work: {} name look-ups, {} customer names compared, {} subset searches of {} steps",
+        p.name_searches, p.names_compared, p.subset_searches, p.subset_steps
+    );
 }
 
 fn main() -> std::io::Result<()> {
@@ -77,7 +100,7 @@ fn main() -> std::io::Result<()> {
             drop((rb, sb));
             let t1 = Instant::now();
             let cfg = Config::default();
-            let rec = reconcile(&receipts.records, &receivables.records, &cfg);
+            let (rec, profile) = reconcile_profiled(&receipts.records, &receivables.records, &cfg);
             let t2 = Instant::now();
             let mut alerts = receivables.alerts;
             alerts.extend(receipts.alerts);
@@ -89,21 +112,24 @@ fn main() -> std::io::Result<()> {
                 Default::default(),
                 &cfg,
             );
+            let t3 = Instant::now();
             let out = BufWriter::new(std::fs::File::create(dir.join("bench-result.json"))?);
             serde_json::to_writer(out, &result)?;
-            let t3 = Instant::now();
+            let t4 = Instant::now();
             println!(
-                "{n} receipts x {} invoices, run {run}: read {:.3} s, match {:.3} s, result+write {:.3} s, total {:.3} s; auto {} suggested {} open {}; peak RSS {:.0} MB",
+                "{n} receipts x {} invoices, run {run}: read {:.3} s, match {:.3} s, result {:.3} s, write {:.3} s, total {:.3} s; auto {} suggested {} open {}; peak RSS {:.0} MB",
                 receivables.records.len(),
                 (t1 - t0).as_secs_f64(),
                 (t2 - t1).as_secs_f64(),
                 (t3 - t2).as_secs_f64(),
-                (t3 - t0).as_secs_f64(),
+                (t4 - t3).as_secs_f64(),
+                (t4 - t0).as_secs_f64(),
                 result.summary.auto.count,
                 result.summary.suggested.count,
                 result.summary.open.count,
                 peak_rss_mb().unwrap_or(f64::NAN)
             );
+            print_profile(&profile);
         }
     }
     Ok(())

@@ -245,13 +245,18 @@ fn file_mode(args: FileModeArgs, settings: &Settings) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let rec_name = receivables_path.display().to_string();
     let st_name = statement_path.display().to_string();
-    let receivables = file::load_receivables(&read(receivables_path)?, &rec_name);
-    let receipts = load_statement(
-        &read(statement_path)?,
-        &st_name,
-        &args.format,
-        &args.profiles,
-    )?;
+    // Both files at once.
+    let (receivables, receipts) = std::thread::scope(|s| {
+        let receivables = s.spawn(|| -> anyhow::Result<_> {
+            Ok(file::load_receivables(&read(receivables_path)?, &rec_name))
+        });
+        let receipts = read(statement_path)
+            .and_then(|bytes| load_statement(&bytes, &st_name, &args.format, &args.profiles));
+        let receivables = receivables
+            .join()
+            .unwrap_or_else(|e| std::panic::resume_unwind(e));
+        anyhow::Ok((receivables?, receipts?))
+    })?;
     let read_time = started.elapsed();
     let rec = engine::reconcile(&receipts.records, &receivables.records, &cfg);
     let match_time = started.elapsed() - read_time;

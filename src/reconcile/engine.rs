@@ -16,12 +16,16 @@
 //! 0.15 per invoice issued after the receipt was booked.
 
 use std::cmp::Ordering;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
+use chrono::NaiveDate;
 use rust_decimal::Decimal;
 
 use super::index::KeyIndex;
-use super::normalize::{self, KeyKind, NormName, NumberQuality};
+use super::normalize::{self, KeyKind, NormName, NumberQuality, PairMemo, Vocabulary};
+use super::par::par_map;
 use super::subset::{self, Bounds};
 use super::{
     Allocation, Alternative, Config, Decision, Excluded, NumberMatch, Reason, Receipt, Receivable,
@@ -159,14 +163,111 @@ const MAX_NAME_CANDIDATES: usize = 64;
 const MAX_NAME_POSTING: usize = 256;
 
 // ---------------------------------------------------------------------------
+// Profile
+
+/// Where [`reconcile`] spent its time and how much work the bounded stages
+/// did, for benchmarks ([`reconcile_profiled`]). Phases are wall time; the
+/// candidate stages are CPU time summed over the threads that search in
+/// parallel, each exclusive of the others.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Profile {
+    /// Building the indexes over the receivables (wall).
+    pub prepare: Duration,
+    /// Finding and scoring every receipt's candidates (wall, parallel).
+    pub candidates: Duration,
+    /// Greedy allocation by confidence (wall).
+    pub decide: Duration,
+    /// Stage 1 and 2: references and invoice numbers in the text (CPU).
+    pub references: Duration,
+    /// Finding customers by payer-name keys (CPU).
+    pub name_lookup: Duration,
+    /// Comparing payer names with customers' names (CPU).
+    pub name_similarity: Duration,
+    /// Combined-payment subset searches (CPU).
+    pub subsets: Duration,
+    /// Everything else in the candidate search: accounts, amounts,
+    /// scoring, ranking (CPU).
+    pub other: Duration,
+    /// Payer names looked up by key.
+    pub name_searches: u64,
+    /// Customers whose names were compared with a payer name.
+    pub names_compared: u64,
+    /// Subset searches run.
+    pub subset_searches: u64,
+    /// Steps those searches took.
+    pub subset_steps: u64,
+}
+
+/// Per-thread counters behind [`Profile`]; off unless profiling.
+#[derive(Debug, Default, Clone, Copy)]
+struct Tally {
+    on: bool,
+    total: u64,
+    references: u64,
+    name_lookup: u64,
+    name_similarity: u64,
+    subsets: u64,
+    name_searches: u64,
+    names_compared: u64,
+    subset_searches: u64,
+    subset_steps: u64,
+}
+
+impl Tally {
+    fn start(&self) -> Option<Instant> {
+        self.on.then(Instant::now)
+    }
+
+    fn add(&mut self, slot: fn(&mut Tally) -> &mut u64, since: Option<Instant>) -> u64 {
+        match since {
+            Some(t) => {
+                let ns = t.elapsed().as_nanos() as u64;
+                *slot(self) += ns;
+                ns
+            }
+            None => 0,
+        }
+    }
+
+    fn merge(&mut self, o: &Tally) {
+        self.total += o.total;
+        self.references += o.references;
+        self.name_lookup += o.name_lookup;
+        self.name_similarity += o.name_similarity;
+        self.subsets += o.subsets;
+        self.name_searches += o.name_searches;
+        self.names_compared += o.names_compared;
+        self.subset_searches += o.subset_searches;
+        self.subset_steps += o.subset_steps;
+    }
+}
+
+// ---------------------------------------------------------------------------
 // Preparation
 
 struct Customer {
     /// Names as given, for comparison with names a bank cut short.
     raw_names: Vec<Box<str>>,
-    names: Vec<NormName>,
+    /// The names cut at each of [`NAME_FIELD_LENGTHS`], normalised when
+    /// first needed.
+    cut: [OnceLock<Box<[NormName]>>; NAME_FIELD_LENGTHS.len()],
     /// Valid invoices, by currency, due date, issue date, number.
     items: Vec<u32>,
+}
+
+impl Customer {
+    /// The customer's names as a bank field of `NAME_FIELD_LENGTHS[field]`
+    /// characters keeps them, normalised. Computed once for all receipts
+    /// (whichever thread asks first; the value is the same).
+    fn cut_names(&self, field: usize) -> &[NormName] {
+        self.cut[field].get_or_init(|| {
+            let len = NAME_FIELD_LENGTHS[field];
+            self.raw_names
+                .iter()
+                .map(|raw| normalize::normalize_name(&normalize::truncate_folded(raw, len)))
+                .collect()
+        })
+    }
 }
 
 struct Prepared<'a> {
@@ -176,6 +277,14 @@ struct Prepared<'a> {
     /// Significant digits of the invoice number and of its reference.
     significant: Vec<[u8; 2]>,
     customers: Vec<Customer>,
+    /// The words of the customers' names.
+    vocabulary: Vocabulary,
+    /// Each customer's names as words ([`normalize::word_names`]): those
+    /// of customer `c` are `name_data[name_at[c]..name_at[c + 1]]`, so the
+    /// names of the customers a payer name is compared with are read from
+    /// one array.
+    name_at: Vec<u32>,
+    name_data: Vec<u32>,
     /// Number keys → invoice << 1 | (1 if from the invoice's reference).
     numbers: KeyIndex,
     /// Structured reference keys → invoice.
@@ -187,6 +296,18 @@ struct Prepared<'a> {
     /// (currency, open amount) → invoice.
     amounts: KeyIndex,
     max_groups: usize,
+    /// The fields the candidate search reads most, side by side.
+    open: Vec<Decimal>,
+    currency: Vec<Currency>,
+    issued: Vec<Option<NaiveDate>>,
+}
+
+impl Prepared<'_> {
+    /// Invoice `i` was issued by the receipt's booking date (or has no
+    /// issue date).
+    fn issued_by(&self, i: u32, r: &Receipt) -> bool {
+        self.issued[i as usize].is_none_or(|d| d <= r.booking_date)
+    }
 }
 
 fn amount_key(currency: Currency, amount: Decimal) -> u64 {
@@ -223,139 +344,238 @@ fn prepare(inv: &[Receivable]) -> (Prepared<'_>, Vec<Excluded>) {
         }
     }
     // Duplicate numbers: which copy is right cannot be told, so none is used.
-    let mut by_number: Vec<u32> = (0..n as u32).collect();
-    by_number.sort_by(|&a, &b| {
-        inv[a as usize]
-            .invoice_number
-            .cmp(&inv[b as usize].invoice_number)
-    });
-    for group in by_number
-        .chunk_by(|&a, &b| inv[a as usize].invoice_number == inv[b as usize].invoice_number)
-    {
-        if group.len() > 1 {
-            for &i in group {
-                valid[i as usize] = false;
-                excluded.push(Excluded {
-                    invoice: i as usize,
-                    problem: format!(
-                        "invoice number {} appears {} times; none of them is matched",
-                        inv[i as usize].invoice_number,
-                        group.len()
-                    ),
-                });
-            }
+    let mut copies: HashMap<&str, u32> = HashMap::with_capacity(n);
+    for r in inv {
+        *copies.entry(r.invoice_number.as_str()).or_default() += 1;
+    }
+    for (i, r) in inv.iter().enumerate() {
+        let k = copies[r.invoice_number.as_str()];
+        if k > 1 {
+            valid[i] = false;
+            excluded.push(Excluded {
+                invoice: i,
+                problem: format!(
+                    "invoice number {} appears {k} times; none of them is matched",
+                    r.invoice_number
+                ),
+            });
         }
     }
+    drop(copies);
     excluded.sort_by_key(|e| e.invoice);
 
-    // Customers, numbered in id order so that input order does not matter.
-    let mut by_customer: Vec<u32> = (0..n as u32).collect();
-    by_customer.sort_by(|&a, &b| {
-        inv[a as usize]
-            .customer_id
-            .cmp(&inv[b as usize].customer_id)
-    });
-    let mut customer_of = vec![0u32; n];
-    let mut customers = Vec::new();
+    // Customers, numbered in id order so that input order does not matter;
+    // each customer's invoices in input order.
+    let mut first: HashMap<&str, u32> = HashMap::new();
+    let mut ids: Vec<&str> = Vec::new();
+    let group: Vec<u32> = inv
+        .iter()
+        .map(|r| {
+            *first.entry(r.customer_id.as_str()).or_insert_with(|| {
+                ids.push(&r.customer_id);
+                ids.len() as u32 - 1
+            })
+        })
+        .collect();
+    drop(first);
+    let mut by_id: Vec<u32> = (0..ids.len() as u32).collect();
+    by_id.sort_unstable_by_key(|&g| ids[g as usize]);
+    let mut number_of = vec![0u32; ids.len()];
+    for (c, &g) in by_id.iter().enumerate() {
+        number_of[g as usize] = c as u32;
+    }
+    let customer_of: Vec<u32> = group.iter().map(|&g| number_of[g as usize]).collect();
+    drop((group, number_of, by_id));
+    let n_customers = ids.len();
+    let mut member_at = vec![0u32; n_customers + 1];
+    for &c in &customer_of {
+        member_at[c as usize + 1] += 1;
+    }
+    for c in 0..n_customers {
+        member_at[c + 1] += member_at[c];
+    }
+    let mut members = vec![0u32; n];
+    let mut fill = member_at.clone();
+    for (i, &c) in customer_of.iter().enumerate() {
+        members[fill[c as usize] as usize] = i as u32;
+        fill[c as usize] += 1;
+    }
+    drop(fill);
+
+    // What each customer is known by, on every core.
+    let numbers: Vec<u32> = (0..n_customers as u32).collect();
+    let (known, _) = par_map(
+        &numbers,
+        || (),
+        |&c, ()| {
+            let group =
+                &members[member_at[c as usize] as usize..member_at[c as usize + 1] as usize];
+            customer_known(inv, &valid, group)
+        },
+    );
+    drop(numbers);
+    let mut customers = Vec::with_capacity(n_customers);
     let mut account_pairs = Vec::new();
     let mut name_pairs = Vec::new();
-    let mut keys = Vec::new();
-    for group in
-        by_customer.chunk_by(|&a, &b| inv[a as usize].customer_id == inv[b as usize].customer_id)
-    {
-        let c = customers.len() as u32;
-        let mut raw_names: Vec<&str> = Vec::new();
-        let mut accounts: Vec<String> = Vec::new();
-        let mut items = Vec::new();
-        for &i in group {
-            let r = &inv[i as usize];
-            customer_of[i as usize] = c;
-            raw_names.push(&r.customer_name);
-            raw_names.extend(r.payer_names.iter().map(String::as_str));
-            accounts.extend(
-                r.payer_accounts
-                    .iter()
-                    .filter_map(|a| normalize::account(a)),
-            );
-            if valid[i as usize] {
-                items.push(i);
-            }
+    let mut vocabulary = Vocabulary::default();
+    let mut name_at = Vec::with_capacity(n_customers + 1);
+    name_at.push(0u32);
+    let mut name_data = Vec::new();
+    for (c, k) in known.into_iter().enumerate() {
+        let c = c as u32;
+        name_pairs.extend(k.name_keys.iter().map(|&key| (key, c)));
+        account_pairs.extend(k.account_keys.iter().map(|&key| (key, c)));
+        for name in &k.names {
+            vocabulary.intern(name, &mut name_data);
         }
-        raw_names.sort_unstable();
-        raw_names.dedup();
-        let mut names: Vec<NormName> = raw_names
-            .iter()
-            .map(|s| normalize::normalize_name(s))
-            .filter(|n| !n.is_empty())
-            .collect();
-        names.dedup();
-        for name in &names {
-            keys.clear();
-            normalize::name_keys(name, &mut keys);
-            name_pairs.extend(keys.iter().map(|&k| (k, c)));
-        }
-        accounts.sort_unstable();
-        accounts.dedup();
-        account_pairs.extend(
-            accounts
-                .iter()
-                .map(|a| (normalize::key(KeyKind::Account, a.as_bytes()), c)),
-        );
-        items.sort_by(|&a, &b| {
-            let (x, y) = (&inv[a as usize], &inv[b as usize]);
-            x.currency.cmp(&y.currency).then_with(|| cmp_due(x, y))
-        });
-        let raw_names = raw_names.iter().map(|s| Box::<str>::from(*s)).collect();
+        name_at.push(name_data.len() as u32);
         customers.push(Customer {
-            raw_names,
-            names,
-            items,
+            raw_names: k.raw_names,
+            cut: Default::default(),
+            items: k.items,
         });
     }
+    vocabulary.freeze();
 
-    let mut number_pairs = Vec::new();
+    // Keys of every invoice, on every core.
+    let rows: Vec<u32> = (0..n as u32).collect();
+    let (keys, _) = par_map(
+        &rows,
+        || (),
+        |&i, ()| valid[i as usize].then(|| invoice_keys(&inv[i as usize])),
+    );
+    drop(rows);
+    let mut number_pairs = Vec::with_capacity(3 * n);
     let mut reference_pairs = Vec::new();
-    let mut amount_pairs = Vec::new();
+    let mut amount_pairs = Vec::with_capacity(n);
     let mut significant = vec![[0u8; 2]; n];
     let mut max_groups = 1;
-    for (i, r) in inv.iter().enumerate() {
-        if !valid[i] {
-            continue;
-        }
+    for (i, k) in keys.iter().enumerate() {
+        let Some(k) = k else { continue };
         let i32_ = i as u32;
-        for (slot, text) in [Some(&r.invoice_number), r.reference.as_ref()]
-            .into_iter()
-            .enumerate()
-        {
-            let Some(text) = text else { continue };
-            if let Some(k) = normalize::number_keys(text) {
-                let v = i32_ << 1 | slot as u32;
-                number_pairs.push((k.full, v));
-                number_pairs.extend(k.separated.map(|s| (s, v)));
-                number_pairs.extend(k.concatenated.map(|s| (s, v)));
-                significant[i][slot] = k.significant.min(255) as u8;
-                max_groups = max_groups.max(k.groups.min(6));
-            }
-            if let Some(k) = normalize::reference_key(text) {
-                reference_pairs.push((k, i32_));
-            }
+        for (slot, nk) in k.numbers.iter().enumerate() {
+            let Some(nk) = nk else { continue };
+            let v = i32_ << 1 | slot as u32;
+            number_pairs.push((nk.full, v));
+            number_pairs.extend(nk.separated.map(|s| (s, v)));
+            number_pairs.extend(nk.concatenated.map(|s| (s, v)));
+            significant[i][slot] = nk.significant.min(255) as u8;
+            max_groups = max_groups.max(nk.groups.min(6));
         }
-        amount_pairs.push((amount_key(r.currency, r.open_amount), i32_));
+        reference_pairs.extend(k.references.iter().flatten().map(|&r| (r, i32_)));
+        amount_pairs.push((k.amount, i32_));
     }
+    drop(keys);
+    // The number index is the largest: build it beside the others.
+    let (numbers, (references, accounts, names, amounts)) = std::thread::scope(|s| {
+        let numbers = s.spawn(|| KeyIndex::build(number_pairs));
+        let rest = (
+            KeyIndex::build(reference_pairs),
+            KeyIndex::build(account_pairs),
+            KeyIndex::build(name_pairs),
+            KeyIndex::build(amount_pairs),
+        );
+        match numbers.join() {
+            Ok(numbers) => (numbers, rest),
+            Err(e) => std::panic::resume_unwind(e),
+        }
+    });
     let prepared = Prepared {
         inv,
         valid,
         customer_of,
         significant,
         customers,
-        numbers: KeyIndex::build(number_pairs),
-        references: KeyIndex::build(reference_pairs),
-        accounts: KeyIndex::build(account_pairs),
-        names: KeyIndex::build(name_pairs),
-        amounts: KeyIndex::build(amount_pairs),
+        vocabulary,
+        name_at,
+        name_data,
+        numbers,
+        references,
+        accounts,
+        names,
+        amounts,
         max_groups,
+        open: inv.iter().map(|r| r.open_amount).collect(),
+        currency: inv.iter().map(|r| r.currency).collect(),
+        issued: inv.iter().map(|r| r.issue_date).collect(),
     };
     (prepared, excluded)
+}
+
+/// What a customer is known by, from its invoices `group` (in input
+/// order).
+struct Known {
+    raw_names: Vec<Box<str>>,
+    names: Vec<NormName>,
+    name_keys: Vec<u64>,
+    account_keys: Vec<u64>,
+    /// Valid invoices, by currency, due date, issue date, number.
+    items: Vec<u32>,
+}
+
+fn customer_known(inv: &[Receivable], valid: &[bool], group: &[u32]) -> Known {
+    let mut raw_names: Vec<&str> = Vec::new();
+    let mut accounts: Vec<String> = Vec::new();
+    let mut items = Vec::new();
+    for &i in group {
+        let r = &inv[i as usize];
+        raw_names.push(&r.customer_name);
+        raw_names.extend(r.payer_names.iter().map(String::as_str));
+        accounts.extend(
+            r.payer_accounts
+                .iter()
+                .filter_map(|a| normalize::account(a)),
+        );
+        if valid[i as usize] {
+            items.push(i);
+        }
+    }
+    raw_names.sort_unstable();
+    raw_names.dedup();
+    let mut names: Vec<NormName> = raw_names
+        .iter()
+        .map(|s| normalize::normalize_name(s))
+        .filter(|n| !n.is_empty())
+        .collect();
+    names.dedup();
+    let mut name_keys = Vec::new();
+    for name in &names {
+        normalize::name_keys(name, &mut name_keys);
+    }
+    accounts.sort_unstable();
+    accounts.dedup();
+    let account_keys = accounts
+        .iter()
+        .map(|a| normalize::key(KeyKind::Account, a.as_bytes()))
+        .collect();
+    items.sort_by(|&a, &b| {
+        let (x, y) = (&inv[a as usize], &inv[b as usize]);
+        x.currency.cmp(&y.currency).then_with(|| cmp_due(x, y))
+    });
+    Known {
+        raw_names: raw_names.iter().map(|s| Box::<str>::from(*s)).collect(),
+        names,
+        name_keys,
+        account_keys,
+        items,
+    }
+}
+
+/// The index keys of one invoice: its number and its reference as
+/// numbers, as structured references, and its open amount.
+struct InvoiceKeys {
+    numbers: [Option<normalize::NumberKeys>; 2],
+    references: [Option<u64>; 2],
+    amount: u64,
+}
+
+fn invoice_keys(r: &Receivable) -> InvoiceKeys {
+    let texts = [Some(&r.invoice_number), r.reference.as_ref()];
+    InvoiceKeys {
+        numbers: texts.map(|t| t.and_then(|t| normalize::number_keys(t))),
+        references: texts.map(|t| t.and_then(|t| normalize::reference_key(t))),
+        amount: amount_key(r.currency, r.open_amount),
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -420,10 +640,15 @@ struct Ctx<'p, 'a> {
     r: &'p Receipt,
     owners: Vec<u32>,
     name: Option<NormName>,
+    /// The bank name field (index into [`NAME_FIELD_LENGTHS`]) the payer
+    /// name exactly fills.
+    cut: Option<usize>,
     /// Similarity of the payer name per customer, computed on demand.
     sims: Vec<(u32, f64)>,
     /// Customers the payer's name identifies, computed on demand.
     named: Option<Vec<(u32, f64)>>,
+    tally: &'p mut Tally,
+    memo: &'p mut PairMemo,
 }
 
 impl Ctx<'_, '_> {
@@ -431,27 +656,33 @@ impl Ctx<'_, '_> {
         if let Some(&(_, s)) = self.sims.iter().find(|(x, _)| *x == c) {
             return s;
         }
-        let cut = self.r.counterparty_name.as_deref().and_then(truncated_at);
+        let t = self.tally.start();
+        self.tally.names_compared += 1;
+        // Below NAME_MIN a similarity is no evidence, whatever its value.
         let s = match &self.name {
             Some(n) => {
-                let customer = &self.p.customers[c as usize];
-                let whole = customer
-                    .names
-                    .iter()
-                    .map(|m| normalize::name_similarity(n, m))
+                let p = self.p;
+                let names = &p.name_data
+                    [p.name_at[c as usize] as usize..p.name_at[c as usize + 1] as usize];
+                let whole = normalize::word_names(names)
+                    .map(|m| {
+                        normalize::word_similarity_from(
+                            n,
+                            m,
+                            &p.vocabulary,
+                            &mut *self.memo,
+                            NAME_MIN,
+                        )
+                    })
                     .fold(0.0, f64::max);
                 // A name exactly as long as a bank's name field was
                 // probably cut there: compare with the customer's names
                 // cut at the same place.
-                let cut_sim = cut.map_or(0.0, |len| {
-                    customer
-                        .raw_names
+                let cut_sim = self.cut.map_or(0.0, |field| {
+                    p.customers[c as usize]
+                        .cut_names(field)
                         .iter()
-                        .map(|raw| {
-                            let m =
-                                normalize::normalize_name(&normalize::truncate_folded(raw, len));
-                            normalize::name_similarity(n, &m)
-                        })
+                        .map(|m| normalize::name_similarity_from(n, m, NAME_MIN))
                         .fold(0.0, f64::max)
                 });
                 whole.max(cut_sim)
@@ -459,6 +690,7 @@ impl Ctx<'_, '_> {
             None => 0.0,
         };
         self.sims.push((c, s));
+        self.tally.add(|t| &mut t.name_similarity, t);
         s
     }
 
@@ -520,9 +752,9 @@ impl Ctx<'_, '_> {
     fn items_in_currency(&self, c: u32) -> &[u32] {
         let items = &self.p.customers[c as usize].items;
         let ccy = self.r.currency;
-        let inv = self.p.inv;
-        let lo = items.partition_point(|&i| inv[i as usize].currency < ccy);
-        let hi = lo + items[lo..].partition_point(|&i| inv[i as usize].currency == ccy);
+        let currency = &self.p.currency;
+        let lo = items.partition_point(|&i| currency[i as usize] < ccy);
+        let hi = lo + items[lo..].partition_point(|&i| currency[i as usize] == ccy);
         &items[lo..hi]
     }
 }
@@ -618,7 +850,21 @@ fn several(items: &[(u32, Decimal)], amount: Decimal, f: Fit) -> Split {
     (allocs, write_off, unallocated, reason)
 }
 
-fn find(p: &Prepared<'_>, r: &Receipt, cfg: &Config) -> Found {
+/// What one thread keeps from receipt to receipt.
+#[derive(Default)]
+struct Scratch {
+    tally: Tally,
+    memo: PairMemo,
+}
+
+fn find(p: &Prepared<'_>, r: &Receipt, cfg: &Config, scratch: &mut Scratch) -> Found {
+    let t = scratch.tally.start();
+    let found = find_untimed(p, r, cfg, scratch);
+    scratch.tally.add(|t| &mut t.total, t);
+    found
+}
+
+fn find_untimed(p: &Prepared<'_>, r: &Receipt, cfg: &Config, scratch: &mut Scratch) -> Found {
     let mut notes = Vec::new();
     if r.amount <= Decimal::ZERO {
         notes.push(Reason::NotACredit);
@@ -649,23 +895,30 @@ fn find(p: &Prepared<'_>, r: &Receipt, cfg: &Config) -> Found {
         .as_deref()
         .map(normalize::normalize_name)
         .filter(|n| !n.is_empty());
+    if let Some(n) = &name {
+        scratch.memo.start(n, &p.vocabulary);
+    }
     let mut cx = Ctx {
         p,
         cfg,
         r,
         owners,
         name,
+        cut: r.counterparty_name.as_deref().and_then(truncated_at),
         sims: Vec::new(),
         named: None,
+        tally: &mut scratch.tally,
+        memo: &mut scratch.memo,
     };
     let mut list: Vec<Candidate> = Vec::new();
 
+    let t = cx.tally.start();
     let hits = reference_hits(p, r, &mut notes);
+    cx.tally.add(|t| &mut t.references, t);
     for h in &hits {
         let i = h.invoice;
-        let inv = &p.inv[i as usize];
         let c = p.customer_of[i as usize];
-        let open = inv.open_amount;
+        let open = p.open[i as usize];
         let f = fit(r.amount, open, cx.allowance(open));
         let (allocs, write_off, unallocated, amount_reason) = single(i, open, r.amount, f);
         let (adj, payer_reason) = cx.payer_adjustment(c, i);
@@ -687,13 +940,11 @@ fn find(p: &Prepared<'_>, r: &Receipt, cfg: &Config) -> Found {
                 .items_in_currency(c)
                 .iter()
                 .copied()
-                .filter(|&j| j != i && issued_by(&p.inv[j as usize], r))
+                .filter(|&j| j != i && p.issued_by(j, r))
                 .collect();
-            for (set, exact, complete) in subsets(&cx, &others, excess) {
-                let mut items: Vec<(u32, Decimal)> = set
-                    .iter()
-                    .map(|&j| (j, p.inv[j as usize].open_amount))
-                    .collect();
+            for (set, exact, complete) in subsets(&mut cx, &others, excess) {
+                let mut items: Vec<(u32, Decimal)> =
+                    set.iter().map(|&j| (j, p.open[j as usize])).collect();
                 items.push((i, open));
                 items.sort_by(|a, b| cmp_due(&p.inv[a.0 as usize], &p.inv[b.0 as usize]));
                 let sum: Decimal = items.iter().map(|(_, o)| *o).sum();
@@ -737,7 +988,7 @@ fn find(p: &Prepared<'_>, r: &Receipt, cfg: &Config) -> Found {
         }
         let mut items: Vec<(u32, Decimal)> = group
             .iter()
-            .map(|h| (h.invoice, p.inv[h.invoice as usize].open_amount))
+            .map(|h| (h.invoice, p.open[h.invoice as usize]))
             .collect();
         items.sort_by(|a, b| cmp_due(&p.inv[a.0 as usize], &p.inv[b.0 as usize]));
         let sum: Decimal = items.iter().map(|(_, o)| *o).sum();
@@ -770,7 +1021,7 @@ fn find(p: &Prepared<'_>, r: &Receipt, cfg: &Config) -> Found {
         let before = list.len();
         let mut exact_or_short = false;
         for &i in &items {
-            let open = p.inv[i as usize].open_amount;
+            let open = p.open[i as usize];
             let f = fit(r.amount, open, cx.allowance(open));
             if matches!(f, Fit::Exact | Fit::Short(_)) {
                 exact_or_short = true;
@@ -787,7 +1038,7 @@ fn find(p: &Prepared<'_>, r: &Receipt, cfg: &Config) -> Found {
         }
         if !exact_or_short && items.len() == 1 {
             let i = items[0];
-            let open = p.inv[i as usize].open_amount;
+            let open = p.open[i as usize];
             let f = fit(r.amount, open, cx.allowance(open));
             let (allocs, write_off, unallocated, amount_reason) = single(i, open, r.amount, f);
             list.push(Candidate {
@@ -803,13 +1054,11 @@ fn find(p: &Prepared<'_>, r: &Receipt, cfg: &Config) -> Found {
             let usable: Vec<u32> = items
                 .iter()
                 .copied()
-                .filter(|&j| issued_by(&p.inv[j as usize], r))
+                .filter(|&j| p.issued_by(j, r))
                 .collect();
-            for (set, exact, complete) in subsets(&cx, &usable, r.amount) {
-                let items: Vec<(u32, Decimal)> = set
-                    .iter()
-                    .map(|&j| (j, p.inv[j as usize].open_amount))
-                    .collect();
+            for (set, exact, complete) in subsets(&mut cx, &usable, r.amount) {
+                let items: Vec<(u32, Decimal)> =
+                    set.iter().map(|&j| (j, p.open[j as usize])).collect();
                 let sum: Decimal = items.iter().map(|(_, o)| *o).sum();
                 let f = fit(r.amount, sum, cx.allowance(sum));
                 let (allocs, write_off, unallocated, amount_reason) = several(&items, r.amount, f);
@@ -867,7 +1116,7 @@ fn find(p: &Prepared<'_>, r: &Receipt, cfg: &Config) -> Found {
     // Booked before the invoice existed.
     for cand in &mut list {
         for &(i, _) in &cand.allocs {
-            if !issued_by(&p.inv[i as usize], r) {
+            if !p.issued_by(i, r) {
                 cand.score -= BEFORE_ISSUE_PENALTY;
                 cand.reasons.push(Reason::BeforeIssue {
                     invoice: i as usize,
@@ -912,28 +1161,22 @@ const NAME_FIELD_LENGTHS: [usize; 3] = [27, 35, 70];
 
 fn truncated_at(name: &str) -> Option<usize> {
     let n = name.chars().count();
-    NAME_FIELD_LENGTHS.contains(&n).then_some(n)
-}
-
-fn issued_by(inv: &Receivable, r: &Receipt) -> bool {
-    inv.issue_date.is_none_or(|d| d <= r.booking_date)
+    NAME_FIELD_LENGTHS.iter().position(|&len| len == n)
 }
 
 /// Subsets of at least two of `items` whose open amounts add up to
 /// `target` (exact) or exceed it by at most the tolerance. Returns (set,
 /// exact, search complete); exact sets only when there are any.
-fn subsets(cx: &Ctx<'_, '_>, items: &[u32], target: Decimal) -> Vec<(Vec<u32>, bool, bool)> {
+fn subsets(cx: &mut Ctx<'_, '_>, items: &[u32], target: Decimal) -> Vec<(Vec<u32>, bool, bool)> {
     if items.len() < 2 {
         return Vec::new();
     }
     let limits = cx.cfg.subset;
     let truncated = items.len() > limits.max_items;
     let items = &items[..items.len().min(limits.max_items)];
-    let amounts: Vec<Decimal> = items
-        .iter()
-        .map(|&i| cx.p.inv[i as usize].open_amount)
-        .collect();
+    let amounts: Vec<Decimal> = items.iter().map(|&i| cx.p.open[i as usize]).collect();
     let slack = cx.allowance(target);
+    let t = cx.tally.start();
     let found = subset::search(
         &amounts,
         target,
@@ -944,6 +1187,9 @@ fn subsets(cx: &Ctx<'_, '_>, items: &[u32], target: Decimal) -> Vec<(Vec<u32>, b
             max_steps: limits.max_steps,
         },
     );
+    cx.tally.add(|t| &mut t.subsets, t);
+    cx.tally.subset_searches += 1;
+    cx.tally.subset_steps += found.steps;
     let complete = found.complete && !truncated;
     let (sets, exact) = if found.exact.is_empty() {
         (found.near, false)
@@ -1054,11 +1300,10 @@ fn reference_hits(p: &Prepared<'_>, r: &Receipt, notes: &mut Vec<Reason>) -> Vec
     hits.dedup_by_key(|h| h.invoice);
     let mut other_currency = 0;
     hits.retain(|h| {
-        let inv = &p.inv[h.invoice as usize];
         if !p.valid[h.invoice as usize] {
             return false;
         }
-        if inv.currency != r.currency {
+        if p.currency[h.invoice as usize] != r.currency {
             if other_currency < 3 {
                 notes.push(Reason::OtherCurrency {
                     invoice: h.invoice as usize,
@@ -1122,6 +1367,9 @@ fn name_search(cx: &mut Ctx<'_, '_>) -> Vec<(u32, f64)> {
     let Some(name) = &cx.name else {
         return Vec::new();
     };
+    let t = cx.tally.start();
+    let compared_before = cx.tally.name_similarity;
+    cx.tally.name_searches += 1;
     let mut keys = Vec::new();
     normalize::name_keys(name, &mut keys);
     keys.sort_unstable();
@@ -1149,6 +1397,10 @@ fn name_search(cx: &mut Ctx<'_, '_>) -> Vec<(u32, f64)> {
         .collect();
     scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
     scored.truncate(cx.cfg.max_fanout.max(1));
+    let total = cx.tally.add(|t| &mut t.name_lookup, t);
+    // Exclusive of the comparisons made meanwhile.
+    let compared = cx.tally.name_similarity - compared_before;
+    cx.tally.name_lookup -= compared.min(total);
     scored
 }
 
@@ -1191,111 +1443,113 @@ fn rank(p: &Prepared<'_>, mut list: Vec<Candidate>) -> Vec<Candidate> {
 // ---------------------------------------------------------------------------
 // Decisions
 
-/// Maps `f` over `items` on every core, results in input order.
-fn par_map<T: Sync, U: Send>(items: &[T], f: impl Fn(&T) -> U + Sync) -> Vec<U> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(items.len() / 4096 + 1);
-    if threads <= 1 {
-        return items.iter().map(f).collect();
-    }
-    let chunk = items.len().div_ceil(threads);
-    let f = &f;
-    std::thread::scope(|s| {
-        let handles: Vec<_> = items
-            .chunks(chunk)
-            .map(|part| s.spawn(move || part.iter().map(f).collect::<Vec<U>>()))
-            .collect();
-        let mut out = Vec::with_capacity(items.len());
-        for h in handles {
-            match h.join() {
-                Ok(v) => out.extend(v),
-                Err(e) => std::panic::resume_unwind(e),
-            }
-        }
-        out
-    })
-}
-
 /// A receipt waiting in the greedy queue.
-struct Queued<'a> {
+struct Queued {
     key: f64,
-    id: &'a str,
+    /// Rank of the receipt by id, then position.
+    order: u32,
     receipt: usize,
 }
 
-impl PartialEq for Queued<'_> {
+impl PartialEq for Queued {
     fn eq(&self, other: &Self) -> bool {
         self.cmp(other) == Ordering::Equal
     }
 }
-impl Eq for Queued<'_> {}
-impl PartialOrd for Queued<'_> {
+impl Eq for Queued {}
+impl PartialOrd for Queued {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
     }
 }
-impl Ord for Queued<'_> {
+impl Ord for Queued {
     /// Highest confidence first; ties by receipt id, then position.
     fn cmp(&self, other: &Self) -> Ordering {
         self.key
             .total_cmp(&other.key)
-            .then_with(|| other.id.cmp(self.id))
-            .then_with(|| other.receipt.cmp(&self.receipt))
+            .then_with(|| other.order.cmp(&self.order))
     }
+}
+
+/// Each receipt's rank by id, then position: the queue's tie-break, so
+/// that many receipts of equal confidence never compare their ids again.
+fn id_order(receipts: &[Receipt]) -> Vec<u32> {
+    let mut by_id: Vec<u32> = (0..receipts.len() as u32).collect();
+    by_id.sort_unstable_by(|&a, &b| {
+        receipts[a as usize]
+            .id
+            .cmp(&receipts[b as usize].id)
+            .then(a.cmp(&b))
+    });
+    let mut order = vec![0u32; receipts.len()];
+    for (rank, &k) in by_id.iter().enumerate() {
+        order[k as usize] = rank as u32;
+    }
+    order
 }
 
 /// The best still-feasible candidate of a receipt and its confidence.
 struct Evaluation {
-    feasible: Vec<usize>,
+    /// Feasible candidates (indices into the list), best first.
+    feasible: [u8; MAX_CANDIDATES],
+    n_feasible: usize,
     confidence: f64,
     ambiguous: Option<(usize, f64)>,
 }
 
+impl Evaluation {
+    fn feasible(&self) -> impl Iterator<Item = usize> + '_ {
+        self.feasible[..self.n_feasible]
+            .iter()
+            .map(|&k| usize::from(k))
+    }
+}
+
 fn evaluate(found: &Found, remaining: &[Decimal], cfg: &Config) -> Evaluation {
-    let feasible: Vec<usize> = found
-        .list
-        .iter()
-        .enumerate()
-        .filter(|(_, c)| c.needs().all(|(i, need)| need <= remaining[i as usize]))
-        .map(|(k, _)| k)
-        .collect();
-    let Some(&best) = feasible.first() else {
-        return Evaluation {
-            feasible,
-            confidence: 0.0,
-            ambiguous: None,
-        };
+    let mut e = Evaluation {
+        feasible: [0; MAX_CANDIDATES],
+        n_feasible: 0,
+        confidence: 0.0,
+        ambiguous: None,
+    };
+    for (k, c) in found.list.iter().enumerate().take(MAX_CANDIDATES) {
+        if c.needs().all(|(i, need)| need <= remaining[i as usize]) {
+            e.feasible[e.n_feasible] = k as u8;
+            e.n_feasible += 1;
+        }
+    }
+    let Some(best) = e.feasible().next() else {
+        return e;
     };
     let top = found.list[best].score;
     let exact = found.list[best].is_exact();
     // An exact amount outranks a near one: against an exact best, a
     // candidate that only fits within tolerance (or partly) must come within
     // half the margin to make it ambiguous.
-    let close: Vec<f64> = feasible[1..]
-        .iter()
-        .map(|&k| &found.list[k])
-        .filter(|c| {
-            let margin = if exact && !c.is_exact() {
-                cfg.ambiguity_margin / 2.0
-            } else {
-                cfg.ambiguity_margin
-            };
-            c.score >= top - margin - EPS
-        })
-        .map(|c| c.score)
-        .collect();
-    let ambiguous = close.first().map(|&s| (close.len(), s));
+    let mut close = 0;
+    let mut runner_up = 0.0;
+    for c in e.feasible().skip(1).map(|k| &found.list[k]) {
+        let margin = if exact && !c.is_exact() {
+            cfg.ambiguity_margin / 2.0
+        } else {
+            cfg.ambiguity_margin
+        };
+        if c.score >= top - margin - EPS {
+            if close == 0 {
+                runner_up = c.score;
+            }
+            close += 1;
+        }
+    }
+    let ambiguous = (close > 0).then_some((close, runner_up));
     let confidence = if ambiguous.is_some() {
         top.min(cfg.auto_threshold - cfg.ambiguity_margin)
     } else {
         top
     };
-    Evaluation {
-        feasible,
-        confidence,
-        ambiguous,
-    }
+    e.confidence = confidence;
+    e.ambiguous = ambiguous;
+    e
 }
 
 /// Scores are sums of table values; compare with a little slack so that
@@ -1330,8 +1584,42 @@ fn allocations(c: &Candidate) -> Vec<Allocation> {
 /// invoice number are all left out and listed in
 /// [`Reconciliation::excluded`].
 pub fn reconcile(receipts: &[Receipt], receivables: &[Receivable], cfg: &Config) -> Reconciliation {
+    run(receipts, receivables, cfg, false).0
+}
+
+/// [`reconcile`], and where it spent its time (which costs a few clock
+/// reads per receipt).
+pub fn reconcile_profiled(
+    receipts: &[Receipt],
+    receivables: &[Receivable],
+    cfg: &Config,
+) -> (Reconciliation, Profile) {
+    run(receipts, receivables, cfg, true)
+}
+
+fn run(
+    receipts: &[Receipt],
+    receivables: &[Receivable],
+    cfg: &Config,
+    profile: bool,
+) -> (Reconciliation, Profile) {
+    let t0 = Instant::now();
     let (p, excluded) = prepare(receivables);
-    let found: Vec<Found> = par_map(receipts, |r| find(&p, r, cfg));
+    let t1 = Instant::now();
+    let init = || Scratch {
+        tally: Tally {
+            on: profile,
+            ..Tally::default()
+        },
+        memo: PairMemo::default(),
+    };
+    let (found, scratches) = par_map(receipts, init, |r, scratch| find(&p, r, cfg, scratch));
+    let mut tally = Tally::default();
+    for s in &scratches {
+        tally.merge(&s.tally);
+    }
+    drop(scratches);
+    let t2 = Instant::now();
 
     let mut remaining: Vec<Decimal> = receivables
         .iter()
@@ -1354,12 +1642,11 @@ pub fn reconcile(receipts: &[Receipt], receivables: &[Receivable], cfg: &Config)
         &claims[lo..hi]
     };
 
-    let mut heap: BinaryHeap<Queued<'_>> = receipts
-        .iter()
-        .enumerate()
-        .map(|(k, r)| Queued {
+    let order = id_order(receipts);
+    let mut heap: BinaryHeap<Queued> = (0..receipts.len())
+        .map(|k| Queued {
             key: evaluate(&found[k], &remaining, cfg).confidence,
-            id: &r.id,
+            order: order[k],
             receipt: k,
         })
         .collect();
@@ -1381,7 +1668,7 @@ pub fn reconcile(receipts: &[Receipt], receivables: &[Receivable], cfg: &Config)
         }
         decided[k] = true;
         let receipt = &receipts[k];
-        let Some(&best) = e.feasible.first() else {
+        let Some(best) = e.feasible().next() else {
             let mut reasons = f.notes.clone();
             let settled: Vec<usize> = f
                 .list
@@ -1449,11 +1736,10 @@ pub fn reconcile(receipts: &[Receipt], receivables: &[Receivable], cfg: &Config)
         }
         let st = status(confidence, cfg);
         let alternatives: Vec<Alternative> = e
-            .feasible
-            .iter()
+            .feasible()
             .skip(usize::from(st != Status::Open))
             .take(3)
-            .map(|&a| Alternative {
+            .map(|a| Alternative {
                 allocations: allocations(&f.list[a]),
                 score: f.list[a].score,
                 stage: f.list[a].stage,
@@ -1500,7 +1786,24 @@ pub fn reconcile(receipts: &[Receipt], receivables: &[Receivable], cfg: &Config)
             alternatives,
         });
     }
-    Reconciliation {
+    let ns = Duration::from_nanos;
+    let profile = Profile {
+        prepare: t1 - t0,
+        candidates: t2 - t1,
+        decide: t2.elapsed(),
+        references: ns(tally.references),
+        name_lookup: ns(tally.name_lookup),
+        name_similarity: ns(tally.name_similarity),
+        subsets: ns(tally.subsets),
+        other: ns(tally.total.saturating_sub(
+            tally.references + tally.name_lookup + tally.name_similarity + tally.subsets,
+        )),
+        name_searches: tally.name_searches,
+        names_compared: tally.names_compared,
+        subset_searches: tally.subset_searches,
+        subset_steps: tally.subset_steps,
+    };
+    let reconciliation = Reconciliation {
         decisions: decisions
             .into_iter()
             .enumerate()
@@ -1521,5 +1824,6 @@ pub fn reconcile(receipts: &[Receipt], receivables: &[Receivable], cfg: &Config)
         open_after_auto,
         open_after_all: remaining,
         excluded,
-    }
+    };
+    (reconciliation, profile)
 }

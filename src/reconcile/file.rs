@@ -1291,6 +1291,76 @@ fn reasons(d: &Decision, receipts: &[Receipt], receivables: &[Receivable]) -> Ve
     out
 }
 
+/// A decision as `result.json` shows it.
+enum DecisionOut {
+    Matched(MatchOut, Stage),
+    Open(UnmatchedTransactionOut),
+}
+
+fn decision_out(
+    d: &Decision,
+    receipts: &[Receipt],
+    receivables: &[Receivable],
+    as_of: Option<NaiveDate>,
+) -> DecisionOut {
+    let r = &receipts[d.receipt];
+    let c = r.currency;
+    match (d.status, d.stage) {
+        (Status::Open, _) | (_, None) => {
+            let age = as_of.map(|a| (a - r.booking_date).num_days());
+            DecisionOut::Open(UnmatchedTransactionOut {
+                transaction_id: r.id.clone(),
+                booking_date: r.booking_date,
+                amount: amount_text(r.amount, c),
+                currency: c,
+                counterparty_name: r.counterparty_name.clone(),
+                counterparty_account: r.counterparty_account.clone(),
+                reference: r.remittance.clone(),
+                age_days: age.unwrap_or(0),
+                reasons: reasons(d, receipts, receivables),
+                candidates: d
+                    .alternatives
+                    .iter()
+                    .map(|a| candidate_out(&a.allocations, a.score, a.stage, receivables, c))
+                    .collect(),
+            })
+        }
+        (status, Some(stage)) => DecisionOut::Matched(
+            MatchOut {
+                transaction_id: r.id.clone(),
+                booking_date: r.booking_date,
+                amount: amount_text(r.amount, c),
+                currency: c,
+                counterparty_name: r.counterparty_name.clone(),
+                status,
+                confidence: round3(d.confidence),
+                stage,
+                allocations: d
+                    .allocations
+                    .iter()
+                    .map(|a| allocation_out(a, receivables, c))
+                    .collect(),
+                difference: amount_text(
+                    d.write_off.as_ref().map_or(Decimal::ZERO, |w| w.amount),
+                    c,
+                ),
+                write_off_invoice: d
+                    .write_off
+                    .as_ref()
+                    .map(|w| receivables[w.invoice].invoice_number.clone()),
+                unallocated: amount_text(d.unallocated, c),
+                reasons: reasons(d, receipts, receivables),
+                alternatives: d
+                    .alternatives
+                    .iter()
+                    .map(|a| candidate_out(&a.allocations, a.score, a.stage, receivables, c))
+                    .collect(),
+            },
+            stage,
+        ),
+    }
+}
+
 /// Builds the file-mode result from a reconciliation of `receipts` against
 /// `receivables`. `alerts` are the loaders' problems; the run adds a warning
 /// per statement currency no receivable uses.
@@ -1351,38 +1421,30 @@ pub fn result(
     let mut suggested_for: HashMap<usize, Vec<String>> = HashMap::new();
     let mut matches = Vec::new();
     let mut unmatched_transactions = Vec::new();
-    for d in &rec.decisions {
+    // The rows for people (reasons in words, amounts as text) on every
+    // core; the totals below in statement order.
+    let (rows, _) = super::par::par_map(
+        &rec.decisions,
+        || (),
+        |d, ()| decision_out(d, receipts, receivables, as_of),
+    );
+    for (d, row) in rec.decisions.iter().zip(rows) {
         let r = &receipts[d.receipt];
         let c = r.currency;
         if r.amount > Decimal::ZERO {
             received.add(c, r.amount);
         }
-        match (d.status, d.stage) {
-            (Status::Open, _) | (_, None) => {
+        match row {
+            DecisionOut::Open(out) => {
                 open.add(c, r.amount);
                 let age = as_of.map(|a| (a - r.booking_date).num_days());
                 aging_receipts.add(age, c, r.amount);
-                unmatched_transactions.push(UnmatchedTransactionOut {
-                    transaction_id: r.id.clone(),
-                    booking_date: r.booking_date,
-                    amount: amount_text(r.amount, c),
-                    currency: c,
-                    counterparty_name: r.counterparty_name.clone(),
-                    counterparty_account: r.counterparty_account.clone(),
-                    reference: r.remittance.clone(),
-                    age_days: age.unwrap_or(0),
-                    reasons: reasons(d, receipts, receivables),
-                    candidates: d
-                        .alternatives
-                        .iter()
-                        .map(|a| candidate_out(&a.allocations, a.score, a.stage, receivables, c))
-                        .collect(),
-                });
+                unmatched_transactions.push(out);
             }
-            (status, Some(stage)) => {
+            DecisionOut::Matched(out, stage) => {
                 let allocated: Decimal = d.allocations.iter().map(|a| a.amount).sum();
                 let st = by_stage.entry(stage.as_str()).or_default();
-                if status == Status::Auto {
+                if d.status == Status::Auto {
                     auto.add(c, r.amount);
                     st.auto += 1;
                     add(
@@ -1407,36 +1469,7 @@ pub fn result(
                             .push(r.id.clone());
                     }
                 }
-                matches.push(MatchOut {
-                    transaction_id: r.id.clone(),
-                    booking_date: r.booking_date,
-                    amount: amount_text(r.amount, c),
-                    currency: c,
-                    counterparty_name: r.counterparty_name.clone(),
-                    status,
-                    confidence: round3(d.confidence),
-                    stage,
-                    allocations: d
-                        .allocations
-                        .iter()
-                        .map(|a| allocation_out(a, receivables, c))
-                        .collect(),
-                    difference: amount_text(
-                        d.write_off.as_ref().map_or(Decimal::ZERO, |w| w.amount),
-                        c,
-                    ),
-                    write_off_invoice: d
-                        .write_off
-                        .as_ref()
-                        .map(|w| receivables[w.invoice].invoice_number.clone()),
-                    unallocated: amount_text(d.unallocated, c),
-                    reasons: reasons(d, receipts, receivables),
-                    alternatives: d
-                        .alternatives
-                        .iter()
-                        .map(|a| candidate_out(&a.allocations, a.score, a.stage, receivables, c))
-                        .collect(),
-                });
+                matches.push(out);
             }
         }
     }

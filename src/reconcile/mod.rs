@@ -43,6 +43,7 @@ mod engine;
 pub mod file;
 mod index;
 mod normalize;
+mod par;
 pub mod report;
 pub mod scenario;
 pub mod stored;
@@ -57,7 +58,7 @@ use serde::Serialize;
 
 use crate::model::Currency;
 
-pub use engine::reconcile;
+pub use engine::{Profile, reconcile, reconcile_profiled};
 
 /// A credit bank transaction to be matched.
 #[derive(Debug, Clone, PartialEq)]

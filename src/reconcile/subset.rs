@@ -19,6 +19,8 @@ pub(crate) struct Found {
     /// False when the step budget ran out before the search finished (and
     /// before it had proven ambiguity by finding two exact subsets).
     pub complete: bool,
+    /// Search steps taken.
+    pub steps: u64,
 }
 
 /// Limits of one search.
@@ -70,6 +72,7 @@ pub(crate) fn search(amounts: &[Decimal], target: Decimal, slack: Decimal, b: Bo
     let proven_ambiguous = s.exact.len() >= 2;
     Found {
         complete: !s.out_of_steps || proven_ambiguous,
+        steps: s.steps,
         exact: map(s.exact),
         near: map(s.near),
     }
