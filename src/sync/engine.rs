@@ -29,6 +29,10 @@ const VERSION_RETRIES: usize = 3;
 /// The conflict field that stands for "which record is this?".
 pub const IDENTITY_FIELD: &str = "(identity)";
 
+/// Records written by one run above which the store's planner statistics
+/// are refreshed before delivery reads them back.
+const LARGE_LOAD: usize = 10_000;
+
 /// Options of one run.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RunOptions {
@@ -329,6 +333,9 @@ impl Engine {
                     job.name, job.source.system, job.source.entity
                 )
             })?;
+        if !options.dry_run && report.created + report.updated >= LARGE_LOAD {
+            self.store.refresh_statistics().await?;
+        }
         if !options.dry_run && !options.no_deliver {
             for target in &job.targets {
                 // Pull before push: a target that is also a source (a
