@@ -43,6 +43,7 @@ mod engine;
 pub mod file;
 mod index;
 mod normalize;
+pub mod push;
 pub mod report;
 pub mod scenario;
 pub mod stored;
