@@ -12,6 +12,7 @@ mod demo;
 mod demo_reconcile;
 mod mapping;
 mod reconcile;
+mod reconcile_push;
 mod reconcile_store;
 mod serve;
 mod status;
