@@ -82,6 +82,10 @@ pub struct ReconcileSettings {
     /// A second candidate this close to the best makes a match ambiguous,
     /// never automatic (0.05).
     pub ambiguity_margin: f64,
+    /// Push confirmed and manual allocations to an ERP as payments:
+    /// `[reconcile.push]` (off when absent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub push: Option<crate::reconcile::push::PaymentPushSettings>,
 }
 
 impl Default for ReconcileSettings {
@@ -91,6 +95,7 @@ impl Default for ReconcileSettings {
             auto_threshold: c.auto_threshold,
             suggest_threshold: c.suggest_threshold,
             ambiguity_margin: c.ambiguity_margin,
+            push: None,
         }
     }
 }
@@ -388,6 +393,16 @@ impl Settings {
                     reason: format!("job {:?} is defined twice", job.name),
                 });
             }
+        }
+        if let Some(push) = &self.reconcile.push {
+            push.validate(&self.systems)
+                .map_err(|(field, reason)| SettingsError::Value {
+                    key: format!(
+                        "reconcile.push{}{field}",
+                        if field.is_empty() { "" } else { "." }
+                    ),
+                    reason,
+                })?;
         }
         for (entity, policies) in &self.merge {
             policies

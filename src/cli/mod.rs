@@ -13,6 +13,7 @@ mod demo_reconcile;
 mod mapping;
 mod queue;
 mod reconcile;
+mod reconcile_push;
 mod reconcile_store;
 mod serve;
 mod status;

@@ -7,6 +7,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
 
 use super::OutputFormat;
+use crate::reconcile::push;
 use crate::reconcile::stored::{self, RunOptions};
 use crate::settings::Settings;
 use crate::store::{AllocationStatus, StoredAllocation};
@@ -25,8 +26,19 @@ pub enum StoreCommand {
     /// Refuse an allocation; it is never proposed again.
     Reject(DecideArgs),
     /// Take a decision back (confirmed or rejected → suggested), or undo an
-    /// automatic match.
-    Undo(DecideArgs),
+    /// automatic match or a manual allocation. A payment already pushed
+    /// to the ERP must be reversed there first (see --payment-reversed).
+    Undo(UndoArgs),
+    /// Allocate a receipt to an invoice by hand. Never more than the
+    /// receipt has left nor more than the invoice is still open for; the
+    /// currencies must be the same.
+    Allocate(Box<super::reconcile_push::AllocateArgs>),
+    /// Deliver the payments of confirmed and manual allocations to the ERP
+    /// named in [reconcile.push].
+    Push(super::reconcile_push::PushArgs),
+    /// The payments written for allocations, and where their delivery
+    /// stands.
+    Payments(super::reconcile_push::PaymentsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -75,8 +87,19 @@ pub struct DecideArgs {
     note: Option<String>,
 }
 
+#[derive(Debug, Args)]
+pub struct UndoArgs {
+    #[command(flatten)]
+    decide: DecideArgs,
+    /// The allocation's payment reached the ERP (or may have), and you
+    /// reversed it there (or made sure it is not there): undo the
+    /// allocation anyway and mark its payment reversed.
+    #[arg(long)]
+    payment_reversed: bool,
+}
+
 /// The OS user, as the default actor.
-fn os_user() -> String {
+pub(super) fn os_user() -> String {
     std::env::var("USER")
         .or_else(|_| std::env::var("USERNAME"))
         .ok()
@@ -89,9 +112,25 @@ pub async fn run(command: StoreCommand, settings: &Settings) -> anyhow::Result<(
     let result = match command {
         StoreCommand::Run(args) => run_once(&store, args, settings).await,
         StoreCommand::List(args) => list(&store, args).await,
-        StoreCommand::Confirm(args) => decide(&store, args, "confirmed").await,
-        StoreCommand::Reject(args) => decide(&store, args, "rejected").await,
-        StoreCommand::Undo(args) => decide(&store, args, "undone").await,
+        StoreCommand::Confirm(args) => decide(&store, settings, args, "confirmed", false).await,
+        StoreCommand::Reject(args) => decide(&store, settings, args, "rejected", false).await,
+        StoreCommand::Undo(args) => {
+            decide(
+                &store,
+                settings,
+                args.decide,
+                "undone",
+                args.payment_reversed,
+            )
+            .await
+        }
+        StoreCommand::Allocate(args) => {
+            super::reconcile_push::allocate(&store, settings, *args).await
+        }
+        StoreCommand::Push(args) => {
+            super::reconcile_push::push(store.clone(), settings, args).await
+        }
+        StoreCommand::Payments(args) => super::reconcile_push::payments(&store, args).await,
     };
     store.close().await;
     result
@@ -194,19 +233,41 @@ async fn list(store: &crate::store::Store, args: ListArgs) -> anyhow::Result<()>
     super::print(&text)
 }
 
-async fn decide(store: &crate::store::Store, args: DecideArgs, what: &str) -> anyhow::Result<()> {
+async fn decide(
+    store: &crate::store::Store,
+    settings: &Settings,
+    args: DecideArgs,
+    what: &str,
+    payment_reversed: bool,
+) -> anyhow::Result<()> {
     let actor = args.actor.unwrap_or_else(os_user);
     let note = args.note.as_deref();
+    let push = settings.reconcile.push.as_ref();
     let done = match what {
-        "confirmed" => stored::confirm(store, args.id, &actor, note).await,
-        "rejected" => stored::reject(store, args.id, &actor, note).await,
-        _ => stored::undo(store, args.id, &actor, note).await,
+        "confirmed" => push::confirm(store, push, args.id, &actor, note).await,
+        "rejected" => stored::reject(store, args.id, &actor, note)
+            .await
+            .map(|allocation| push::Decided {
+                allocation,
+                with: Vec::new(),
+                payments: Vec::new(),
+            }),
+        _ => push::undo(store, args.id, &actor, note, payment_reversed).await,
     }
     .with_context(|| format!("allocation {} not changed", args.id))?;
-    let al = &done.allocation;
-    super::print(&format!(
-        "allocation {}: {} {} of transaction {} to invoice {} is now {} (by {actor})\n",
-        done.id, al.amount, al.currency, al.transaction_id, al.invoice_number, al.status
-    ))?;
-    Ok(())
+    let mut out = String::new();
+    for d in std::iter::once(&done.allocation).chain(&done.with) {
+        let al = &d.allocation;
+        out += &format!(
+            "allocation {}: {} {} of transaction {} to invoice {} is now {} (by {actor})\n",
+            d.id,
+            crate::reconcile::file::amount_text(al.amount, al.currency),
+            al.currency,
+            al.transaction_id,
+            al.invoice_number,
+            al.status
+        );
+    }
+    out += &super::reconcile_push::payment_lines(&done.payments);
+    super::print(&out)
 }

@@ -147,7 +147,7 @@ pub async fn run(command: SyncCommand, settings: &Settings) -> anyhow::Result<()
             } else {
                 args.jobs.clone()
             };
-            if names.is_empty() {
+            if names.is_empty() && !(args.all && settings.reconcile.push.is_some()) {
                 bail!("no jobs are configured: add [[jobs]] to the configuration");
             }
             let options = RunOptions {
@@ -177,6 +177,15 @@ pub async fn run(command: SyncCommand, settings: &Settings) -> anyhow::Result<()
             }
             if let Some(s) = spinner {
                 s.finish_and_clear();
+            }
+            // Payments of decided allocations go with every other delivery.
+            if args.all && !args.dry_run && settings.reconcile.push.is_some() {
+                let mut report = JobReport {
+                    job: crate::sync::engine::PAYMENT_PUSH.into(),
+                    ..JobReport::default()
+                };
+                engine.deliver_payments(&mut report).await?;
+                reports.push(report);
             }
             if !args.dry_run {
                 crate::quality::run_after(engine.store(), settings, "sync run").await;

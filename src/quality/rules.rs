@@ -697,6 +697,10 @@ fn duplicate_payments(data: &Dataset, cfg: &super::config::DuplicatePaymentRule)
     // (entity, payer, amount, currency, reference) → (date, id)
     type Key = (EntityKind, String, Decimal, Currency, String);
     let mut groups: HashMap<Key, Vec<(NaiveDate, &CanonicalId)>> = HashMap::new();
+    // Payments booked from one bank line (one receipt paying several
+    // invoices of equal amounts, a payment voided and written again) are
+    // one payment here; the bank line itself is checked below.
+    let mut from_bank_line: HashSet<(Key, &str)> = HashSet::new();
     for p in &data.payments {
         let pay = &p.record;
         let (Some(customer), Some(reference)) = (&pay.customer, pay.reference.as_deref()) else {
@@ -706,16 +710,19 @@ fn duplicate_payments(data: &Dataset, cfg: &super::config::DuplicatePaymentRule)
         if reference.is_empty() {
             continue;
         }
-        groups
-            .entry((
-                EntityKind::Payment,
-                customer.to_string(),
-                pay.amount.amount().normalize(),
-                pay.amount.currency(),
-                reference,
-            ))
-            .or_default()
-            .push((pay.date, &p.id));
+        let key = (
+            EntityKind::Payment,
+            customer.to_string(),
+            pay.amount.amount().normalize(),
+            pay.amount.currency(),
+            reference,
+        );
+        if let Some(line) = pay.extra.get(BANK_TRANSACTION_KEY).and_then(|v| v.as_str())
+            && !from_bank_line.insert((key.clone(), line))
+        {
+            continue;
+        }
+        groups.entry(key).or_default().push((pay.date, &p.id));
     }
     for t in &data.bank_transactions {
         let tx = &t.record;

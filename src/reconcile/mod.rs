@@ -44,6 +44,7 @@ pub mod file;
 mod index;
 mod normalize;
 mod par;
+pub mod push;
 pub mod report;
 pub mod scenario;
 pub mod stored;

@@ -136,19 +136,17 @@ pub async fn run(store: &Store, opts: &RunOptions) -> anyhow::Result<RunReport> 
     }
 
     let existing = store.allocations(&[]).await?;
+    let payments = store.allocation_payments(&[]).await?;
     let mut decided_tx: HashSet<&str> = HashSet::new();
     let mut refused: HashSet<(&str, &str)> = HashSet::new();
-    let mut paid_elsewhere: HashMap<&str, Decimal> = HashMap::new();
+    let mut paid_elsewhere: HashMap<&str, Vec<&StoredAllocation>> = HashMap::new();
     let mut previous: HashMap<&str, Vec<&StoredAllocation>> = HashMap::new();
     for a in &existing {
         let al = &a.allocation;
         match al.status {
             AllocationStatus::Confirmed | AllocationStatus::Manual => {
                 decided_tx.insert(&al.transaction_id);
-                *paid_elsewhere.entry(&al.invoice_id).or_default() += al.amount;
-                if let Some(w) = al.write_off {
-                    *paid_elsewhere.entry(&al.invoice_id).or_default() += w;
-                }
+                paid_elsewhere.entry(&al.invoice_id).or_default().push(a);
             }
             AllocationStatus::Rejected | AllocationStatus::Undone => {
                 refused.insert((&al.transaction_id, &al.invoice_id));
@@ -160,11 +158,12 @@ pub async fn run(store: &Store, opts: &RunOptions) -> anyhow::Result<RunReport> 
     }
 
     // Invoices still open, less what people allocated in concord and the
-    // ERP does not show yet.
+    // ERP does not show yet (a payment pushed to the ERP shows there once
+    // the invoice was read from it after the delivery).
     let mut receivables: Vec<Receivable> = Vec::new();
     let mut invoice_ids: Vec<String> = Vec::new();
     for r in store.records_of(EntityKind::Invoice).await? {
-        let inv: Invoice = match Entity::from_value(EntityKind::Invoice, r.data) {
+        let inv: Invoice = match Entity::from_value(EntityKind::Invoice, r.data.clone()) {
             Ok(Entity::Invoice(i)) => i,
             Ok(_) => continue,
             Err(e) => {
@@ -179,7 +178,21 @@ pub async fn run(store: &Store, opts: &RunOptions) -> anyhow::Result<RunReport> 
             continue;
         }
         let id = r.id.to_string();
-        let open = inv.open_amount - paid_elsewhere.get(id.as_str()).copied().unwrap_or_default();
+        let decided: Decimal = paid_elsewhere
+            .get(id.as_str())
+            .map(|all| {
+                all.iter()
+                    .map(|a| {
+                        let mine: Vec<_> = payments
+                            .iter()
+                            .filter(|p| p.allocation_id == a.id)
+                            .collect();
+                        super::push::still_open_against(a, &mine, &r)
+                    })
+                    .sum()
+            })
+            .unwrap_or_default();
+        let open = inv.open_amount - decided;
         if open <= Decimal::ZERO {
             continue;
         }
@@ -438,44 +451,16 @@ pub async fn run(store: &Store, opts: &RunOptions) -> anyhow::Result<RunReport> 
 /// Confirms a suggested (or automatic) allocation, and the other
 /// allocations of the same receipt from the same run. The payer's account
 /// and name become aliases of the invoice's customer for later runs.
+/// Nothing is pushed to an ERP ([`super::push::confirm`] does that too).
 pub async fn confirm(
     store: &Store,
     id: i64,
     actor: &str,
     note: Option<&str>,
 ) -> Result<StoredAllocation, AllocationChangeError> {
-    let mut learn: Vec<(String, String)> = Vec::new();
-    if let Some(a) = store.allocation(id).await? {
-        let tx_id = CanonicalId::try_from(a.allocation.transaction_id.clone()).ok();
-        if let Some(tx_id) = tx_id
-            && let Some(rec) = store
-                .get_record(EntityKind::BankTransaction, &tx_id)
-                .await?
-            && let Ok(Entity::BankTransaction(tx)) =
-                Entity::from_value(EntityKind::BankTransaction, rec.data)
-        {
-            if let Some(acc) = tx.counterparty_account.filter(|s| !s.trim().is_empty()) {
-                learn.push(("account".into(), acc.trim().to_owned()));
-            }
-            if let Some(name) = tx.counterparty_name.filter(|s| !s.trim().is_empty()) {
-                learn.push(("name".into(), name.trim().to_owned()));
-            }
-        }
-    }
-    let done = store
-        .change_allocation(
-            id,
-            "confirm",
-            &[AllocationStatus::Suggested, AllocationStatus::Auto],
-            "suggested or auto allocations",
-            AllocationStatus::Confirmed,
-            actor,
-            note,
-            &learn,
-        )
-        .await?;
-    siblings(store, &done, AllocationStatus::Confirmed, actor, note).await?;
-    Ok(done)
+    Ok(super::push::confirm(store, None, id, actor, note)
+        .await?
+        .allocation)
 }
 
 /// A receipt paying several invoices has one allocation per invoice, made
@@ -538,34 +523,16 @@ pub async fn reject(
 
 /// Takes a decision back: a confirmation or rejection returns to
 /// suggested (a confirmation forgets the aliases it taught); an automatic
-/// match is undone and never made again.
+/// match or a manual allocation is undone and never made again. A payment
+/// pushed for it to an ERP makes the undo refused
+/// ([`super::push::undo`] says more).
 pub async fn undo(
     store: &Store,
     id: i64,
     actor: &str,
     note: Option<&str>,
 ) -> Result<StoredAllocation, AllocationChangeError> {
-    let Some(a) = store.allocation(id).await? else {
-        return Err(AllocationChangeError::NotFound(id));
-    };
-    let to = match a.allocation.status {
-        AllocationStatus::Auto => AllocationStatus::Undone,
-        _ => AllocationStatus::Suggested,
-    };
-    store
-        .change_allocation(
-            id,
-            "undo",
-            &[
-                AllocationStatus::Confirmed,
-                AllocationStatus::Rejected,
-                AllocationStatus::Auto,
-            ],
-            "confirmed, rejected or auto allocations",
-            to,
-            actor,
-            note,
-            &[],
-        )
-        .await
+    Ok(super::push::undo(store, id, actor, note, false)
+        .await?
+        .allocation)
 }

@@ -277,6 +277,12 @@ pub use reconcile::{
     AllocationChange, AllocationChangeError, AllocationStatus, NewAllocation, PayerAlias,
     StoredAllocation,
 };
+// Payments for confirmed and manual allocations, pushed to the ERP.
+mod reconcile_push;
+pub use reconcile_push::{
+    AllocationDecision, AllocationPayment, AppliedSnapshot, PaymentBuilder, PaymentDelivery,
+    PaymentEffect, PaymentOutcome, PaymentStatus, PaymentWrite,
+};
 
 impl Store {
     /// Opens the store described by `settings`: SQLite files are created on

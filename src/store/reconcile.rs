@@ -167,6 +167,25 @@ pub enum AllocationChangeError {
         action: &'static str,
         allowed: &'static str,
     },
+    /// The allocation's payment is, or may be, at the ERP: undoing the
+    /// allocation alone would leave the ERP showing the invoice paid.
+    #[error(
+        "allocation {id} was pushed to {system} as payment {payment}: {detail}. Undoing it here would leave {system} showing the invoice paid: reverse the payment in {system} first (or make sure it is not there), then run `concord reconcile undo {id} --payment-reversed`"
+    )]
+    PaymentAtErp {
+        id: i64,
+        payment: String,
+        system: String,
+        detail: String,
+    },
+    /// What the change was checked against changed meanwhile.
+    #[error(
+        "{what} changed meanwhile: look again (`concord reconcile list --status all`) and retry"
+    )]
+    Changed { what: String },
+    /// A check refused the change; the message says why.
+    #[error("{0}")]
+    Refused(String),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -479,89 +498,20 @@ impl Store {
         note: Option<&str>,
         learn: &[(String, String)],
     ) -> std::result::Result<StoredAllocation, AllocationChangeError> {
-        let now = Utc::now();
-        let current = self
-            .allocation(id)
-            .await?
-            .ok_or(AllocationChangeError::NotFound(id))?;
-        let status = current.allocation.status;
-        if !from.contains(&status) {
-            return Err(AllocationChangeError::WrongStatus {
+        let (done, _) = self
+            .decide_allocation(&super::AllocationDecision {
                 id,
-                status,
                 action,
+                from,
                 allowed,
-            });
-        }
-        on_pool!(self, |pool, _Db| {
-            let mut tx = pool
-                .begin()
-                .await
-                .map_err(StoreError::query("begin allocation change"))?;
-            let changed = sqlx::query(
-                "UPDATE allocations SET status = $1, actor = $2, updated_at = $3 WHERE id = $4 AND status = $5",
-            )
-            .bind(to.as_str())
-            .bind(actor)
-            .bind(now)
-            .bind(id)
-            .bind(status.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::query("change allocation"))?
-            .rows_affected();
-            if changed == 0 {
-                // Someone else changed it meanwhile.
-                drop(tx);
-                return Err(AllocationChangeError::WrongStatus {
-                    id,
-                    status,
-                    action,
-                    allowed,
-                });
-            }
-            insert_history!(
-                &mut *tx,
-                id,
-                Some(status.as_str()),
-                to.as_str(),
+                to,
                 actor,
                 note,
-                now
-            )?;
-            if status == AllocationStatus::Confirmed && to != AllocationStatus::Confirmed {
-                sqlx::query("DELETE FROM payer_aliases WHERE allocation_id = $1")
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(StoreError::query("forget payer aliases"))?;
-            }
-            if let Some(customer) = &current.allocation.customer_id {
-                for (kind, value) in learn {
-                    sqlx::query(
-                        "INSERT INTO payer_aliases (customer_id, kind, value, allocation_id, actor, created_at)
-                         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (customer_id, kind, value) DO NOTHING",
-                    )
-                    .bind(customer)
-                    .bind(kind)
-                    .bind(value)
-                    .bind(id)
-                    .bind(actor)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(StoreError::query("learn payer alias"))?;
-                }
-            }
-            tx.commit()
-                .await
-                .map_err(StoreError::query("commit allocation change"))?;
-            Ok::<_, AllocationChangeError>(())
-        })?;
-        let mut out = current;
-        out.allocation.status = to;
-        out.actor = Some(actor.to_owned());
-        out.updated_at = now;
-        Ok(out)
+                learn,
+                payment: super::PaymentEffect::None,
+                expect: None,
+            })
+            .await?;
+        Ok(done)
     }
 }

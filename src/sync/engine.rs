@@ -129,7 +129,7 @@ impl Engine {
             }
             Err(e) => (BTreeMap::new(), Some(e.message)),
         };
-        let (loaded, errors) = if settings.jobs.is_empty() {
+        let (loaded, errors) = if settings.jobs.is_empty() && settings.reconcile.push.is_none() {
             (Vec::new(), Vec::new())
         } else {
             mapping::load_dir(&settings.mappings.dir)
@@ -151,6 +151,9 @@ impl Engine {
             if let Err(e) = engine.check_job(job) {
                 problems.push(format!("job {}: {e}", job.name));
             }
+        }
+        if let Err(e) = engine.check_payment_push() {
+            problems.push(format!("reconcile.push: {e}"));
         }
         problems.extend(engine.shared_id_spaces());
         if !problems.is_empty() {
@@ -1893,7 +1896,69 @@ impl Engine {
                     })?;
             }
         }
+        if let Some(push) = &self.settings.reconcile.push
+            && only.is_none_or(|o| o == push.system)
+        {
+            self.deliver_payments(&mut report).await?;
+        }
         Ok(report)
+    }
+}
+
+/// The name payments from reconciliation are delivered under (logs,
+/// metrics), as if by a job.
+pub const PAYMENT_PUSH: &str = "reconcile-push";
+
+impl Engine {
+    /// `[reconcile.push]` names a system with a definition and an outbound
+    /// mapping of canonical payments for it.
+    fn check_payment_push(&self) -> anyhow::Result<()> {
+        let Some(push) = &self.settings.reconcile.push else {
+            return Ok(());
+        };
+        let attached = self
+            .connectors
+            .lock()
+            .expect("connector cache")
+            .contains_key(&push.system);
+        if !attached {
+            self.definition_of(&push.system)?;
+        }
+        let m = self.mapping(&push.endpoint(), Direction::Out)?;
+        if m.entity != EntityKind::Payment {
+            bail!(
+                "mapping {:?} writes {}, but payments are pushed",
+                m.name,
+                m.entity
+            );
+        }
+        Ok(())
+    }
+
+    /// Delivers the payments reconciliation queued (`[reconcile.push]`)
+    /// through the same path as a job's target: head version rendered with
+    /// the outbound mapping, pushed with its idempotency key, settled,
+    /// retried or dead-lettered. Then checks that no payment reached the
+    /// ERP after its allocation was undone. Nothing when push is off.
+    pub async fn deliver_payments(&self, report: &mut JobReport) -> anyhow::Result<()> {
+        let Some(push) = &self.settings.reconcile.push else {
+            return Ok(());
+        };
+        let target = push.endpoint();
+        let job = JobSettings {
+            name: PAYMENT_PUSH.to_owned(),
+            schedule: None,
+            timezone: None,
+            source: target.clone(),
+            targets: Vec::new(),
+            identity: Vec::new(),
+            batch_size: self.settings.delivery.batch_size.max(1),
+        };
+        self.deliver(&job, &target, report)
+            .await
+            .with_context(|| format!("{PAYMENT_PUSH}: delivering payments to {}", push.system))?;
+        crate::reconcile::push::check_after_delivery(&self.store).await?;
+        Ok(())
     }
 }
 

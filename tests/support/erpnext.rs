@@ -23,9 +23,9 @@
 //! - naming: customers by customer name (a second "Acme" becomes
 //!   "Acme - 1", as ERPNext's default naming does), the others by series
 //!   (`SAL-ORD-2026-00001`, `ACC-SINV-2026-00001`, `ACC-PAY-2026-00001`);
-//! - the site has the custom field the shipped definition asks for:
-//!   Customer `custom_concord_key` (Data, Unique: a second document with a
-//!   value taken is a 417 UniqueValidationError).
+//! - the site has the custom fields the shipped definition asks for:
+//!   Customer and Payment Entry `custom_concord_key` (Data, Unique: a second
+//!   document with a value taken is a 417 UniqueValidationError).
 
 #![allow(dead_code)]
 // Handlers answer early with a whole response; boxing it buys nothing here.
@@ -227,7 +227,11 @@ fn fields(doctype: &str) -> Vec<(&'static str, Value)> {
             ("unallocated_amount", json!(0.0)),
             ("reference_no", Value::Null),
             ("reference_date", Value::Null),
+            ("paid_from", Value::Null),
+            ("paid_to", Value::Null),
+            ("remarks", Value::Null),
             ("company", json!("Concord Demo GmbH")),
+            ("custom_concord_key", Value::Null),
         ],
         _ => Vec::new(),
     }
