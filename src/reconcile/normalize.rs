@@ -1057,8 +1057,8 @@ fn jaro_winkler_short<T: PartialEq + Copy>(a: &[T], b: &[T]) -> f64 {
     for (i, &x) in a.iter().enumerate() {
         let lo = i.saturating_sub(range);
         let hi = lb.min(i + range + 1);
-        for j in lo..hi {
-            if fb & (1 << j) == 0 && b[j] == x {
+        for (j, &y) in b.iter().enumerate().take(hi).skip(lo) {
+            if fb & (1 << j) == 0 && y == x {
                 fa |= 1 << i;
                 fb |= 1 << j;
                 matches += 1;

@@ -112,6 +112,17 @@ const LOOKUP_CHUNK: usize = 100;
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// One outbox entry's settlement: (id, status, next attempt, error,
+/// external id, attempts to add).
+type SettleRow<'a> = (
+    i64,
+    &'a str,
+    DateTime<Utc>,
+    Option<&'a str>,
+    Option<&'a str>,
+    i64,
+);
+
 /// Which database is behind a [`Store`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -1325,9 +1336,7 @@ impl Store {
                 (l, l.synced_data.as_ref().map(crate::model::content_hash))
             })
             .collect();
-        // One row per entry: (id, status, next attempt, error, external id,
-        // attempts to add).
-        let rows: Vec<(i64, &str, DateTime<Utc>, Option<&str>, Option<&str>, i64)> = settles
+        let rows: Vec<SettleRow<'_>> = settles
             .iter()
             .map(|(entry_id, delivery)| {
                 let (status, at, error, external_id) = match delivery {
