@@ -415,11 +415,11 @@ impl Engine {
         loop {
             // The next page is read, mapped and merged while the previous
             // one commits: the store works on its own thread meanwhile.
-            let (committed, next) = match prepared.take() {
+            let (committed, next, prepared_before) = match prepared.take() {
                 None => (
                     None,
-                    self.prepare(job, &mapping, &mut pages, options, None)
-                        .await?,
+                    self.prepare(job, &mapping, &mut pages, options, None).await,
+                    false,
                 ),
                 Some(current) => {
                     let busy = overlap.then(|| InFlight::of(&current.batch));
@@ -434,17 +434,11 @@ impl Engine {
                             }
                         }
                     );
-                    let committed = committed?;
-                    let next = match next? {
-                        None if !overlap => {
-                            self.prepare(job, &mapping, &mut pages, options, None)
-                                .await?
-                        }
-                        next => next,
-                    };
-                    (Some(committed), next)
+                    (Some(committed?), next, true)
                 }
             };
+            // A committed page is acknowledged even when reading the next
+            // one failed (that error is returned below).
             if let Some((page, stats)) = committed {
                 stats.add_to(report);
                 if let Some(ack) = page.ack {
@@ -456,6 +450,13 @@ impl Engine {
                 }
                 observe(report);
             }
+            let next = match next? {
+                None if !overlap && prepared_before => {
+                    self.prepare(job, &mapping, &mut pages, options, None)
+                        .await?
+                }
+                next => next,
+            };
             match next {
                 None => return Ok(()),
                 Some(mut next) => {
