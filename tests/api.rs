@@ -6,14 +6,15 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use common::TestStore;
 use concord::api::{self, ApiState};
 use concord::connector::{
-    Capabilities, Change, Connector, ConnectorError, Cursor, Page, PageStream, PushOutcome,
-    RawRecord,
+    Capabilities, Change, Connector, ConnectorError, Cursor, ErrorKind, Page, PageStream,
+    PushOutcome, RawRecord,
 };
 use concord::model::{CanonicalId, EntityKind, ExternalId};
 use concord::settings::{Settings, SystemSettings};
@@ -39,6 +40,8 @@ struct Memory {
     records: Mutex<BTreeMap<String, Value>>,
     /// Pushes of records with these names are rejected.
     reject: Mutex<Vec<String>>,
+    /// Pulls fail as a system that is down does.
+    down: AtomicBool,
 }
 
 impl Memory {
@@ -47,6 +50,7 @@ impl Memory {
             name: name.into(),
             records: Mutex::new(BTreeMap::new()),
             reject: Mutex::new(Vec::new()),
+            down: AtomicBool::new(false),
         })
     }
 
@@ -75,6 +79,14 @@ impl Connector for Memory {
     }
 
     fn pull<'a>(&'a self, _entity: &'a str, _cursor: Option<Cursor>) -> PageStream<'a> {
+        if self.down.load(Ordering::SeqCst) {
+            let down = ConnectorError::new(
+                ErrorKind::Unavailable,
+                &self.name,
+                "503 from https://crm.internal/api (maintenance)",
+            );
+            return futures_util::stream::iter(vec![Err(down)]).boxed();
+        }
         let records: Vec<RawRecord> = self
             .records
             .lock()
@@ -751,6 +763,19 @@ async fn rbac(store: &TestStore) {
             Some(("application/json", "{}")),
             422,
         ),
+        // A value that does not fit the field: refused, not a server error.
+        (
+            "POST",
+            resolve.clone(),
+            Some(("application/json", "{\"value\": {\"x\": 1}}")),
+            422,
+        ),
+        (
+            "POST",
+            resolve.clone(),
+            Some(("application/json", "{\"take\": \"theirs\", \"value\": 1}")),
+            422,
+        ),
         (
             "POST",
             "/api/v1/conflicts/abc/resolve".into(),
@@ -764,6 +789,51 @@ async fn rbac(store: &TestStore) {
             400,
         ),
         ("GET", "/api/v1/records/spaceship/x".into(), None, 400),
+        // Not a canonical id: no record has it.
+        ("GET", "/api/v1/records/customer/%01%20x".into(), None, 404),
+        ("GET", "/api/v1/alerts?severity=loud".into(), None, 400),
+        ("GET", "/api/v1/alerts?status=gone".into(), None, 400),
+        ("GET", "/api/v1/alerts?limit=0".into(), None, 400),
+        ("GET", "/api/v1/alerts?limit=10001".into(), None, 400),
+        (
+            "POST",
+            "/api/v1/alerts/ack".into(),
+            Some(("application/json", "{\"ids\": []}")),
+            422,
+        ),
+        // Ids are integers from 1 to 2^53 - 1; 7.0 is the integer 7 (as
+        // JSON Schema counts), so 424242.0 is looked for and not found.
+        (
+            "POST",
+            "/api/v1/replay/quarantine".into(),
+            Some(("application/json", "{\"ids\": [424242.0]}")),
+            404,
+        ),
+        (
+            "POST",
+            "/api/v1/replay/quarantine".into(),
+            Some(("application/json", "{\"ids\": [0]}")),
+            422,
+        ),
+        // Bodies are objects (serde alone would read a struct from an array).
+        (
+            "POST",
+            "/api/v1/replay/quarantine".into(),
+            Some(("application/json", "[]")),
+            422,
+        ),
+        (
+            "POST",
+            "/api/v1/replay/dead-letters".into(),
+            Some(("application/json", "{\"ids\": [7.5]}")),
+            422,
+        ),
+        (
+            "POST",
+            "/api/v1/replay/dead-letters".into(),
+            Some(("application/json", "{\"ids\": [9007199254740992]}")),
+            422,
+        ),
         (
             "GET",
             "/api/v1/records/customer/crm_main:nope".into(),
@@ -793,6 +863,23 @@ async fn rbac(store: &TestStore) {
     }
     let still = store.conflict(conflict).await.unwrap().unwrap();
     assert_eq!(still.status, "open", "a rejected request changed nothing");
+
+    // A source that is down fails the run with 502, naming the system and
+    // the kind of failure, not what the system said.
+    server.crm.down.store(true, Ordering::SeqCst);
+    let run = format!("/api/v1/jobs/{job}/run");
+    let r = server.call("POST", &run, Some(&op), None).await;
+    server.crm.down.store(false, Ordering::SeqCst);
+    assert_eq!(r.status, 502, "{}", r.text);
+    assert_eq!(r.body["error"], "upstream", "{}", r.text);
+    let message = r.body["message"].as_str().unwrap();
+    assert!(
+        message.contains("crm_main failed (unavailable)") && !message.contains("crm.internal"),
+        "{message}"
+    );
+    server.check_against_doc("POST", &run, &r);
+    let r = server.call("POST", &run, Some(&op), None).await;
+    assert_eq!(r.status, 200, "the system is back: {}", r.text);
     for (method, path, status, code) in [
         ("GET", "/api/v1/nope", 404, "not_found"),
         ("GET", "/api", 404, "not_found"),

@@ -23,6 +23,7 @@
 
 pub mod auth;
 pub mod mask;
+mod params;
 mod routes;
 
 use std::collections::BTreeSet;
@@ -310,17 +311,20 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
                 Default::default(),
             )));
         }
-        serde_json::from_slice(&bytes).map(Body).map_err(|e| {
-            if e.is_data() {
-                ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "unprocessable",
-                    e.to_string(),
-                )
-            } else {
-                ApiError::bad_request(format!("the body is not valid JSON: {e}"))
-            }
-        })
+        let unprocessable =
+            |m: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unprocessable", m);
+        let value: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))?;
+        // Every body is an object; serde would also read a struct from an
+        // array of its fields, which the document does not allow.
+        if !value.is_object() {
+            return Err(unprocessable(
+                "the body must be a JSON object; see /openapi.json".into(),
+            ));
+        }
+        T::deserialize(value)
+            .map(Body)
+            .map_err(|e| unprocessable(e.to_string()))
     }
 }
 

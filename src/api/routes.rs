@@ -17,10 +17,11 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::auth::{Admin, Auth, Operator, Viewer};
+use super::params::{self, LIST_LIMIT};
 use super::{ApiError, ApiState, Body, ErrorBody, PathParams, QueryParams, reply};
 use crate::model::{CanonicalId, EntityKind, Money};
 use crate::store::{self, AlertFilter, Role, Severity, Store};
-use crate::sync::engine::{Choice, IDENTITY_FIELD};
+use crate::sync::engine::{Choice, IDENTITY_FIELD, InvalidDecision};
 use crate::sync::{Engine, RunOptions};
 
 /// Runs engine work on a blocking thread that drives it with the
@@ -41,11 +42,43 @@ where
     tokio::task::spawn_blocking(move || handle.block_on(work(engine)))
         .await
         .map_err(|e| ApiError::internal(anyhow::anyhow!("the engine task failed: {e}")))?
-        .map_err(ApiError::internal)
+        .map_err(engine_error)
 }
 
-/// Rows a list answers at most.
-const LIST_LIMIT: u32 = 10_000;
+/// A failed engine operation: 422 for a decision that does not fit the
+/// record, 502 when a connected system failed it (the system and the kind
+/// of failure are named, the details go to the log), 500 otherwise.
+fn engine_error(error: anyhow::Error) -> ApiError {
+    if let Some(invalid) = error
+        .chain()
+        .find_map(|e| e.downcast_ref::<InvalidDecision>())
+    {
+        return ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unprocessable",
+            invalid.to_string(),
+        );
+    }
+    let Some(failed) = error
+        .chain()
+        .find_map(|e| e.downcast_ref::<crate::connector::ConnectorError>())
+    else {
+        return ApiError::internal(error);
+    };
+    let (system, kind) = (failed.system.clone(), failed.kind.as_str());
+    tracing::error!(
+        message = "Admin API request failed in a connected system.",
+        error = format!("{error:#}")
+    );
+    ApiError::new(
+        StatusCode::BAD_GATEWAY,
+        "upstream",
+        format!(
+            "{system} failed ({kind}); the run stopped, what it committed stays, and the next \
+             run carries on from there; the server log has the details"
+        ),
+    )
+}
 
 pub(super) fn collect(router: OpenApiRouter<ApiState>) -> OpenApiRouter<ApiState> {
     router
@@ -347,25 +380,79 @@ impl From<store::Conflict> for ConflictDto {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ConflictQuery {
-    /// Only conflicts of this entity (`customer`, `invoice` …).
-    pub entity: Option<String>,
+    /// Only conflicts of this entity.
+    #[param(inline)]
+    pub entity: Option<EntityKind>,
     /// Resolved ones too.
     #[serde(default)]
     pub all: bool,
 }
 
 /// A decision: exactly one of `take` and `value`.
-#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ResolveRequest {
     /// `theirs`, `ours`, the name of the system whose value to take, or,
     /// for identity conflicts, the canonical id of the candidate.
     pub take: Option<String>,
-    /// The value to set (any JSON).
+    /// The value to set (any JSON; `null` clears the field).
+    #[serde(default, deserialize_with = "present")]
     pub value: Option<Value>,
     /// Why, kept with the decision.
     pub note: Option<String>,
 }
+
+/// A field that is there, even as `null`, is `Some`.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
+}
+
+// Built by hand: "exactly one of take and value" is a `oneOf` the derive
+// cannot express.
+impl utoipa::PartialSchema for ResolveRequest {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{
+            AdditionalProperties, AllOfBuilder, ObjectBuilder, OneOfBuilder, SchemaType, Type,
+        };
+        let text = |t: &str| Some(t.to_owned());
+        let fields = ObjectBuilder::new()
+            .description(text("A decision: exactly one of `take` and `value`."))
+            .property(
+                "take",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .min_length(Some(1))
+                    .description(text(
+                        "`theirs`, `ours`, the name of the system whose value to take, or, \
+                         for identity conflicts, the canonical id of the candidate.",
+                    )),
+            )
+            .property(
+                "value",
+                ObjectBuilder::new()
+                    .schema_type(SchemaType::AnyValue)
+                    .description(text(
+                        "The value to set (any JSON; `null` clears the field).",
+                    )),
+            )
+            .property(
+                "note",
+                ObjectBuilder::new()
+                    .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+                    .description(text("Why, kept with the decision.")),
+            )
+            .additional_properties(Some(AdditionalProperties::FreeForm(false)));
+        let exactly_one = OneOfBuilder::new()
+            .item(ObjectBuilder::new().required("take"))
+            .item(ObjectBuilder::new().required("value"));
+        utoipa::openapi::schema::Schema::AllOf(
+            AllOfBuilder::new().item(fields).item(exactly_one).build(),
+        )
+        .into()
+    }
+}
+
+impl ToSchema for ResolveRequest {}
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Resolved {
@@ -422,6 +509,8 @@ pub struct TargetQuery {
 #[serde(default, deny_unknown_fields)]
 pub struct ReplayDeadLetters {
     pub target: Option<String>,
+    #[serde(deserialize_with = "params::ids")]
+    #[schema(schema_with = params::ids_schema)]
     pub ids: Vec<i64>,
 }
 
@@ -455,6 +544,8 @@ pub struct QuarantinedDto {
 #[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct ReplayQuarantine {
+    #[serde(deserialize_with = "params::ids")]
+    #[schema(schema_with = params::ids_schema)]
     pub ids: Vec<i64>,
 }
 
@@ -463,6 +554,7 @@ pub struct ReplayQuarantine {
 #[serde(deny_unknown_fields)]
 pub struct ReplayJob {
     /// RFC 3339 time (`2026-11-01T00:00:00Z`) or date (`2026-11-01`).
+    #[schema(schema_with = params::time_schema)]
     pub since: String,
 }
 
@@ -543,18 +635,33 @@ pub struct AlertDto {
 pub struct AlertQuery {
     /// Only this rule, e.g. `duplicate_payment`.
     pub rule: Option<String>,
-    /// Only this severity: `info`, `warning` or `critical`.
-    pub severity: Option<String>,
-    /// `open` (default), `acked`, `resolved` or `all`.
-    pub status: Option<String>,
+    /// Only this severity.
+    #[param(inline)]
+    pub severity: Option<Severity>,
+    /// Open ones (the default), acknowledged, resolved, or all.
+    #[param(inline)]
+    pub status: Option<AlertState>,
     /// At most this many (default 1000).
+    #[param(minimum = 1, maximum = 10000)]
     pub limit: Option<u32>,
+}
+
+/// Alerts by where they stand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertState {
+    Open,
+    Acked,
+    Resolved,
+    All,
 }
 
 /// Alerts to acknowledge.
 #[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AckRequest {
+    #[serde(deserialize_with = "params::ids")]
+    #[schema(schema_with = params::some_ids_schema)]
     pub ids: Vec<i64>,
     /// Why, kept with the alert.
     pub note: Option<String>,
@@ -573,6 +680,7 @@ pub struct AckResult {
 #[into_params(parameter_in = Query)]
 pub struct LimitQuery {
     /// At most this many (default 1000).
+    #[param(minimum = 1, maximum = 10000)]
     pub limit: Option<u32>,
 }
 
@@ -725,7 +833,8 @@ async fn run(
         (status = 404, description = "No such job", body = ErrorBody),
         (status = 409, description = "The job is running already", body = ErrorBody),
         (status = 415, body = ErrorBody), (status = 422, body = ErrorBody),
-        (status = 500, description = "The run failed (details in the server log)", body = ErrorBody)))]
+        (status = 500, description = "The run failed (details in the server log)", body = ErrorBody),
+        (status = 502, description = "A connected system failed the run", body = ErrorBody)))]
 async fn run_job(
     State(state): State<ApiState>,
     Auth(caller): Operator,
@@ -751,15 +860,9 @@ async fn conflicts(
     Auth(caller): Viewer,
     QueryParams(query): QueryParams<ConflictQuery>,
 ) -> Result<Response, ApiError> {
-    let entity = query
-        .entity
-        .as_deref()
-        .map(EntityKind::from_str)
-        .transpose()
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let list = state
         .store()
-        .conflicts(entity, query.all, LIST_LIMIT)
+        .conflicts(query.entity, query.all, LIST_LIMIT)
         .await
         .map_err(ApiError::internal)?;
     let list: Vec<ConflictDto> = list
@@ -789,7 +892,7 @@ fn conflict_id(text: &str) -> Result<i64, ApiError> {
 }
 
 #[utoipa::path(get, path = "/api/v1/conflicts/{id}", tag = "conflicts",
-    params(("id" = i64, Path, description = "The conflict's id")),
+    params(("id" = i64, Path, minimum = 1, description = "The conflict's id")),
     responses(
         (status = 200, description = "Base, ours and theirs", body = ConflictDto),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
@@ -811,14 +914,15 @@ async fn conflict(
 }
 
 #[utoipa::path(post, path = "/api/v1/conflicts/{id}/resolve", tag = "conflicts",
-    params(("id" = i64, Path, description = "The conflict's id")),
+    params(("id" = i64, Path, minimum = 1, description = "The conflict's id")),
     request_body = ResolveRequest,
     responses(
         (status = 200, description = "Decided: a new version by `api:TOKEN_NAME`, delivered to every system that receives the entity", body = Resolved),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 409, description = "Not open any more", body = ErrorBody),
-        (status = 415, body = ErrorBody), (status = 422, body = ErrorBody), (status = 500, body = ErrorBody)))]
+        (status = 415, body = ErrorBody), (status = 422, body = ErrorBody), (status = 500, body = ErrorBody),
+        (status = 502, description = "A connected system failed", body = ErrorBody)))]
 async fn resolve_conflict(
     State(state): State<ApiState>,
     Auth(caller): Operator,
@@ -906,7 +1010,8 @@ async fn dead_letters(
     responses(
         (status = 200, description = "Put back in line and delivered now", body = DeadLettersReplayed),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 415, body = ErrorBody), (status = 422, body = ErrorBody), (status = 500, body = ErrorBody)))]
+        (status = 415, body = ErrorBody), (status = 422, body = ErrorBody), (status = 500, body = ErrorBody),
+        (status = 502, description = "A connected system failed", body = ErrorBody)))]
 async fn replay_dead_letters(
     State(state): State<ApiState>,
     Auth(caller): Operator,
@@ -968,7 +1073,8 @@ async fn quarantine(
         (status = 200, description = "Mapped again with today's mappings; what passed is taken in and delivered", body = RunReport),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, description = "Some ids are not open in quarantine", body = ErrorBody),
-        (status = 415, body = ErrorBody), (status = 422, body = ErrorBody), (status = 500, body = ErrorBody)))]
+        (status = 415, body = ErrorBody), (status = 422, body = ErrorBody), (status = 500, body = ErrorBody),
+        (status = 502, description = "A connected system failed", body = ErrorBody)))]
 async fn replay_quarantine(
     State(state): State<ApiState>,
     Auth(caller): Operator,
@@ -1011,14 +1117,15 @@ async fn replay_quarantine(
         (status = 200, description = "The job's source re-read from `since`, and the run's report", body = RunReport),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
-        (status = 415, body = ErrorBody), (status = 422, body = ErrorBody), (status = 500, body = ErrorBody)))]
+        (status = 415, body = ErrorBody), (status = 422, body = ErrorBody), (status = 500, body = ErrorBody),
+        (status = 502, description = "A connected system failed", body = ErrorBody)))]
 async fn replay_job(
     State(state): State<ApiState>,
     Auth(caller): Operator,
     PathParams(name): PathParams<String>,
     Body(request): Body<ReplayJob>,
 ) -> Result<Response, ApiError> {
-    let since = parse_time(&request.since).ok_or_else(|| {
+    let since = params::parse_time(&request.since).ok_or_else(|| {
         ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "unprocessable",
@@ -1036,16 +1143,6 @@ async fn replay_job(
     reply(&state, &caller, StatusCode::OK, &RunReport::from(report))
 }
 
-fn parse_time(text: &str) -> Option<DateTime<Utc>> {
-    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
-        return Some(t.with_timezone(&Utc));
-    }
-    chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
-        .ok()
-        .and_then(|d| d.and_hms_opt(0, 0, 0))
-        .map(|t| t.and_utc())
-}
-
 /// A record named by canonical id or by `SYSTEM:EXTERNAL_ID`.
 async fn find_record(
     store: &Store,
@@ -1055,7 +1152,9 @@ async fn find_record(
     let entity = EntityKind::from_str(entity).map_err(|e| ApiError::bad_request(e.to_string()))?;
     // Canonical ids never hold a colon; SYSTEM:EXTERNAL_ID always does.
     let Some((system, external)) = id.split_once(':') else {
-        let id = CanonicalId::parse(id).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        // Not a canonical id: it names no record, as an unknown one does.
+        let id = CanonicalId::parse(id)
+            .map_err(|e| ApiError::not_found(format!("no {entity} has the id {id:?} ({e})")))?;
         return Ok((entity, id));
     };
     let link = store
@@ -1070,7 +1169,7 @@ async fn find_record(
 
 #[utoipa::path(get, path = "/api/v1/records/{entity}/{id}", tag = "records",
     params(
-        ("entity" = String, Path, description = "`customer`, `order`, `invoice`, `payment` or `bank_transaction`"),
+        ("entity" = inline(EntityKind), Path, description = "The kind of record"),
         ("id" = String, Path, description = "Canonical id, or SYSTEM:EXTERNAL_ID")),
     responses(
         (status = 200, description = "The record and its links", body = RecordWithLinks),
@@ -1121,7 +1220,7 @@ async fn show_record(
 
 #[utoipa::path(get, path = "/api/v1/records/{entity}/{id}/history", tag = "records",
     params(
-        ("entity" = String, Path, description = "`customer`, `order`, `invoice`, `payment` or `bank_transaction`"),
+        ("entity" = inline(EntityKind), Path, description = "The kind of record"),
         ("id" = String, Path, description = "Canonical id, or SYSTEM:EXTERNAL_ID")),
     responses(
         (status = 200, description = "Every version, oldest first: what, when, from where, by whom", body = Vec<VersionDto>),
@@ -1170,30 +1269,18 @@ async fn alerts(
     Auth(caller): Viewer,
     QueryParams(query): QueryParams<AlertQuery>,
 ) -> Result<Response, ApiError> {
-    let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", m);
-    let severity = match query.severity.as_deref() {
-        None => None,
-        Some(s) => Some(Severity::from_str(s).map_err(|_| {
-            bad(format!(
-                "severity {s:?}: expected info, warning or critical"
-            ))
-        })?),
-    };
-    let status = match query.status.as_deref() {
-        None | Some("open") => Some("open".to_owned()),
-        Some("all") => None,
-        Some(s @ ("acked" | "resolved")) => Some(s.to_owned()),
-        Some(s) => {
-            return Err(bad(format!(
-                "status {s:?}: expected open, acked, resolved or all"
-            )));
-        }
+    let limit = params::limit(query.limit, 1000).map_err(ApiError::bad_request)?;
+    let status = match query.status.unwrap_or(AlertState::Open) {
+        AlertState::Open => Some("open"),
+        AlertState::Acked => Some("acked"),
+        AlertState::Resolved => Some("resolved"),
+        AlertState::All => None,
     };
     let filter = AlertFilter {
         rule: query.rule,
-        severity,
-        status,
-        limit: Some(query.limit.unwrap_or(1000).min(LIST_LIMIT)),
+        severity: query.severity,
+        status: status.map(str::to_owned),
+        limit: Some(limit),
     };
     let list: Vec<AlertDto> = state
         .store()
@@ -1343,9 +1430,10 @@ async fn audit(
     Auth(caller): Admin,
     QueryParams(query): QueryParams<LimitQuery>,
 ) -> Result<Response, ApiError> {
+    let limit = params::limit(query.limit, 1000).map_err(ApiError::bad_request)?;
     let list: Vec<AuditDto> = state
         .store()
-        .api_audit(query.limit.unwrap_or(1000).min(LIST_LIMIT))
+        .api_audit(limit)
         .await
         .map_err(ApiError::internal)?
         .into_iter()

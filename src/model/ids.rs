@@ -8,7 +8,19 @@ use serde::{Deserialize, Serialize};
 use super::{ModelError, snippet};
 
 /// The kinds of canonical entity concord keeps in agreement.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum EntityKind {
     /// A customer / debtor / account.

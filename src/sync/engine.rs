@@ -1457,6 +1457,14 @@ impl Engine {
     }
 }
 
+/// A decision that cannot be applied as given: the chosen value does not
+/// fit the record (wrong type for the field, a path through a scalar, a
+/// candidate for a field conflict). Nothing was written; the operator can
+/// decide again.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidDecision(pub String);
+
 /// What the operator decides about a conflict.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Choice {
@@ -1650,14 +1658,18 @@ impl Engine {
                     described = format!("set {}", serde_json::to_string(&v)?);
                     Some(v)
                 }
-                Choice::Link(_) => bail!(
-                    "conflict {id} is about field {}, not identity",
-                    conflict.field_path
-                ),
+                Choice::Link(_) => {
+                    return Err(InvalidDecision(format!(
+                        "conflict {id} is about field {}, not identity",
+                        conflict.field_path
+                    ))
+                    .into());
+                }
             };
             match value {
                 Some(v) => {
-                    path.set(&mut data, v)?;
+                    path.set(&mut data, v)
+                        .map_err(|e| InvalidDecision(format!("{e:#}")))?;
                 }
                 None => {
                     path.remove(&mut data);
@@ -1665,8 +1677,9 @@ impl Engine {
             }
             (conflict.canonical_id.clone(), Some(current), data, None)
         };
-        let entity = Entity::from_value(kind, new_value.clone())
-            .map_err(|e| anyhow!("the decided record is not a valid {kind}: {e}"))?;
+        let entity = Entity::from_value(kind, new_value.clone()).map_err(|e| {
+            InvalidDecision(format!("the decided record is not a valid {kind}: {e}"))
+        })?;
         let expected = base_record.as_ref().map_or(0, |r| r.version);
         let changed = base_record.as_ref().is_none_or(|r| r.data != new_value);
         let mut version = expected;
