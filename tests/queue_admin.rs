@@ -23,6 +23,7 @@ use sqlx::Connection;
 on_both_backends!(
     counts_dead_letters_and_replay_across_queues,
     done_markers_are_pruned_in_steps,
+    processed_webhook_events_are_pruned_dead_and_waiting_ones_kept,
     the_daemon_forgets_done_markers_older_than_keep_done_days,
 );
 
@@ -228,6 +229,40 @@ async fn done_markers_are_pruned_in_steps(store: &TestStore) {
     assert_eq!(store.work_done_prune_some(after, 2).await.unwrap(), 2);
     assert_eq!(store.work_done_prune_some(after, 2).await.unwrap(), 1);
     assert_eq!(store.work_done_markers().await.unwrap().count, 0);
+}
+
+async fn processed_webhook_events_are_pruned_dead_and_waiting_ones_kept(store: &TestStore) {
+    seed(store).await;
+    let status = |key: &'static str| async move {
+        store
+            .inbox_status(&format!("crm_main:{key}"))
+            .await
+            .unwrap()
+            .map(|(s, _)| s)
+    };
+    assert_eq!(status("e1").await.as_deref(), Some("processed"));
+    let an_hour_ago = chrono::Utc::now() - chrono::Duration::hours(1);
+    assert_eq!(
+        store.inbox_prune_some(an_hour_ago, 10).await.unwrap(),
+        0,
+        "processed just now: kept"
+    );
+    let soon = chrono::Utc::now() + chrono::Duration::seconds(1);
+    assert_eq!(store.inbox_prune_some(soon, 10).await.unwrap(), 1);
+    assert_eq!(store.inbox_prune_some(soon, 10).await.unwrap(), 0);
+    assert_eq!(status("e1").await, None, "the processed event is gone");
+    for (key, kept) in [
+        ("e2", "dead"),
+        ("e3", "dead"),
+        ("e4", "pending"),
+        ("e5", "pending"),
+    ] {
+        assert_eq!(status(key).await.as_deref(), Some(kept), "{key}");
+    }
+    assert_eq!(
+        store.dead_items(Some(INBOX_QUEUE), 10).await.unwrap().len(),
+        2
+    );
 }
 
 /// Inserts a done-marker `age` old through a connection of the test's own.

@@ -238,9 +238,11 @@ pub struct QueueSettings {
     /// How long to wait for the broker to confirm a message, in milliseconds.
     pub confirm_timeout_ms: u64,
     /// Days `concord serve` keeps the done-markers (`work_done`) that make
-    /// a redelivered item a no-op; older ones are deleted hourly. They must
-    /// outlive any redelivery: at least `lease_secs` plus every retry
-    /// delay. 0 keeps them forever.
+    /// a redelivered item a no-op, and processed webhook events (whose rows
+    /// recognise a sender's retry of an event id); older ones are deleted
+    /// hourly. They must outlive any redelivery: at least `lease_secs` plus
+    /// every retry delay, and the senders' retry schedules. 0 keeps them
+    /// forever.
     pub keep_done_days: u32,
 }
 

@@ -198,6 +198,28 @@ impl Store {
         })
     }
 
+    /// Deletes up to `limit` webhook events processed before `before`.
+    /// Dead and unfinished events stay (an operator may still replay
+    /// them). The rows are what de-duplicates a sender's retries of one
+    /// event id, so the horizon (`queue.keep_done_days`) must outlast the
+    /// senders' retry schedules (a day or two for Standard Webhooks
+    /// senders). Returns how many went.
+    pub async fn inbox_prune_some(&self, before: DateTime<Utc>, limit: u32) -> Result<u64> {
+        on_pool!(self, |pool, _Db| {
+            Ok(sqlx::query(
+                "DELETE FROM inbox WHERE id IN
+                   (SELECT id FROM inbox WHERE status = 'processed' AND processed_at < $1
+                    ORDER BY id LIMIT $2)",
+            )
+            .bind(before)
+            .bind(i64::from(limit))
+            .execute(pool)
+            .await
+            .map_err(StoreError::query("prune processed webhook events"))?
+            .rows_affected())
+        })
+    }
+
     /// Dead letters, oldest first: of one queue, or of the inbox and then
     /// every work queue. At most `limit` per queue kind.
     pub async fn dead_items(&self, queue: Option<&str>, limit: u32) -> Result<Vec<DeadItem>> {
