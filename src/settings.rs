@@ -86,6 +86,14 @@ pub struct ReconcileSettings {
     /// `[reconcile.push]` (off when absent).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub push: Option<crate::reconcile::push::PaymentPushSettings>,
+    /// `concord serve` runs reconciliation over the store on this cron
+    /// schedule (sec min hour day month weekday), then delivers the
+    /// payments `[reconcile.push]` holds; off when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    /// The IANA time zone `schedule` is read in (UTC when absent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
 }
 
 impl Default for ReconcileSettings {
@@ -96,6 +104,8 @@ impl Default for ReconcileSettings {
             suggest_threshold: c.suggest_threshold,
             ambiguity_margin: c.ambiguity_margin,
             push: None,
+            schedule: None,
+            timezone: None,
         }
     }
 }

@@ -1129,6 +1129,101 @@ async fn confirmed_payments_become_submitted_erpnext_payment_entries() {
     store.cleanup().await;
 }
 
+/// `[reconcile] schedule`: `concord serve` matches the store's receipts on
+/// its cron schedule, and each scheduled run delivers the payments of what
+/// people confirmed in between.
+#[tokio::test]
+async fn the_daemon_reconciles_on_schedule_and_delivers_confirmed_payments() {
+    let site = erpnext::Erpnext::start().await;
+    let store = common::sqlite().await;
+    let system = "erp_main";
+    let mut settings = settings_with(
+        system,
+        "erpnext",
+        &site.base_url,
+        &[
+            ("site", "erp.example.com"),
+            ("api_key", erpnext::API_KEY),
+            ("api_secret", erpnext::API_SECRET),
+            ("timezone", "UTC"),
+        ],
+        PaymentPushSettings {
+            system: system.into(),
+            entity: "payment_entry".into(),
+            mapping: "erpnext-payment-entry-out".into(),
+            bank_account: Some("Bank - CDG".into()),
+            bank_accounts: BTreeMap::new(),
+        },
+    );
+    settings.reconcile.schedule = Some("* * * * * *".into());
+    settings.server.workers = 0;
+    settings.server.scheduler = true;
+    let number = "ACC-SINV-2026-00077";
+    let (cust, _inv) = invoice_at(&store, system, number, "640.00", number).await;
+    link(&store, EntityKind::Customer, &cust, system, "Customer 77").await;
+    // Paid in part: a suggestion, which a person confirms.
+    receipt(&store, "600.00", "EUR", &format!("Rechnung {number}")).await;
+
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let engine = Engine::new(settings.clone(), store.store.clone()).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let running = concord::serve::start(settings.clone(), std::sync::Arc::new(engine), listener)
+        .await
+        .unwrap();
+    let mut made = Vec::new();
+    for _ in 0..100 {
+        made = store.allocations(&[]).await.unwrap();
+        if !made.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        made.len(),
+        1,
+        "the scheduled run matched the receipt: {made:?}"
+    );
+    assert_eq!(
+        made[0].allocation.status,
+        AllocationStatus::Suggested,
+        "{made:?}"
+    );
+    assert_eq!(
+        made[0].actor.as_deref(),
+        Some(concord::serve::RECONCILE_ACTOR)
+    );
+    let push = settings.reconcile.push.clone().unwrap();
+    push::confirm(&store, Some(&push), made[0].id, "alice", None)
+        .await
+        .unwrap();
+    let mut posted = 0;
+    for _ in 0..100 {
+        posted = site
+            .lock()
+            .seen("POST", "/api/resource/Payment Entry")
+            .len();
+        if posted > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // A few more ticks: confirmed stays confirmed, nothing is sent twice.
+    tokio::time::sleep(std::time::Duration::from_millis(2_500)).await;
+    running.shutdown();
+    running.wait().await.unwrap();
+    assert_eq!(posted, 1, "the next scheduled run delivered the payment");
+    assert_eq!(
+        site.lock()
+            .seen("POST", "/api/resource/Payment Entry")
+            .len(),
+        1
+    );
+    let now = store.allocations(&[]).await.unwrap();
+    assert_eq!(now.len(), 1, "{now:?}");
+    assert_eq!(now[0].allocation.status, AllocationStatus::Confirmed);
+    store.cleanup().await;
+}
+
 // ---------------------------------------------------------------------------
 // The commands
 

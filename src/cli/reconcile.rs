@@ -98,26 +98,10 @@ fn config(args: &FileModeArgs, settings: &Settings) -> anyhow::Result<Config> {
 }
 
 pub(super) fn check_thresholds(cfg: &Config) -> anyhow::Result<()> {
-    let ok = |x: f64| (0.0..=1.0).contains(&x);
-    if !ok(cfg.auto_threshold) || !ok(cfg.suggest_threshold) || !ok(cfg.ambiguity_margin) {
-        return Err(usage(
-            "thresholds",
-            format!(
-                "must lie in [0, 1]: auto {}, suggest {}, ambiguity margin {}",
-                cfg.auto_threshold, cfg.suggest_threshold, cfg.ambiguity_margin
-            ),
-        ));
+    match cfg.problem() {
+        Some(reason) => Err(usage("thresholds", reason)),
+        None => Ok(()),
     }
-    if cfg.suggest_threshold > cfg.auto_threshold {
-        return Err(usage(
-            "thresholds",
-            format!(
-                "the suggestion threshold {} is above the auto threshold {}",
-                cfg.suggest_threshold, cfg.auto_threshold
-            ),
-        ));
-    }
-    Ok(())
 }
 
 /// A command-line mistake: exit code 2.

@@ -211,6 +211,26 @@ pub struct Config {
     pub max_fanout: usize,
 }
 
+impl Config {
+    /// What is wrong with the thresholds, if anything: each in [0, 1], and
+    /// suggesting no stricter than matching.
+    pub fn problem(&self) -> Option<String> {
+        let ok = |x: f64| (0.0..=1.0).contains(&x);
+        if !ok(self.auto_threshold) || !ok(self.suggest_threshold) || !ok(self.ambiguity_margin) {
+            return Some(format!(
+                "must lie in [0, 1]: auto {}, suggest {}, ambiguity margin {}",
+                self.auto_threshold, self.suggest_threshold, self.ambiguity_margin
+            ));
+        }
+        (self.suggest_threshold > self.auto_threshold).then(|| {
+            format!(
+                "the suggestion threshold {} is above the auto threshold {}",
+                self.suggest_threshold, self.auto_threshold
+            )
+        })
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {

@@ -168,6 +168,47 @@ fn instance_name(settings: &ServerSettings) -> String {
     })
 }
 
+/// Who the scheduled reconciliation acts as in allocation history.
+pub const RECONCILE_ACTOR: &str = "concord serve (scheduled)";
+
+/// The scheduled reconciliation (`[reconcile] schedule`): matches the bank
+/// receipts in the store to open invoices as `concord reconcile run` does,
+/// runs the data-quality rules on the outcome, then delivers what
+/// `[reconcile.push]` holds — payments of confirmed and manual allocations,
+/// and retries of earlier ones.
+async fn reconcile_and_push(engine: &Engine, settings: &Settings) -> anyhow::Result<()> {
+    let opts = crate::reconcile::stored::RunOptions {
+        since: None,
+        actor: RECONCILE_ACTOR.to_owned(),
+        config: settings.reconcile.config(),
+    };
+    let report = crate::reconcile::stored::run(engine.store(), &opts).await?;
+    tracing::info!(
+        message = "Reconciliation run.",
+        receipts = report.receipts,
+        invoices = report.invoices,
+        auto = report.auto,
+        suggested = report.suggested,
+        open = report.open,
+        alerts = report.alerts_raised
+    );
+    crate::quality::run_after(engine.store(), settings, "scheduled reconciliation").await;
+    if settings.reconcile.push.is_some() {
+        let mut pushed = crate::sync::JobReport {
+            job: crate::sync::engine::PAYMENT_PUSH.to_owned(),
+            ..crate::sync::JobReport::default()
+        };
+        engine.deliver_payments(&mut pushed).await?;
+        tracing::info!(
+            message = "Payments delivered.",
+            delivered = pushed.delivered,
+            retry_later = pushed.retry_later,
+            dead_lettered = pushed.dead_lettered
+        );
+    }
+    Ok(())
+}
+
 /// Starts everything on `listener` with an engine already built (so tests
 /// can give connectors of their own). Returns once the server listens.
 pub async fn start(
@@ -178,7 +219,7 @@ pub async fn start(
     let store = engine.store().clone();
     let server = settings.server.clone();
     let schedules = if server.scheduler {
-        scheduler::plan(&settings.jobs)?
+        scheduler::plan_all(&settings.jobs, &settings.reconcile)?
     } else {
         Vec::new()
     };
@@ -263,6 +304,9 @@ pub async fn start(
                 let engine = run_engine.clone();
                 let settings = run_settings.clone();
                 Box::pin(async move {
+                    if job == scheduler::RECONCILE {
+                        return reconcile_and_push(&engine, &settings).await;
+                    }
                     let report = engine
                         .run_job(&job, crate::sync::RunOptions::default())
                         .await?;

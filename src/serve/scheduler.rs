@@ -30,40 +30,90 @@ pub struct Scheduled {
     pub tz: Tz,
 }
 
+/// The name the scheduler gives the store-mode reconciliation run of
+/// `[reconcile] schedule` (its lease and last occurrence are kept under
+/// it). Job names cannot hold `@`, so it meets no job.
+pub const RECONCILE: &str = "@reconcile";
+
 /// Reads every job's `schedule` and `timezone`; jobs without a schedule
 /// are left out. Errors name the job and the problem.
 pub fn plan(jobs: &[JobSettings]) -> Result<Vec<Scheduled>, SettingsError> {
     let mut out = Vec::new();
     for (i, job) in jobs.iter().enumerate() {
-        let tz = match &job.timezone {
-            None => Tz::UTC,
-            Some(name) => Tz::from_str(name).map_err(|_| SettingsError::Value {
-                key: format!("jobs[{i}].timezone"),
-                reason: format!("{name:?} is not an IANA time zone (e.g. Europe/Berlin)"),
-            })?,
-        };
-        let Some(expr) = &job.schedule else {
-            if job.timezone.is_some() {
-                return Err(SettingsError::Value {
-                    key: format!("jobs[{i}].timezone"),
-                    reason: format!("job {} has a time zone but no schedule", job.name),
-                });
-            }
-            continue;
-        };
-        let schedule = cron::Schedule::from_str(expr).map_err(|e| SettingsError::Value {
-            key: format!("jobs[{i}].schedule"),
-            reason: format!(
-                "{expr:?} is not a cron expression (sec min hour day month weekday [year]): {e}"
-            ),
-        })?;
-        out.push(Scheduled {
-            job: job.name.clone(),
-            schedule,
-            tz,
-        });
+        let key = format!("jobs[{i}]");
+        let what = format!("job {}", job.name);
+        if let Some(s) = parse(
+            &job.name,
+            job.schedule.as_deref(),
+            job.timezone.as_deref(),
+            &key,
+            &what,
+        )? {
+            out.push(s);
+        }
     }
     Ok(out)
+}
+
+/// [`plan`] for the jobs, then the reconciliation run of `[reconcile]
+/// schedule` (under [`RECONCILE`]) when one is set.
+pub fn plan_all(
+    jobs: &[JobSettings],
+    reconcile: &crate::settings::ReconcileSettings,
+) -> Result<Vec<Scheduled>, SettingsError> {
+    let mut out = plan(jobs)?;
+    if reconcile.schedule.is_some()
+        && let Some(reason) = reconcile.config().problem()
+    {
+        return Err(SettingsError::Value {
+            key: "reconcile".to_owned(),
+            reason,
+        });
+    }
+    out.extend(parse(
+        RECONCILE,
+        reconcile.schedule.as_deref(),
+        reconcile.timezone.as_deref(),
+        "reconcile",
+        "reconciliation",
+    )?);
+    Ok(out)
+}
+
+fn parse(
+    name: &str,
+    expr: Option<&str>,
+    timezone: Option<&str>,
+    key: &str,
+    what: &str,
+) -> Result<Option<Scheduled>, SettingsError> {
+    let tz = match timezone {
+        None => Tz::UTC,
+        Some(zone) => Tz::from_str(zone).map_err(|_| SettingsError::Value {
+            key: format!("{key}.timezone"),
+            reason: format!("{zone:?} is not an IANA time zone (e.g. Europe/Berlin)"),
+        })?,
+    };
+    let Some(expr) = expr else {
+        if timezone.is_some() {
+            return Err(SettingsError::Value {
+                key: format!("{key}.timezone"),
+                reason: format!("{what} has a time zone but no schedule"),
+            });
+        }
+        return Ok(None);
+    };
+    let schedule = cron::Schedule::from_str(expr).map_err(|e| SettingsError::Value {
+        key: format!("{key}.schedule"),
+        reason: format!(
+            "{expr:?} is not a cron expression (sec min hour day month weekday [year]): {e}"
+        ),
+    })?;
+    Ok(Some(Scheduled {
+        job: name.to_owned(),
+        schedule,
+        tz,
+    }))
 }
 
 /// The latest occurrence of `schedule` after `last` and at or before
@@ -274,5 +324,23 @@ mod tests {
         .unwrap();
         assert_eq!(ok.len(), 1);
         assert_eq!(ok[0].tz, chrono_tz::Europe::Berlin);
+    }
+
+    #[test]
+    fn reconciliation_is_scheduled_under_its_own_name() {
+        let mut r = crate::settings::ReconcileSettings::default();
+        assert!(plan_all(&[], &r).unwrap().is_empty(), "off by default");
+        r.schedule = Some("0 */15 7-19 * * Mon-Fri".into());
+        r.timezone = Some("Asia/Shanghai".into());
+        let planned = plan_all(&[], &r).unwrap();
+        assert_eq!(planned.len(), 1);
+        assert_eq!(planned[0].job, RECONCILE);
+        assert_eq!(planned[0].tz, chrono_tz::Asia::Shanghai);
+        r.schedule = Some("hourly".into());
+        let e = plan_all(&[], &r).unwrap_err();
+        assert!(e.to_string().contains("reconcile.schedule"), "{e}");
+        r.schedule = None;
+        let e = plan_all(&[], &r).unwrap_err();
+        assert!(e.to_string().contains("reconcile.timezone"), "{e}");
     }
 }
