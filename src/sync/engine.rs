@@ -33,6 +33,10 @@ pub const IDENTITY_FIELD: &str = "(identity)";
 /// are refreshed before delivery reads them back.
 const LARGE_LOAD: usize = 10_000;
 
+/// Records written by one run at which the store's planner statistics are
+/// first refreshed while it reads (then at each doubling).
+const FIRST_REFRESH: usize = 2_000;
+
 /// Options of one run.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RunOptions {
@@ -412,6 +416,11 @@ impl Engine {
         // and a dry run writes nothing: both go page by page.
         let overlap = !options.dry_run && !mapping.has_lookups();
         let mut prepared: Option<Prepared> = None;
+        // A first load into empty tables: the planner's statistics say
+        // "empty" until refreshed, and PostgreSQL then scans whole tables
+        // for each page's look-ups. Refreshed at 2,000 written records and
+        // each doubling after.
+        let mut refresh_at = FIRST_REFRESH;
         loop {
             // The next page is read, mapped and merged while the previous
             // one commits: the store works on its own thread meanwhile.
@@ -441,6 +450,11 @@ impl Engine {
             // one failed (that error is returned below).
             if let Some((page, stats)) = committed {
                 stats.add_to(report);
+                let written = report.created + report.updated;
+                if !options.dry_run && written >= refresh_at {
+                    self.store.refresh_statistics().await?;
+                    refresh_at = written.saturating_mul(2);
+                }
                 if let Some(ack) = page.ack {
                     if options.dry_run {
                         ack.nack(true, "dry run").await?;
