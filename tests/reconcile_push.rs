@@ -857,6 +857,29 @@ fn settings_with(
     settings
 }
 
+/// Payments pushed as submitted Payment Entries to the ERPNext `site`,
+/// known as `system`.
+fn push_to_erpnext(site: &erpnext::Erpnext, system: &str) -> Settings {
+    settings_with(
+        system,
+        "erpnext",
+        &site.base_url,
+        &[
+            ("site", "erp.example.com"),
+            ("api_key", erpnext::API_KEY),
+            ("api_secret", erpnext::API_SECRET),
+            ("timezone", "UTC"),
+        ],
+        PaymentPushSettings {
+            system: system.into(),
+            entity: "payment_entry".into(),
+            mapping: "erpnext-payment-entry-out".into(),
+            bank_account: Some("Bank - CDG".into()),
+            bank_accounts: BTreeMap::new(),
+        },
+    )
+}
+
 /// Xero's identity server, as far as a client-credentials token goes.
 async fn identity_server() -> String {
     async fn token() -> axum::Json<Value> {
@@ -1031,24 +1054,7 @@ async fn confirmed_payments_become_submitted_erpnext_payment_entries() {
     let site = erpnext::Erpnext::start().await;
     let store = common::sqlite().await;
     let system = "erp_main";
-    let settings = settings_with(
-        system,
-        "erpnext",
-        &site.base_url,
-        &[
-            ("site", "erp.example.com"),
-            ("api_key", erpnext::API_KEY),
-            ("api_secret", erpnext::API_SECRET),
-            ("timezone", "UTC"),
-        ],
-        PaymentPushSettings {
-            system: system.into(),
-            entity: "payment_entry".into(),
-            mapping: "erpnext-payment-entry-out".into(),
-            bank_account: Some("Bank - CDG".into()),
-            bank_accounts: BTreeMap::new(),
-        },
-    );
+    let settings = push_to_erpnext(&site, system);
     let push = settings.reconcile.push.clone().unwrap();
     let (cust, inv) = invoice_at(
         &store,
@@ -1137,24 +1143,7 @@ async fn the_daemon_reconciles_on_schedule_and_delivers_confirmed_payments() {
     let site = erpnext::Erpnext::start().await;
     let store = common::sqlite().await;
     let system = "erp_main";
-    let mut settings = settings_with(
-        system,
-        "erpnext",
-        &site.base_url,
-        &[
-            ("site", "erp.example.com"),
-            ("api_key", erpnext::API_KEY),
-            ("api_secret", erpnext::API_SECRET),
-            ("timezone", "UTC"),
-        ],
-        PaymentPushSettings {
-            system: system.into(),
-            entity: "payment_entry".into(),
-            mapping: "erpnext-payment-entry-out".into(),
-            bank_account: Some("Bank - CDG".into()),
-            bank_accounts: BTreeMap::new(),
-        },
-    );
+    let mut settings = push_to_erpnext(&site, system);
     settings.reconcile.schedule = Some("* * * * * *".into());
     settings.server.workers = 0;
     settings.server.scheduler = true;
