@@ -74,8 +74,9 @@ fn engine_error(error: anyhow::Error) -> ApiError {
         StatusCode::BAD_GATEWAY,
         "upstream",
         format!(
-            "{system} failed ({kind}); the run stopped, what it committed stays, and the next \
-             run carries on from there; the server log has the details"
+            "{system} failed ({kind}); what was committed before the failure stays (a run's \
+             pages, a decision), and the next run or delivery carries on from there; the \
+             server log has the details"
         ),
     )
 }
