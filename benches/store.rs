@@ -61,6 +61,7 @@ async fn run(label: &str, store: &Store, n: usize) {
                 canonical_id: id.clone(),
                 synced_version: Some(1),
                 synced_data: None,
+                synced_version_hash: None,
                 remote_updated_at: None,
             });
             batch.outbox.push(OutboxWrite {

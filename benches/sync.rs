@@ -5,7 +5,9 @@
 //! `CONCORD_BENCH_RECORDS` sets the count (default 200,000) and
 //! `CONCORD_BENCH_DATABASE_URL=postgres://…` runs the store on PostgreSQL
 //! (its tables are left in the database's default schema — use a scratch
-//! database). Prints records/s for both runs and the peak RSS.
+//! database). Prints records/s for both runs and the peak RSS;
+//! `CONCORD_BENCH_STAGES=1` also times the first run's take-in and delivery
+//! apart.
 //!
 //! The run is the engine's (`concord sync run copy` without the
 //! data-quality rules, which `[quality] run_after_sync` adds to the CLI).
@@ -159,8 +161,28 @@ fn main() {
         let store = Store::open(&settings.store).await.unwrap();
         let engine = Engine::new(settings, store).unwrap();
         let started = Instant::now();
-        let first = engine.run_job("copy", RunOptions::default()).await.unwrap();
+        // CONCORD_BENCH_STAGES=1: take in first, then deliver, each timed.
+        let first = if std::env::var_os("CONCORD_BENCH_STAGES").is_some() {
+            let options = RunOptions { no_deliver: true, ..RunOptions::default() };
+            let mut report = engine.run_job("copy", options).await.unwrap();
+            let taken_in = started.elapsed().as_secs_f64();
+            report.delivered = engine.deliver_all(None).await.unwrap().delivered;
+            println!(
+                "stages: take-in {taken_in:.1} s, delivery {:.1} s",
+                started.elapsed().as_secs_f64() - taken_in
+            );
+            report
+        } else {
+            engine.run_job("copy", RunOptions::default()).await.unwrap()
+        };
         let t1 = started.elapsed().as_secs_f64();
+        if label == "sqlite" {
+            let size = |f: &str| std::fs::metadata(f).map_or(0, |m| m.len());
+            println!(
+                "store after the first run: {:.0} MB (database and WAL)",
+                (size("state/concord.db") + size("state/concord.db-wal")) as f64 / 1e6
+            );
+        }
         assert_eq!(first.created, n, "{first:?}");
         assert_eq!(first.delivered, n, "{first:?}");
         let started = Instant::now();

@@ -30,6 +30,7 @@ on_both_backends!(
     identity_keys_and_conflicts_commit_with_their_batch,
     outbox_delivery_settles_with_the_link,
     records_are_read_in_batches,
+    links_name_the_version_they_hold,
 );
 
 fn eur(amount: &str) -> Money {
@@ -206,6 +207,7 @@ fn link(id: &CanonicalId, system: &str, external_id: &str) -> LinkWrite {
         canonical_id: id.clone(),
         synced_version: Some(1),
         synced_data: Some(json!({ "name": "Acme" })),
+        synced_version_hash: None,
         remote_updated_at: Some("2026-11-27T10:00:00Z".parse().unwrap()),
     }
 }
@@ -775,6 +777,7 @@ async fn outbox_delivery_settles_with_the_link(store: &TestStore) {
         canonical_id: id.clone(),
         synced_version: Some(1),
         synced_data: Some(json!({"name": "Acme"})),
+        synced_version_hash: None,
         remote_updated_at: None,
     };
     store
@@ -843,5 +846,121 @@ async fn records_are_read_in_batches(store: &TestStore) {
             .await
             .unwrap(),
         None
+    );
+}
+
+/// How many links keep a copy of their synced data, read on the store's own
+/// tables through a connection of the test's.
+async fn links_with_copies(store: &TestStore) -> i64 {
+    use sqlx::Connection;
+    let sql = "SELECT COUNT(*) FROM links WHERE synced_data IS NOT NULL";
+    if let Some(file) = store.sqlite_file() {
+        let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", file.display()))
+            .await
+            .unwrap();
+        return sqlx::query_scalar(sql).fetch_one(&mut c).await.unwrap();
+    }
+    let (url, schema) = store.pg_schema().expect("a SQLite or PostgreSQL store");
+    let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+    let sql = format!("SELECT COUNT(*) FROM \"{schema}\".links WHERE synced_data IS NOT NULL");
+    sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .fetch_one(&mut c)
+        .await
+        .unwrap()
+}
+
+async fn links_name_the_version_they_hold(store: &TestStore) {
+    let id = CanonicalId::new();
+    let v1 = customer(&id, 0, "Acme", "crm");
+    let first = v1.data.clone();
+    // The CRM sent exactly version 1; the ERP holds something else.
+    let crm = LinkWrite {
+        synced_data: Some(first.clone()),
+        ..link(&id, "crm", "hs-101")
+    };
+    store
+        .commit(&Batch {
+            records: vec![v1],
+            links: vec![crm, link(&id, "erp", "CUST-0042")],
+            ..Batch::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(links_with_copies(store).await, 1, "only the ERP's differs");
+    let read = |system: &'static str, external_id: &'static str| async move {
+        store
+            .find_link(EntityKind::Customer, system, external_id)
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    let crm = read("crm", "hs-101").await;
+    assert_eq!(crm.synced_data.as_ref(), Some(&first));
+    assert_eq!(
+        crm.synced_hash.as_deref(),
+        Some(concord::model::content_hash(&first).as_str())
+    );
+    // Heads carry the hash, not the data.
+    let heads = store
+        .find_link_heads(EntityKind::Customer, "crm", &["hs-101".to_string()])
+        .await
+        .unwrap();
+    assert_eq!(heads.len(), 1);
+    assert_eq!(heads[0].synced_data, None);
+    assert_eq!(heads[0].synced_hash, crm.synced_hash);
+
+    // A newer version: the CRM's link still reads the version it holds.
+    let v2 = RecordWrite {
+        data: json!({ "name": "Acme AG", "email": "ap@acme.example" }),
+        ..customer(&id, 1, "Acme AG", "erp")
+    };
+    let second = v2.data.clone();
+    store.commit(&batch_of(vec![v2])).await.unwrap();
+    assert_eq!(read("crm", "hs-101").await.synced_data, Some(first.clone()));
+    let by_canonical = store
+        .external_links(EntityKind::Customer, "crm", std::slice::from_ref(&id))
+        .await
+        .unwrap();
+    assert_eq!(by_canonical[0].synced_data, Some(first));
+
+    // A delivery of version 2 names it, by its hash.
+    store
+        .commit(&Batch {
+            outbox: vec![OutboxWrite {
+                entity: EntityKind::Customer,
+                canonical_id: id.clone(),
+                version: 2,
+                target_system: "crm".into(),
+            }],
+            ..Batch::default()
+        })
+        .await
+        .unwrap();
+    let due = store.outbox_due_for("crm", None, 10).await.unwrap();
+    let head = store
+        .get_record(EntityKind::Customer, &id)
+        .await
+        .unwrap()
+        .unwrap();
+    let delivered = LinkWrite {
+        synced_version: Some(2),
+        synced_data: None,
+        synced_version_hash: Some(head.content_hash.clone()),
+        ..link(&id, "crm", "hs-101")
+    };
+    store
+        .outbox_settle(due[0].id, &Delivery::Delivered { link: delivered })
+        .await
+        .unwrap();
+    let crm = read("crm", "hs-101").await;
+    assert_eq!(crm.synced_version, Some(2));
+    assert_eq!(crm.synced_data, Some(second));
+    assert_eq!(crm.synced_hash, Some(head.content_hash));
+    assert_eq!(links_with_copies(store).await, 1);
+    // Data quality reads links the same way.
+    let views = store.all_link_views().await.unwrap();
+    assert!(
+        views.iter().all(|(_, _, _, data)| data.is_some()),
+        "{views:?}"
     );
 }

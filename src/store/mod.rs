@@ -112,6 +112,9 @@ const LOOKUP_CHUNK: usize = 100;
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// What a link row stores as its synced data and hash ([`synced_to_store`]).
+type StoredSynced<'a> = (Option<&'a Value>, Option<String>);
+
 /// One outbox entry's settlement: (id, status, next attempt, error,
 /// external id, attempts to add).
 type SettleRow<'a> = (
@@ -174,10 +177,34 @@ macro_rules! on_pool {
     };
 }
 
+/// A link's synced data as read: its own copy, or, when it names the
+/// version it holds (data NULL, hash set; see [`LinkWrite`]), that
+/// version's data. A literal for `concat!`, over a `FROM links` without an
+/// alias.
+macro_rules! synced_data_column {
+    () => {
+        "COALESCE(links.synced_data, CASE WHEN links.synced_hash IS NOT NULL THEN
+           (SELECT v.data FROM record_versions v WHERE v.entity = links.entity
+              AND v.id = links.canonical_id AND v.version = links.synced_version) END)"
+    };
+}
+
 /// The columns [`link_from_row`] reads, as a literal for `concat!`.
 macro_rules! link_columns {
     () => {
-        "system, external_id, canonical_id, synced_version, synced_data, synced_hash, remote_updated_at, updated_at"
+        concat!(
+            "system, external_id, canonical_id, synced_version, ",
+            synced_data_column!(),
+            " AS synced_data, synced_hash, remote_updated_at, updated_at"
+        )
+    };
+}
+
+/// The columns [`link_from_row`] reads, without the synced data (read as
+/// NULL): enough to tell an unchanged record by its hash.
+macro_rules! link_head_columns {
+    () => {
+        "system, external_id, canonical_id, synced_version, NULL AS synced_data, synced_hash, remote_updated_at, updated_at"
     };
 }
 
@@ -659,10 +686,23 @@ impl Store {
             }
             let mut links: Vec<usize> = last_link.into_values().collect();
             links.sort_unstable();
-            let link_hashes: Vec<Option<String>> = batch
+            // A link that holds a version written in this batch names it
+            // instead of copying its data.
+            let written: HashMap<(EntityKind, &str, i64), &str> = batch
+                .records
+                .iter()
+                .zip(&prepared)
+                .map(|(w, p)| {
+                    (
+                        (w.entity, w.id.as_str(), w.expected_version + 1),
+                        p.0.as_str(),
+                    )
+                })
+                .collect();
+            let link_synced: Vec<StoredSynced<'_>> = batch
                 .links
                 .iter()
-                .map(|l| l.synced_data.as_ref().map(crate::model::content_hash))
+                .map(|l| synced_to_store(l, &written))
                 .collect();
             for chunk in links.chunks(ROWS_PER_STATEMENT) {
                 let mut q = sqlx::QueryBuilder::<Db>::new(
@@ -675,8 +715,8 @@ impl Store {
                         .push_bind(l.external_id.as_str())
                         .push_bind(l.canonical_id.as_str())
                         .push_bind(l.synced_version)
-                        .push_bind(l.synced_data.as_ref().map(Json))
-                        .push_bind(link_hashes[i].as_deref())
+                        .push_bind(link_synced[i].0.map(Json))
+                        .push_bind(link_synced[i].1.as_deref())
                         .push_bind(l.remote_updated_at)
                         .push_bind(now);
                 });
@@ -1114,7 +1154,22 @@ impl Store {
         external_ids: &[String],
     ) -> Result<Vec<Link>> {
         let values: Vec<&str> = external_ids.iter().map(String::as_str).collect();
-        self.links_by(entity, system, "external_id", &values).await
+        self.links_by(entity, system, "external_id", &values, link_columns!())
+            .await
+    }
+
+    /// [`Store::find_links`] without the synced data (`synced_data` is
+    /// `None`): what tells an unchanged record by its hash, without reading
+    /// and parsing a copy of every record.
+    pub async fn find_link_heads(
+        &self,
+        entity: EntityKind,
+        system: &str,
+        external_ids: &[String],
+    ) -> Result<Vec<Link>> {
+        let values: Vec<&str> = external_ids.iter().map(String::as_str).collect();
+        self.links_by(entity, system, "external_id", &values, link_head_columns!())
+            .await
     }
 
     /// The links of many canonical records to one system, in one query per
@@ -1126,17 +1181,19 @@ impl Store {
         canonical_ids: &[CanonicalId],
     ) -> Result<Vec<Link>> {
         let values: Vec<&str> = canonical_ids.iter().map(CanonicalId::as_str).collect();
-        self.links_by(entity, system, "canonical_id", &values).await
+        self.links_by(entity, system, "canonical_id", &values, link_columns!())
+            .await
     }
 
     /// Links of one system whose `column` (a fixed column name, never
-    /// input) is one of `values`.
+    /// input) is one of `values`, read as `columns` (a fixed list).
     async fn links_by(
         &self,
         entity: EntityKind,
         system: &str,
         column: &'static str,
         values: &[&str],
+        columns: &'static str,
     ) -> Result<Vec<Link>> {
         let mut links = Vec::with_capacity(values.len());
         for chunk in values.chunks(LOOKUP_CHUNK) {
@@ -1150,8 +1207,7 @@ impl Store {
                     ("links", "system")
                 };
                 let mut q = sqlx::QueryBuilder::<Db>::new(format!(
-                    concat!("SELECT ", link_columns!(), " FROM {} WHERE entity = "),
-                    table
+                    "SELECT {columns} FROM {table} WHERE entity = "
                 ));
                 q.push_bind(entity.as_str())
                     .push(format!(" AND {system_column} = "))
@@ -1340,11 +1396,11 @@ impl Store {
                 }
             }
         }
-        let links: Vec<(&LinkWrite, Option<String>)> = link_order
+        let links: Vec<(&LinkWrite, StoredSynced<'_>)> = link_order
             .iter()
             .map(|k| {
                 let l = last_link[k];
-                (l, l.synced_data.as_ref().map(crate::model::content_hash))
+                (l, synced_to_store(l, &HashMap::new()))
             })
             .collect();
         let rows: Vec<SettleRow<'_>> = settles
@@ -1380,13 +1436,13 @@ impl Store {
                 let mut q = sqlx::QueryBuilder::<Db>::new(
                     "INSERT INTO links (entity, system, external_id, canonical_id, synced_version, synced_data, synced_hash, remote_updated_at, updated_at) ",
                 );
-                q.push_values(chunk, |mut row, (link, hash)| {
+                q.push_values(chunk, |mut row, (link, (data, hash))| {
                     row.push_bind(link.entity.as_str())
                         .push_bind(link.system.as_str())
                         .push_bind(link.external_id.as_str())
                         .push_bind(link.canonical_id.as_str())
                         .push_bind(link.synced_version)
-                        .push_bind(link.synced_data.as_ref().map(Json))
+                        .push_bind(data.map(Json))
                         .push_bind(hash.as_deref())
                         .push_bind(link.remote_updated_at)
                         .push_bind(now);
@@ -1868,6 +1924,26 @@ impl Store {
             conn.ping().await.map_err(StoreError::query("ping"))
         })
     }
+}
+
+/// The synced data and hash a link row stores: nothing and no hash when
+/// nothing is known; no data and the version's hash when the link names
+/// the version it holds (given, or found among `written`: versions written
+/// with it, by (entity, id, version), with their content hashes); else its
+/// own copy and that copy's hash.
+fn synced_to_store<'a>(
+    link: &'a LinkWrite,
+    written: &HashMap<(EntityKind, &str, i64), &str>,
+) -> StoredSynced<'a> {
+    let Some(data) = &link.synced_data else {
+        let named = link.synced_version.and(link.synced_version_hash.clone());
+        return (None, named);
+    };
+    let hash = crate::model::content_hash(data);
+    let is_version = link.synced_version.is_some_and(|v| {
+        written.get(&(link.entity, link.canonical_id.as_str(), v)) == Some(&hash.as_str())
+    });
+    (if is_version { None } else { Some(data) }, Some(hash))
 }
 
 fn decode_money<Db: Dialect>(

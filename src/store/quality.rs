@@ -429,9 +429,11 @@ impl Store {
         &self,
     ) -> Result<Vec<(EntityKind, String, CanonicalId, Option<Value>)>> {
         on_pool!(self, |pool, _Db| {
-            let rows = sqlx::query(
-                "SELECT entity, system, canonical_id, synced_data FROM links ORDER BY entity, canonical_id, system",
-            )
+            let rows = sqlx::query(concat!(
+                "SELECT entity, system, canonical_id, ",
+                synced_data_column!(),
+                " AS synced_data FROM links ORDER BY entity, canonical_id, system"
+            ))
             .fetch_all(pool)
             .await
             .map_err(StoreError::query("read links"))?;

@@ -125,6 +125,11 @@ pub struct LinkWrite {
     pub synced_version: Option<i64>,
     /// The record as last synced with the system (the merge base).
     pub synced_data: Option<Value>,
+    /// With no `synced_data`: the system holds exactly the canonical record
+    /// at `synced_version`, whose content hash this is. The link then
+    /// names that version instead of copying its data (each record's data
+    /// is written once); reading the link gives the version's data back.
+    pub synced_version_hash: Option<String>,
     pub remote_updated_at: Option<DateTime<Utc>>,
 }
 

@@ -699,26 +699,48 @@ impl Engine {
             .iter()
             .map(|(r, _)| r.external_id.to_string())
             .collect();
-        let links: HashMap<String, crate::store::Link> = self
+        // Unchanged since we last saw them (by hash): nothing to do. Only
+        // the links of the others are read whole, with their merge base.
+        let heads: HashMap<String, crate::store::Link> = self
             .store
-            .find_links(kind, system, &ids)
+            .find_link_heads(kind, system, &ids)
             .await?
             .into_iter()
             .map(|l| (l.external_id.clone(), l))
             .collect();
-
-        // Unchanged since we last saw them: nothing to do.
-        let mut work: Vec<(&RawRecord, Value, Option<&crate::store::Link>)> = Vec::new();
+        let mut changed: Vec<(&RawRecord, Value)> = Vec::new();
         for (raw, theirs) in mapped {
-            let link = links.get(raw.external_id.as_str());
-            if let Some(l) = link
-                && l.synced_hash.as_deref() == Some(content_hash(&theirs).as_str())
+            if heads
+                .get(raw.external_id.as_str())
+                .is_some_and(|l| l.synced_hash.as_deref() == Some(content_hash(&theirs).as_str()))
             {
                 stats.unchanged += 1;
                 continue;
             }
-            work.push((raw, theirs, link));
+            changed.push((raw, theirs));
         }
+        let relinked: Vec<String> = changed
+            .iter()
+            .map(|(r, _)| r.external_id.to_string())
+            .filter(|id| heads.contains_key(id))
+            .collect();
+        let links: HashMap<String, crate::store::Link> = if relinked.is_empty() {
+            HashMap::new()
+        } else {
+            self.store
+                .find_links(kind, system, &relinked)
+                .await?
+                .into_iter()
+                .map(|l| (l.external_id.clone(), l))
+                .collect()
+        };
+        let work: Vec<(&RawRecord, Value, Option<&crate::store::Link>)> = changed
+            .into_iter()
+            .map(|(raw, theirs)| {
+                let link = links.get(raw.external_id.as_str());
+                (raw, theirs, link)
+            })
+            .collect();
 
         // Identity: records not linked yet, by business keys.
         let unlinked: Vec<&Value> = work
@@ -1048,6 +1070,7 @@ impl Engine {
                 canonical_id: id,
                 synced_version,
                 synced_data: Some(theirs),
+                synced_version_hash: None,
                 remote_updated_at: raw.updated_at,
             });
         }
@@ -1217,13 +1240,20 @@ impl Engine {
                     && (l.synced_version == Some(head.version)
                         || l.synced_hash.as_deref() == Some(head.content_hash.as_str()))
                 {
+                    // Holding the head's content, the link names the head.
+                    let holds_head = l.synced_hash.as_deref() == Some(head.content_hash.as_str());
                     let link = LinkWrite {
                         entity: kind,
                         system: target.system.clone(),
                         external_id: l.external_id.clone(),
                         canonical_id: entry.canonical_id.clone(),
                         synced_version: Some(head.version),
-                        synced_data: l.synced_data.clone(),
+                        synced_data: if holds_head {
+                            None
+                        } else {
+                            l.synced_data.clone()
+                        },
+                        synced_version_hash: holds_head.then(|| head.content_hash.clone()),
                         remote_updated_at: l.remote_updated_at,
                     };
                     settles.push((entry.id, Delivery::Delivered { link }));
@@ -1267,6 +1297,7 @@ impl Engine {
                             canonical_id: entry.canonical_id.clone(),
                             synced_version: Some(head.version),
                             synced_data: l.synced_data.clone(),
+                            synced_version_hash: None,
                             remote_updated_at: l.remote_updated_at,
                         };
                         settles.push((entry.id, Delivery::Delivered { link }));
@@ -1358,6 +1389,7 @@ impl Engine {
                                         canonical_id: entry.canonical_id.clone(),
                                         synced_version: None,
                                         synced_data: None,
+                                        synced_version_hash: None,
                                         remote_updated_at: None,
                                     },
                                 }
@@ -1372,7 +1404,10 @@ impl Engine {
                                         external_id: external_id.to_string(),
                                         canonical_id: entry.canonical_id.clone(),
                                         synced_version: Some(head.version),
-                                        synced_data: Some(head.data.clone()),
+                                        // The head version itself: named,
+                                        // not copied.
+                                        synced_data: None,
+                                        synced_version_hash: Some(head.content_hash.clone()),
                                         remote_updated_at: None,
                                     },
                                 }
@@ -1577,6 +1612,7 @@ impl Engine {
                 canonical_id: id,
                 synced_version: None,
                 synced_data: Some(data),
+                synced_version_hash: None,
                 remote_updated_at: None,
             };
             match choice {
