@@ -169,6 +169,37 @@ impl Admin {
             .message_count()
     }
 
+    /// Waits until `exchange` routes `key` to `queue`: a binding is in
+    /// place when its `queue_bind` answers, but the broker has been seen to
+    /// return a publish on another connection as unroutable just after.
+    /// Probes with mandatory publishes until one is routed, then purges it.
+    async fn wait_routed(&self, exchange: &str, key: &str, queue: &str) {
+        for _ in 0..100 {
+            let confirm = self
+                .ch
+                .basic_publish(
+                    exchange.into(),
+                    key.into(),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..Default::default()
+                    },
+                    b"probe",
+                    BasicProperties::default(),
+                )
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+            if confirm.take_message().is_none() {
+                self.purge(queue).await;
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        panic!("{exchange} does not route {key} to {queue} after 100 probes");
+    }
+
     async fn purge(&self, queue: &str) {
         self.ch
             .queue_purge(queue.into(), QueuePurgeOptions::default())
@@ -530,6 +561,7 @@ impl ExchangeHarness {
             )
             .await
             .unwrap();
+        admin.wait_routed(&exchange, "customer.probe", &queue).await;
         ExchangeHarness {
             connector,
             admin,
@@ -667,6 +699,7 @@ async fn pushes_are_created_only_when_routed_and_confirmed() {
         )
         .await
         .unwrap();
+    admin.wait_routed(&exchange, "invoice.paid", &paid).await;
     let change = |n: u32, data: Value| Change {
         idempotency_key: format!("invoice:i{n}:1:bus"),
         external_id: None,
