@@ -849,26 +849,6 @@ async fn records_are_read_in_batches(store: &TestStore) {
     );
 }
 
-/// How many links keep a copy of their synced data, read on the store's own
-/// tables through a connection of the test's.
-async fn links_with_copies(store: &TestStore) -> i64 {
-    use sqlx::Connection;
-    let sql = "SELECT COUNT(*) FROM links WHERE synced_data IS NOT NULL";
-    if let Some(file) = store.sqlite_file() {
-        let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", file.display()))
-            .await
-            .unwrap();
-        return sqlx::query_scalar(sql).fetch_one(&mut c).await.unwrap();
-    }
-    let (url, schema) = store.pg_schema().expect("a SQLite or PostgreSQL store");
-    let mut c = sqlx::PgConnection::connect(url).await.unwrap();
-    let sql = format!("SELECT COUNT(*) FROM \"{schema}\".links WHERE synced_data IS NOT NULL");
-    sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-        .fetch_one(&mut c)
-        .await
-        .unwrap()
-}
-
 async fn links_name_the_version_they_hold(store: &TestStore) {
     let id = CanonicalId::new();
     let v1 = customer(&id, 0, "Acme", "crm");
@@ -886,7 +866,7 @@ async fn links_name_the_version_they_hold(store: &TestStore) {
         })
         .await
         .unwrap();
-    assert_eq!(links_with_copies(store).await, 1, "only the ERP's differs");
+    assert_eq!(store.links_with_copies().await, 1, "only the ERP's differs");
     let read = |system: &'static str, external_id: &'static str| async move {
         store
             .find_link(EntityKind::Customer, system, external_id)
@@ -956,7 +936,7 @@ async fn links_name_the_version_they_hold(store: &TestStore) {
     assert_eq!(crm.synced_version, Some(2));
     assert_eq!(crm.synced_data, Some(second));
     assert_eq!(crm.synced_hash, Some(head.content_hash));
-    assert_eq!(links_with_copies(store).await, 1);
+    assert_eq!(store.links_with_copies().await, 1);
     // Data quality reads links the same way.
     let views = store.all_link_views().await.unwrap();
     assert!(

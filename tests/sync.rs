@@ -435,6 +435,23 @@ async fn first_run_creates_quarantines_and_delivers(store: &TestStore) {
         "kept exactly as received"
     );
 
+    // Each record's data is written once: both links name the version
+    // they hold, and read back as it.
+    assert_eq!(store.links_with_copies().await, 0);
+    let erp = store
+        .find_link(EntityKind::Customer, "erp_main", "E1")
+        .await
+        .unwrap()
+        .unwrap();
+    let head = store
+        .get_record(EntityKind::Customer, &erp.canonical_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(erp.synced_version, Some(1));
+    assert_eq!(erp.synced_data.as_ref(), Some(&head.data));
+    assert_eq!(erp.synced_hash.as_deref(), Some(head.content_hash.as_str()));
+
     // The cursor holds: nothing new, nothing read.
     let r = run(&w, "crm-to-erp").await;
     assert_eq!((r.pulled, r.created, r.delivered), (0, 0, 0), "{r:?}");

@@ -37,6 +37,27 @@ impl TestStore {
             .map(|(url, schema)| (url.as_str(), schema.as_str()))
     }
 
+    /// How many links keep a copy of their synced data rather than naming
+    /// the version they hold, read on the store's tables through a
+    /// connection of the test's own.
+    #[allow(dead_code)] // not every suite that shares this module asks
+    pub async fn links_with_copies(&self) -> i64 {
+        use sqlx::Connection;
+        let sql = "SELECT COUNT(*) FROM links WHERE synced_data IS NOT NULL";
+        if let Some(file) = self.sqlite_file() {
+            let url = format!("sqlite://{}", file.display());
+            let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
+            return sqlx::query_scalar(sql).fetch_one(&mut c).await.unwrap();
+        }
+        let (url, schema) = self.pg_schema().expect("a SQLite or PostgreSQL store");
+        let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+        let sql = format!("SELECT COUNT(*) FROM \"{schema}\".links WHERE synced_data IS NOT NULL");
+        sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .fetch_one(&mut c)
+            .await
+            .unwrap()
+    }
+
     /// Drops a PostgreSQL test schema; SQLite files go with the temp dir.
     pub async fn cleanup(self) {
         self.store.close().await;
