@@ -733,6 +733,8 @@ async fn a_wrong_api_secret_is_an_auth_error() {
 async fn the_site_refuses_what_frappe_refuses() {
     // Checks of the mock itself, against the shapes the definition relies
     // on: child tables are no list fields, and a Guest may not list.
+    // A client of our own: its TLS provider is installed as main does.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let site = Erpnext::start().await;
     seed_site(&site);
     let client = reqwest::Client::new();

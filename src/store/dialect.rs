@@ -25,8 +25,8 @@ pub(crate) trait Dialect: sqlx::Database {
     /// `links_by_canonical`, as on SQLite.
     const SYSTEM_BY_CANONICAL: &'static str;
     /// `outbox` as read in id order per target, for the same reason: the
-    /// `(target_system, status, id)` index walks due entries in order
-    /// instead of sorting every pending entry per batch.
+    /// index of pending entries by id walks them in order instead of
+    /// sorting every pending entry per batch.
     const OUTBOX_BY_TARGET: &'static str;
 }
 
@@ -34,7 +34,7 @@ impl Dialect for sqlx::Sqlite {
     type Amount = String;
     const LINKS_BY_CANONICAL: &'static str = "links INDEXED BY links_by_canonical";
     const SYSTEM_BY_CANONICAL: &'static str = "system";
-    const OUTBOX_BY_TARGET: &'static str = "outbox INDEXED BY outbox_by_target_id";
+    const OUTBOX_BY_TARGET: &'static str = "outbox INDEXED BY outbox_pending";
 
     /// Normalised (`100.50` → `100.5`) so that equal amounts are equal text
     /// and an index on the column finds them; the record's JSON keeps the

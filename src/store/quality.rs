@@ -461,8 +461,11 @@ impl Store {
     ) -> Result<Vec<(EntityKind, CanonicalId, String, String)>> {
         on_pool!(self, |pool, _Db| {
             let rows = sqlx::query(
-                "SELECT entity, canonical_id, target_system, status FROM outbox
-                 WHERE status IN ('pending', 'dead') ORDER BY id",
+                // One query per status, so that each reads its own index.
+                "SELECT id, entity, canonical_id, target_system, status FROM outbox WHERE status = 'pending'
+                 UNION ALL
+                 SELECT id, entity, canonical_id, target_system, status FROM outbox WHERE status = 'dead'
+                 ORDER BY id",
             )
             .fetch_all(pool)
             .await
