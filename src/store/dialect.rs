@@ -28,6 +28,19 @@ pub(crate) trait Dialect: sqlx::Database {
     /// index of pending entries by id walks them in order instead of
     /// sorting every pending entry per batch.
     const OUTBOX_BY_TARGET: &'static str;
+    /// The rows a query selects as one JSON text: an array holding, per
+    /// row, the array of `items` (SQL expressions), in `order` (an ORDER BY
+    /// list; empty for any order); `[]` when there are none. Reading a thousand rows one by one
+    /// cost more than the query: sqlx copies every value of every row and,
+    /// on SQLite, hands each row from its worker thread to the task.
+    fn json_rows(items: &str, order: &str) -> String;
+    /// A JSON column (TEXT on SQLite, JSONB on PostgreSQL) as a JSON value
+    /// inside [`Dialect::json_rows`], not as a string holding JSON.
+    fn json_value(column: &str) -> String;
+    /// An amount column inside [`Dialect::json_rows`]: its exact decimal
+    /// as a string, never a JSON number (which readers may take as a
+    /// float).
+    fn amount_text(column: &str) -> String;
 }
 
 impl Dialect for sqlx::Sqlite {
@@ -35,6 +48,21 @@ impl Dialect for sqlx::Sqlite {
     const LINKS_BY_CANONICAL: &'static str = "links INDEXED BY links_by_canonical";
     const SYSTEM_BY_CANONICAL: &'static str = "system";
     const OUTBOX_BY_TARGET: &'static str = "outbox INDEXED BY outbox_pending";
+
+    fn json_rows(items: &str, order: &str) -> String {
+        format!(
+            "COALESCE(json_group_array(json_array({items}){}), '[]')",
+            order_by(order)
+        )
+    }
+
+    fn json_value(column: &str) -> String {
+        format!("json({column})")
+    }
+
+    fn amount_text(column: &str) -> String {
+        column.to_owned()
+    }
 
     /// Normalised (`100.50` → `100.5`) so that equal amounts are equal text
     /// and an index on the column finds them; the record's JSON keeps the
@@ -54,11 +82,34 @@ impl Dialect for sqlx::Postgres {
     const SYSTEM_BY_CANONICAL: &'static str = "(system || '')";
     const OUTBOX_BY_TARGET: &'static str = "outbox";
 
+    fn json_rows(items: &str, order: &str) -> String {
+        format!(
+            "COALESCE(json_agg(json_build_array({items}){})::text, '[]')",
+            order_by(order)
+        )
+    }
+
+    fn json_value(column: &str) -> String {
+        column.to_owned()
+    }
+
+    fn amount_text(column: &str) -> String {
+        format!("({column})::text")
+    }
+
     fn encode_amount(amount: Decimal) -> Decimal {
         amount
     }
 
     fn decode_amount(stored: Decimal) -> Result<Decimal, String> {
         Ok(stored)
+    }
+}
+
+fn order_by(order: &str) -> String {
+    if order.is_empty() {
+        String::new()
+    } else {
+        format!(" ORDER BY {order}")
     }
 }

@@ -200,14 +200,6 @@ macro_rules! link_columns {
     };
 }
 
-/// The columns [`link_from_row`] reads, without the synced data (read as
-/// NULL): enough to tell an unchanged record by its hash.
-macro_rules! link_head_columns {
-    () => {
-        "system, external_id, canonical_id, synced_version, NULL AS synced_data, synced_hash, remote_updated_at, updated_at"
-    };
-}
-
 /// Reads a [`Link`] from a row selected with [`link_columns`].
 macro_rules! link_from_row {
     ($entity:expr, $row:expr) => {{
@@ -1160,7 +1152,7 @@ impl Store {
         external_ids: &[String],
     ) -> Result<Vec<Link>> {
         let values: Vec<&str> = external_ids.iter().map(String::as_str).collect();
-        self.links_by(entity, system, "external_id", &values, link_columns!())
+        self.links_by(entity, system, "external_id", &values, true)
             .await
     }
 
@@ -1174,7 +1166,7 @@ impl Store {
         external_ids: &[String],
     ) -> Result<Vec<Link>> {
         let values: Vec<&str> = external_ids.iter().map(String::as_str).collect();
-        self.links_by(entity, system, "external_id", &values, link_head_columns!())
+        self.links_by(entity, system, "external_id", &values, false)
             .await
     }
 
@@ -1187,19 +1179,19 @@ impl Store {
         canonical_ids: &[CanonicalId],
     ) -> Result<Vec<Link>> {
         let values: Vec<&str> = canonical_ids.iter().map(CanonicalId::as_str).collect();
-        self.links_by(entity, system, "canonical_id", &values, link_columns!())
+        self.links_by(entity, system, "canonical_id", &values, true)
             .await
     }
 
     /// Links of one system whose `column` (a fixed column name, never
-    /// input) is one of `values`, read as `columns` (a fixed list).
+    /// input) is one of `values`; with their synced data when `with_data`.
     async fn links_by(
         &self,
         entity: EntityKind,
         system: &str,
         column: &'static str,
         values: &[&str],
-        columns: &'static str,
+        with_data: bool,
     ) -> Result<Vec<Link>> {
         let mut links = Vec::with_capacity(values.len());
         for chunk in values.chunks(LOOKUP_CHUNK) {
@@ -1212,8 +1204,19 @@ impl Store {
                 } else {
                     ("links", "system")
                 };
+                let data = if with_data {
+                    <Db as Dialect>::json_value(synced_data_column!())
+                } else {
+                    "NULL".to_owned()
+                };
+                let rows = <Db as Dialect>::json_rows(
+                    &format!(
+                        "system, external_id, canonical_id, synced_version, {data}, synced_hash, remote_updated_at, updated_at"
+                    ),
+                    "",
+                );
                 let mut q = sqlx::QueryBuilder::<Db>::new(format!(
-                    "SELECT {columns} FROM {table} WHERE entity = "
+                    "SELECT {rows} FROM {table} WHERE entity = "
                 ));
                 q.push_bind(entity.as_str())
                     .push(format!(" AND {system_column} = "))
@@ -1222,13 +1225,13 @@ impl Store {
                     .push(column)
                     .push(" IN ");
                 push_list(&mut q, chunk.iter().copied());
-                let rows = q
-                    .build()
-                    .fetch_all(pool)
+                let text: String = q
+                    .build_query_scalar()
+                    .fetch_one(pool)
                     .await
                     .map_err(StoreError::query("read links"))?;
-                for row in &rows {
-                    links.push(link_from_row!(entity, row)?);
+                for row in json_rows::<LinkRow>("links", &text)? {
+                    links.push(row.into_link(entity)?);
                 }
             });
         }
@@ -1316,22 +1319,24 @@ impl Store {
     ) -> Result<Vec<OutboxEntry>> {
         on_pool!(self, |pool, Db| {
             // The table name is a constant of the dialect, never input.
-            let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "SELECT id, idempotency_key, entity, canonical_id, version, target_system, status, attempts, next_attempt_at, last_error, external_id
-                 FROM {} WHERE target_system = $1 AND status = 'pending' AND id > $2
+            let text: String = sqlx::query_scalar(sqlx::AssertSqlSafe(outbox_select::<Db>(&format!(
+                "{} WHERE target_system = $1 AND status = 'pending' AND id > $2
                    AND next_attempt_at <= $3 AND ($4 IS NULL OR entity = $4)
                  ORDER BY id LIMIT $5",
                 <Db as Dialect>::OUTBOX_BY_TARGET
-            )))
+            ))))
             .bind(target)
             .bind(after)
             .bind(Utc::now())
             .bind(entity.map(EntityKind::as_str))
             .bind(i64::from(limit))
-            .fetch_all(pool)
+            .fetch_one(pool)
             .await
             .map_err(StoreError::query("read outbox"))?;
-            rows.iter().map(outbox_from_row).collect()
+            json_rows::<OutboxRow>("outbox", &text)?
+                .into_iter()
+                .map(OutboxRow::into_entry)
+                .collect()
         })
     }
 
@@ -1341,38 +1346,42 @@ impl Store {
         entity: Option<EntityKind>,
         limit: u32,
     ) -> Result<Vec<OutboxEntry>> {
-        on_pool!(self, |pool, _Db| {
-            let rows = sqlx::query(
-                "SELECT id, idempotency_key, entity, canonical_id, version, target_system, status, attempts, next_attempt_at, last_error, external_id
-                 FROM outbox WHERE status = 'pending' AND next_attempt_at <= $1
+        on_pool!(self, |pool, Db| {
+            let text: String = sqlx::query_scalar(sqlx::AssertSqlSafe(outbox_select::<Db>(
+                "outbox WHERE status = 'pending' AND next_attempt_at <= $1
                    AND ($3 IS NULL OR target_system = $3) AND ($4 IS NULL OR entity = $4)
                  ORDER BY id LIMIT $2",
-            )
+            )))
             .bind(Utc::now())
             .bind(i64::from(limit))
             .bind(target)
             .bind(entity.map(EntityKind::as_str))
-            .fetch_all(pool)
+            .fetch_one(pool)
             .await
             .map_err(StoreError::query("read outbox"))?;
-            rows.iter().map(outbox_from_row).collect()
+            json_rows::<OutboxRow>("outbox", &text)?
+                .into_iter()
+                .map(OutboxRow::into_entry)
+                .collect()
         })
     }
 
     /// Dead-lettered outbox entries, oldest first.
     pub async fn outbox_dead(&self, target: Option<&str>, limit: u32) -> Result<Vec<OutboxEntry>> {
-        on_pool!(self, |pool, _Db| {
-            let rows = sqlx::query(
-                "SELECT id, idempotency_key, entity, canonical_id, version, target_system, status, attempts, next_attempt_at, last_error, external_id
-                 FROM outbox WHERE status = 'dead' AND ($2 IS NULL OR target_system = $2)
+        on_pool!(self, |pool, Db| {
+            let text: String = sqlx::query_scalar(sqlx::AssertSqlSafe(outbox_select::<Db>(
+                "outbox WHERE status = 'dead' AND ($2 IS NULL OR target_system = $2)
                  ORDER BY id LIMIT $1",
-            )
+            )))
             .bind(i64::from(limit))
             .bind(target)
-            .fetch_all(pool)
+            .fetch_one(pool)
             .await
             .map_err(StoreError::query("read outbox"))?;
-            rows.iter().map(outbox_from_row).collect()
+            json_rows::<OutboxRow>("outbox", &text)?
+                .into_iter()
+                .map(OutboxRow::into_entry)
+                .collect()
         })
     }
 
@@ -1547,38 +1556,29 @@ impl Store {
         let mut out = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(LOOKUP_CHUNK) {
             on_pool!(self, |pool, Db| {
-                let mut q = sqlx::QueryBuilder::<Db>::new(
-                    "SELECT r.id, r.version, r.content_hash, r.amount, r.currency, r.created_at, r.updated_at, v.data, v.source_system
+                let rows = <Db as Dialect>::json_rows(
+                    &format!(
+                        "r.id, r.version, r.content_hash, {}, r.currency, r.created_at, r.updated_at, {}, v.source_system",
+                        <Db as Dialect>::amount_text("r.amount"),
+                        <Db as Dialect>::json_value("v.data"),
+                    ),
+                    "",
+                );
+                let mut q = sqlx::QueryBuilder::<Db>::new(format!(
+                    "SELECT {rows}
                      FROM records r JOIN record_versions v
                        ON v.entity = r.entity AND v.id = r.id AND v.version = r.version
-                     WHERE r.entity = ",
-                );
+                     WHERE r.entity = "
+                ));
                 q.push_bind(entity.as_str()).push(" AND r.id IN ");
                 push_list(&mut q, chunk.iter().map(CanonicalId::as_str));
-                let rows = q
-                    .build()
-                    .fetch_all(pool)
+                let text: String = q
+                    .build_query_scalar()
+                    .fetch_one(pool)
                     .await
                     .map_err(StoreError::query("read records"))?;
-                for row in &rows {
-                    let q = || StoreError::query("read records");
-                    let id: String = row.try_get("id").map_err(q())?;
-                    let Json(data): Json<Value> = row.try_get("data").map_err(q())?;
-                    out.push(StoredRecord {
-                        entity,
-                        id: parse_id("records", &id)?,
-                        version: row.try_get("version").map_err(q())?,
-                        content_hash: row.try_get("content_hash").map_err(q())?,
-                        amount: decode_money::<Db>(
-                            "records",
-                            row.try_get("amount").map_err(q())?,
-                            row.try_get("currency").map_err(q())?,
-                        )?,
-                        data,
-                        source_system: row.try_get("source_system").map_err(q())?,
-                        created_at: row.try_get("created_at").map_err(q())?,
-                        updated_at: row.try_get("updated_at").map_err(q())?,
-                    });
+                for row in json_rows::<RecordRow>("records", &text)? {
+                    out.push(row.into_record(entity)?);
                 }
             });
         }
@@ -1972,30 +1972,120 @@ fn decode_money<Db: Dialect>(
         .map_err(|e| corrupt("amount", e.to_string()))
 }
 
-fn outbox_from_row<R: sqlx::Row>(row: &R) -> Result<OutboxEntry>
-where
-    for<'a> &'a str: sqlx::ColumnIndex<R>,
-    for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
-    for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
-    for<'a> Option<String>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
-    for<'a> DateTime<Utc>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
-{
-    let q = || StoreError::query("read outbox");
-    let entity: String = row.try_get("entity").map_err(q())?;
-    let id: String = row.try_get("canonical_id").map_err(q())?;
-    Ok(OutboxEntry {
-        id: row.try_get("id").map_err(q())?,
-        idempotency_key: row.try_get("idempotency_key").map_err(q())?,
-        entity: parse_entity("outbox", &entity)?,
-        canonical_id: parse_id("outbox", &id)?,
-        version: row.try_get("version").map_err(q())?,
-        target_system: row.try_get("target_system").map_err(q())?,
-        status: row.try_get("status").map_err(q())?,
-        attempts: row.try_get("attempts").map_err(q())?,
-        next_attempt_at: row.try_get("next_attempt_at").map_err(q())?,
-        last_error: row.try_get("last_error").map_err(q())?,
-        external_id: row.try_get("external_id").map_err(q())?,
+/// The rows of a [`Dialect::json_rows`] query, each read as a `T` from
+/// its array of columns.
+fn json_rows<T: serde::de::DeserializeOwned>(table: &'static str, text: &str) -> Result<Vec<T>> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt {
+        table,
+        column: "(row)",
+        reason: e.to_string(),
     })
+}
+
+/// A link as [`Store::links_by`] reads it, column by column.
+#[derive(serde::Deserialize)]
+struct LinkRow {
+    system: String,
+    external_id: String,
+    canonical_id: String,
+    synced_version: Option<i64>,
+    synced_data: Option<Value>,
+    synced_hash: Option<String>,
+    remote_updated_at: Option<DateTime<Utc>>,
+    updated_at: DateTime<Utc>,
+}
+
+impl LinkRow {
+    fn into_link(self, entity: EntityKind) -> Result<Link> {
+        Ok(Link {
+            entity,
+            system: self.system,
+            external_id: self.external_id,
+            canonical_id: parse_id("links", &self.canonical_id)?,
+            synced_version: self.synced_version,
+            synced_data: self.synced_data,
+            synced_hash: self.synced_hash,
+            remote_updated_at: self.remote_updated_at,
+            updated_at: self.updated_at,
+        })
+    }
+}
+
+/// A record's head with its data, as [`Store::get_records`] reads it.
+#[derive(serde::Deserialize)]
+struct RecordRow {
+    id: String,
+    version: i64,
+    content_hash: String,
+    amount: Option<String>,
+    currency: Option<String>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    data: Value,
+    source_system: Option<String>,
+}
+
+impl RecordRow {
+    fn into_record(self, entity: EntityKind) -> Result<StoredRecord> {
+        Ok(StoredRecord {
+            entity,
+            id: parse_id("records", &self.id)?,
+            version: self.version,
+            content_hash: self.content_hash,
+            // Read as exact decimal text on both backends, as SQLite keeps it.
+            amount: decode_money::<sqlx::Sqlite>("records", self.amount, self.currency)?,
+            data: self.data,
+            source_system: self.source_system,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        })
+    }
+}
+
+/// A query of outbox entries: `rest` names the table and picks and orders
+/// the rows (`outbox WHERE … ORDER BY id LIMIT …`).
+fn outbox_select<Db: Dialect>(rest: &str) -> String {
+    format!(
+        "SELECT {} FROM (SELECT id, idempotency_key, entity, canonical_id, version, target_system, status, attempts, next_attempt_at, last_error, external_id FROM {rest}) AS o",
+        Db::json_rows(
+            "o.id, o.idempotency_key, o.entity, o.canonical_id, o.version, o.target_system, o.status, o.attempts, o.next_attempt_at, o.last_error, o.external_id",
+            "o.id"
+        )
+    )
+}
+
+/// An outbox entry as [`outbox_select`] reads it.
+#[derive(serde::Deserialize)]
+struct OutboxRow {
+    id: i64,
+    idempotency_key: String,
+    entity: String,
+    canonical_id: String,
+    version: i64,
+    target_system: String,
+    status: String,
+    attempts: i64,
+    next_attempt_at: DateTime<Utc>,
+    last_error: Option<String>,
+    external_id: Option<String>,
+}
+
+impl OutboxRow {
+    fn into_entry(self) -> Result<OutboxEntry> {
+        Ok(OutboxEntry {
+            id: self.id,
+            idempotency_key: self.idempotency_key,
+            entity: parse_entity("outbox", &self.entity)?,
+            canonical_id: parse_id("outbox", &self.canonical_id)?,
+            version: self.version,
+            target_system: self.target_system,
+            status: self.status,
+            attempts: self.attempts,
+            next_attempt_at: self.next_attempt_at,
+            last_error: self.last_error,
+            external_id: self.external_id,
+        })
+    }
 }
 
 /// Turns off Nagle's algorithm on a new PostgreSQL TCP connection.
