@@ -33,6 +33,7 @@ on_both_backends!(
     delivery_retries_and_dead_letters,
     dry_run_writes_nothing,
     older_versions_never_overwrite_newer_ones,
+    a_batch_read_ahead_sees_what_the_batch_before_delivered,
     concurrent_changes_to_different_fields_reach_both_sides,
     a_system_that_loses_a_field_gets_the_winner,
     resolving_a_conflict_writes_a_version_and_delivers,
@@ -56,6 +57,8 @@ struct MemState {
     fail_pushes: usize,
     /// The name of every change pushed, in order.
     pushed: Vec<String>,
+    /// How long a push takes (a slow target).
+    push_time: Duration,
 }
 
 struct Memory {
@@ -160,6 +163,8 @@ impl Connector for Memory {
         _entity: &str,
         changes: Vec<Change>,
     ) -> Result<Vec<PushOutcome>, ConnectorError> {
+        let push_time = self.state.lock().unwrap().push_time;
+        tokio::time::sleep(push_time).await;
         let mut st = self.state.lock().unwrap();
         if st.fail_pushes > 0 {
             st.fail_pushes -= 1;
@@ -797,6 +802,33 @@ async fn older_versions_never_overwrite_newer_ones(store: &TestStore) {
     // is never pushed again.
     let pushed = w.erp.state.lock().unwrap().pushed.clone();
     assert_eq!(pushed, ["v2", "v2"], "version 1 was never pushed");
+}
+
+async fn a_batch_read_ahead_sees_what_the_batch_before_delivered(store: &TestStore) {
+    // One entry per delivery batch: the second batch (version 2 of the same
+    // record) is read while the first one (version 1) is being delivered.
+    let w = world_with(store, None, |s| s.delivery.batch_size = 1);
+    let take_in = RunOptions {
+        no_deliver: true,
+        ..RunOptions::default()
+    };
+    // A slow target: the next batch is read during the push, before the
+    // batch pushed is settled.
+    w.erp.state.lock().unwrap().push_time = Duration::from_millis(200);
+    w.crm.put("c1", json!({"name": "v1"}));
+    w.engine.run_job("crm-to-erp", take_in).await.unwrap();
+    w.crm.edit("c1", "name", json!("v2"));
+    w.engine.run_job("crm-to-erp", take_in).await.unwrap();
+    w.crm.put("c2", json!({"name": "other"}));
+    w.engine.run_job("crm-to-erp", take_in).await.unwrap();
+
+    let r = w.engine.deliver_all(None).await.unwrap();
+    // The first batch creates the record at its head version; the second
+    // finds the target holding that version instead of creating it again.
+    assert_eq!((r.delivered, r.delivery_skipped), (2, 1), "{r:?}");
+    assert_eq!(w.erp.len(), 2, "one record at the target per record");
+    assert_eq!(w.erp.state.lock().unwrap().pushed, ["v2", "other"]);
+    assert_eq!(w.erp.get("E1")["customer_name"], "v2");
 }
 
 async fn concurrent_changes_to_different_fields_reach_both_sides(store: &TestStore) {

@@ -1319,20 +1319,21 @@ impl Store {
     ) -> Result<Vec<OutboxEntry>> {
         on_pool!(self, |pool, Db| {
             // The table name is a constant of the dialect, never input.
-            let text: String = sqlx::query_scalar(sqlx::AssertSqlSafe(outbox_select::<Db>(&format!(
-                "{} WHERE target_system = $1 AND status = 'pending' AND id > $2
+            let text: String =
+                sqlx::query_scalar(sqlx::AssertSqlSafe(outbox_select::<Db>(&format!(
+                    "{} WHERE target_system = $1 AND status = 'pending' AND id > $2
                    AND next_attempt_at <= $3 AND ($4 IS NULL OR entity = $4)
                  ORDER BY id LIMIT $5",
-                <Db as Dialect>::OUTBOX_BY_TARGET
-            ))))
-            .bind(target)
-            .bind(after)
-            .bind(Utc::now())
-            .bind(entity.map(EntityKind::as_str))
-            .bind(i64::from(limit))
-            .fetch_one(pool)
-            .await
-            .map_err(StoreError::query("read outbox"))?;
+                    <Db as Dialect>::OUTBOX_BY_TARGET
+                ))))
+                .bind(target)
+                .bind(after)
+                .bind(Utc::now())
+                .bind(entity.map(EntityKind::as_str))
+                .bind(i64::from(limit))
+                .fetch_one(pool)
+                .await
+                .map_err(StoreError::query("read outbox"))?;
             json_rows::<OutboxRow>("outbox", &text)?
                 .into_iter()
                 .map(OutboxRow::into_entry)

@@ -1144,222 +1144,301 @@ impl Engine {
         report: &mut JobReport,
     ) -> anyhow::Result<()> {
         let mapping = self.mapping(target, Direction::Out)?;
-        let kind = mapping.entity;
         let connector = self.connector(&target.system)?;
-        let delivery = &self.settings.delivery;
-        let limit = u32::try_from(delivery.batch_size.max(1)).unwrap_or(100);
+        // The next batch is read and rendered while the current one is
+        // sent and settled (the store reads on another connection
+        // meanwhile). Not when the mapping looks up links: a record may
+        // look up one the current batch is delivering.
+        let read_ahead = !mapping.has_lookups();
         // The pass walks the outbox in id order; it starts over only when
         // it put entries back that are due at once (a retry without delay).
         let mut after = 0_i64;
         let mut again = false;
+        let mut next = self.plan_delivery(target, &mapping, after).await?;
         loop {
-            // Settled together, in one transaction per batch.
-            let mut settles: Vec<(i64, Delivery)> = Vec::new();
-            let due = self
-                .store
-                .outbox_due_after(&target.system, Some(kind), after, limit)
-                .await?;
-            if due.is_empty() {
+            let Some(plan) = next.take() else {
                 if std::mem::take(&mut again) {
                     after = 0;
+                    next = self.plan_delivery(target, &mapping, after).await?;
                     continue;
                 }
                 return Ok(());
+            };
+            after = plan.last_id;
+            let touched = plan.touched.clone();
+            let (sent, ahead) = tokio::join!(
+                self.send_planned(job, target, connector.as_ref(), plan, report),
+                async {
+                    if read_ahead {
+                        Some(self.plan_delivery(target, &mapping, after).await)
+                    } else {
+                        None
+                    }
+                }
+            );
+            let sent = sent?;
+            if sent.paused {
+                return Ok(());
             }
-            after = due.iter().map(|e| e.id).max().unwrap_or(after);
-            let ids: Vec<CanonicalId> = due
-                .iter()
-                .map(|e| e.canonical_id.clone())
-                .collect::<BTreeSet<_>>()
-                .into_iter()
-                .collect();
-            let heads: HashMap<CanonicalId, crate::store::StoredRecord> = self
-                .store
-                .get_records(kind, &ids)
-                .await?
-                .into_iter()
-                .map(|r| (r.id.clone(), r))
-                .collect();
-            let links: HashMap<CanonicalId, crate::store::Link> = self
-                .store
-                .external_links(kind, &target.system, &ids)
-                .await?
-                .into_iter()
-                .map(|l| (l.canonical_id.clone(), l))
-                .collect();
+            again |= sent.due_again;
+            next = match (sent.rewind_to, ahead) {
+                // An entry now linked is sent again as an update in this pass.
+                (Some(first), _) => {
+                    after = after.min(first - 1);
+                    self.plan_delivery(target, &mapping, after).await?
+                }
+                // Read before this batch settled the links and outbox
+                // entries of a record it shares: read again.
+                (None, Some(Ok(Some(ahead)))) if ahead.touched.is_disjoint(&touched) => Some(ahead),
+                (None, Some(Ok(None))) => None,
+                (None, _) => self.plan_delivery(target, &mapping, after).await?,
+            };
+        }
+    }
 
-            let held: BTreeSet<CanonicalId> = self
-                .store
-                .open_conflicts_from(kind, &target.system, &ids)
-                .await?
-                .into_iter()
-                .collect();
-            let mut sendable: Vec<(&OutboxEntry, &crate::store::StoredRecord)> = Vec::new();
-            let mut newest: HashMap<&CanonicalId, i64> = HashMap::new();
-            for e in &due {
-                let m = newest.entry(&e.canonical_id).or_insert(e.version);
-                *m = (*m).max(e.version);
+    /// Reads the target's next due outbox entries after `after` and turns
+    /// them into what to send and what to settle without sending. `None`
+    /// when nothing is due. Reads only: a plan may be thrown away.
+    async fn plan_delivery(
+        &self,
+        target: &Endpoint,
+        mapping: &Mapping,
+        after: i64,
+    ) -> anyhow::Result<Option<DeliveryPlan>> {
+        let kind = mapping.entity;
+        let limit = u32::try_from(self.settings.delivery.batch_size.max(1)).unwrap_or(100);
+        let due = self
+            .store
+            .outbox_due_after(&target.system, Some(kind), after, limit)
+            .await?;
+        let Some(last_id) = due.iter().map(|e| e.id).max() else {
+            return Ok(None);
+        };
+        let touched: BTreeSet<CanonicalId> = due.iter().map(|e| e.canonical_id.clone()).collect();
+        let ids: Vec<CanonicalId> = touched.iter().cloned().collect();
+        let mut heads: HashMap<CanonicalId, crate::store::StoredRecord> = self
+            .store
+            .get_records(kind, &ids)
+            .await?
+            .into_iter()
+            .map(|r| (r.id.clone(), r))
+            .collect();
+        let links: HashMap<CanonicalId, crate::store::Link> = self
+            .store
+            .external_links(kind, &target.system, &ids)
+            .await?
+            .into_iter()
+            .map(|l| (l.canonical_id.clone(), l))
+            .collect();
+        let held: BTreeSet<CanonicalId> = self
+            .store
+            .open_conflicts_from(kind, &target.system, &ids)
+            .await?
+            .into_iter()
+            .collect();
+        let mut plan = DeliveryPlan {
+            last_id,
+            touched,
+            ..DeliveryPlan::default()
+        };
+        let mut newest: HashMap<&CanonicalId, i64> = HashMap::new();
+        for e in &due {
+            let m = newest.entry(&e.canonical_id).or_insert(e.version);
+            *m = (*m).max(e.version);
+        }
+        let mut sendable: Vec<&OutboxEntry> = Vec::new();
+        for entry in &due {
+            let Some(head) = heads.get(&entry.canonical_id) else {
+                plan.settle(
+                    entry.id,
+                    Delivery::Dead {
+                        error: "the record no longer exists".into(),
+                    },
+                );
+                plan.dead_lettered += 1;
+                continue;
+            };
+            // One delivery per record, and always of its current (head)
+            // version: an older version never overwrites a newer one at
+            // the target, and a change that arrived meanwhile from
+            // another system is not lost.
+            if entry.version < newest[&entry.canonical_id] {
+                plan.settle(entry.id, Delivery::Superseded);
+                plan.skipped += 1;
+                continue;
             }
-            for entry in &due {
-                let Some(head) = heads.get(&entry.canonical_id) else {
-                    settles.push((
-                        entry.id,
-                        Delivery::Dead {
-                            error: "the record no longer exists".into(),
-                        },
-                    ));
-                    report.dead_lettered += 1;
-                    continue;
+            // Writing now would overwrite the target's side of a conflict
+            // the operator has not decided yet.
+            if held.contains(&entry.canonical_id) {
+                let hold = Delivery::Hold {
+                    at: Utc::now() + chrono::Duration::minutes(10),
+                    reason: format!(
+                        "{} an open conflict with {} waits for the operator",
+                        crate::store::HELD_PREFIX,
+                        target.system
+                    ),
                 };
-                // One delivery per record, and always of its current (head)
-                // version: an older version never overwrites a newer one at
-                // the target, and a change that arrived meanwhile from
-                // another system is not lost.
-                if entry.version < newest[&entry.canonical_id] {
-                    settles.push((entry.id, Delivery::Superseded));
-                    report.delivery_skipped += 1;
-                    continue;
-                }
-                // Writing now would overwrite the target's side of a conflict
-                // the operator has not decided yet.
-                if held.contains(&entry.canonical_id) {
-                    let hold = Delivery::Hold {
-                        at: Utc::now() + chrono::Duration::minutes(10),
-                        reason: format!(
-                            "{} an open conflict with {} waits for the operator",
-                            crate::store::HELD_PREFIX,
-                            target.system
-                        ),
-                    };
-                    settles.push((entry.id, hold));
-                    report.held += 1;
-                    continue;
-                }
-                // The target already holds exactly this (it sent it to us).
-                if let Some(l) = links.get(&entry.canonical_id)
-                    && (l.synced_version == Some(head.version)
-                        || l.synced_hash.as_deref() == Some(head.content_hash.as_str()))
+                plan.settle(entry.id, hold);
+                plan.held += 1;
+                continue;
+            }
+            // The target already holds exactly this (it sent it to us).
+            if let Some(l) = links.get(&entry.canonical_id)
+                && (l.synced_version == Some(head.version)
+                    || l.synced_hash.as_deref() == Some(head.content_hash.as_str()))
+            {
+                // Holding the head's content, the link names the head.
+                let holds_head = l.synced_hash.as_deref() == Some(head.content_hash.as_str());
+                let link = LinkWrite {
+                    entity: kind,
+                    system: target.system.clone(),
+                    external_id: l.external_id.clone(),
+                    canonical_id: entry.canonical_id.clone(),
+                    synced_version: Some(head.version),
+                    synced_data: if holds_head {
+                        None
+                    } else {
+                        l.synced_data.clone()
+                    },
+                    synced_version_hash: holds_head.then(|| head.content_hash.clone()),
+                    remote_updated_at: l.remote_updated_at,
+                };
+                plan.settle(entry.id, Delivery::Delivered { link });
+                plan.skipped += 1;
+                continue;
+            }
+            sendable.push(entry);
+        }
+        if sendable.is_empty() {
+            return Ok(Some(plan));
+        }
+        let rename = BTreeMap::from([(mapping.system.clone(), target.system.clone())]);
+        // What the target was last known to hold, rendered the same way,
+        // tells whether this version changes anything there.
+        let known = |id: &CanonicalId| links.get(id).and_then(|l| l.synced_data.as_ref());
+        let lookups = resolve_lookups(
+            &self.store,
+            mapping,
+            sendable.iter().flat_map(|e| {
+                std::iter::once(&heads[&e.canonical_id].data).chain(known(&e.canonical_id))
+            }),
+            &rename,
+        )
+        .await?;
+        for entry in sendable {
+            let head = &heads[&entry.canonical_id];
+            match mapping.apply(&head.data, &lookups) {
+                Ok(data)
+                    if known(&entry.canonical_id)
+                        .is_some_and(|k| mapping.apply(k, &lookups).as_ref() == Ok(&data)) =>
                 {
-                    // Holding the head's content, the link names the head.
-                    let holds_head = l.synced_hash.as_deref() == Some(head.content_hash.as_str());
+                    // Nothing the target shows would change (a field it
+                    // does not carry changed): no write, no echo.
+                    let l = &links[&entry.canonical_id];
                     let link = LinkWrite {
                         entity: kind,
                         system: target.system.clone(),
                         external_id: l.external_id.clone(),
                         canonical_id: entry.canonical_id.clone(),
                         synced_version: Some(head.version),
-                        synced_data: if holds_head {
-                            None
-                        } else {
-                            l.synced_data.clone()
-                        },
-                        synced_version_hash: holds_head.then(|| head.content_hash.clone()),
+                        synced_data: l.synced_data.clone(),
+                        synced_version_hash: None,
                         remote_updated_at: l.remote_updated_at,
                     };
-                    settles.push((entry.id, Delivery::Delivered { link }));
-                    report.delivery_skipped += 1;
-                    continue;
+                    plan.settle(entry.id, Delivery::Delivered { link });
+                    plan.skipped += 1;
                 }
-                sendable.push((entry, head));
-            }
-            if sendable.is_empty() {
-                self.store.outbox_settle_many(&settles).await?;
-                continue;
-            }
-            let rename = BTreeMap::from([(mapping.system.clone(), target.system.clone())]);
-            // What the target was last known to hold, rendered the same way,
-            // tells whether this version changes anything there.
-            let known = |id: &CanonicalId| links.get(id).and_then(|l| l.synced_data.as_ref());
-            let lookups = resolve_lookups(
-                &self.store,
-                &mapping,
-                sendable
-                    .iter()
-                    .flat_map(|(e, h)| std::iter::once(&h.data).chain(known(&e.canonical_id))),
-                &rename,
-            )
-            .await?;
-            let mut changes = Vec::new();
-            let mut pending = Vec::new();
-            for (entry, head) in sendable {
-                match mapping.apply(&head.data, &lookups) {
-                    Ok(data)
-                        if known(&entry.canonical_id)
-                            .is_some_and(|k| mapping.apply(k, &lookups).as_ref() == Ok(&data)) =>
-                    {
-                        // Nothing the target shows would change (a field it
-                        // does not carry changed): no write, no echo.
-                        let l = &links[&entry.canonical_id];
-                        let link = LinkWrite {
-                            entity: kind,
-                            system: target.system.clone(),
-                            external_id: l.external_id.clone(),
-                            canonical_id: entry.canonical_id.clone(),
-                            synced_version: Some(head.version),
-                            synced_data: l.synced_data.clone(),
-                            synced_version_hash: None,
-                            remote_updated_at: l.remote_updated_at,
-                        };
-                        settles.push((entry.id, Delivery::Delivered { link }));
-                        report.delivery_skipped += 1;
-                    }
-                    Ok(data) => {
-                        let external_id = links
-                            .get(&entry.canonical_id)
-                            .and_then(|l| crate::model::ExternalId::parse(&l.external_id).ok());
-                        let write = OutboxWrite {
-                            entity: kind,
-                            canonical_id: entry.canonical_id.clone(),
-                            version: head.version,
-                            target_system: target.system.clone(),
-                        };
-                        // An update's key names the version actually sent; a
-                        // create's names the record, so that a create whose
-                        // answer was lost is found again by a newer version.
-                        let key = if external_id.is_some() {
-                            write.idempotency_key()
-                        } else {
-                            write.create_key()
-                        };
-                        changes.push(Change {
-                            idempotency_key: key,
-                            external_id,
-                            data,
-                        });
-                        pending.push((entry, head));
-                    }
-                    Err(errors) => {
-                        let error = format!(
-                            "mapping {} cannot render this record: {}",
-                            mapping.name,
-                            errors
-                                .iter()
-                                .map(ToString::to_string)
-                                .collect::<Vec<_>>()
-                                .join("; ")
-                        );
-                        settles.push((entry.id, Delivery::Dead { error }));
-                        report.dead_lettered += 1;
-                    }
+                Ok(data) => {
+                    let external_id = links
+                        .get(&entry.canonical_id)
+                        .and_then(|l| crate::model::ExternalId::parse(&l.external_id).ok());
+                    let write = OutboxWrite {
+                        entity: kind,
+                        canonical_id: entry.canonical_id.clone(),
+                        version: head.version,
+                        target_system: target.system.clone(),
+                    };
+                    // An update's key names the version actually sent; a
+                    // create's names the record, so that a create whose
+                    // answer was lost is found again by a newer version.
+                    let key = if external_id.is_some() {
+                        write.idempotency_key()
+                    } else {
+                        write.create_key()
+                    };
+                    plan.changes.push(Change {
+                        idempotency_key: key,
+                        external_id,
+                        data,
+                    });
+                    // Each record is sent once per batch (at its newest
+                    // version), so its head moves into the plan.
+                    let head = heads
+                        .remove(&entry.canonical_id)
+                        .expect("one entry per record is sent");
+                    plan.pending.push((entry.clone(), head));
+                }
+                Err(errors) => {
+                    let error = format!(
+                        "mapping {} cannot render this record: {}",
+                        mapping.name,
+                        errors
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    );
+                    plan.settle(entry.id, Delivery::Dead { error });
+                    plan.dead_lettered += 1;
                 }
             }
+        }
+        // Creates of records an older version of which was sent before,
+        // answer unknown: the target may hold that older version. (A
+        // first version has no older one: first loads ask nothing.)
+        let creates: Vec<CanonicalId> = plan
+            .changes
+            .iter()
+            .zip(&plan.pending)
+            .filter(|(c, (_, h))| c.external_id.is_none() && h.version > 1)
+            .map(|(_, (e, _))| e.canonical_id.clone())
+            .collect();
+        if !creates.is_empty() {
+            plan.tried = self
+                .store
+                .outbox_tried_creates(kind, &target.system, &creates)
+                .await?;
+        }
+        Ok(Some(plan))
+    }
+
+    /// Sends a plan's changes and settles every entry it read, in one
+    /// transaction.
+    async fn send_planned(
+        &self,
+        job: &JobSettings,
+        target: &Endpoint,
+        connector: &dyn Connector,
+        plan: DeliveryPlan,
+        report: &mut JobReport,
+    ) -> anyhow::Result<Sent> {
+        let kind = plan.pending.first().map(|(e, _)| e.entity);
+        let DeliveryPlan {
+            mut settles,
+            changes,
+            pending,
+            tried,
+            dead_lettered,
+            skipped,
+            held,
+            ..
+        } = plan;
+        report.dead_lettered += dead_lettered;
+        report.delivery_skipped += skipped;
+        report.held += held;
+        let mut sent = Sent::default();
+        if let Some(kind) = kind {
             let count = changes.len();
-            // Creates of records an older version of which was sent before,
-            // answer unknown: the target may hold that older version. (A
-            // first version has no older one: first loads ask nothing.)
-            let creates: Vec<CanonicalId> = changes
-                .iter()
-                .zip(&pending)
-                .filter(|(c, (_, h))| c.external_id.is_none() && h.version > 1)
-                .map(|(_, (e, _))| e.canonical_id.clone())
-                .collect();
-            let tried = if creates.is_empty() {
-                HashMap::new()
-            } else {
-                self.store
-                    .outbox_tried_creates(kind, &target.system, &creates)
-                    .await?
-            };
             let started = std::time::Instant::now();
             let outcomes = connector.push(&target.entity, changes).await;
             crate::metrics::push(
@@ -1407,7 +1486,7 @@ impl Engine {
                                         // The head version itself: named,
                                         // not copied.
                                         synced_data: None,
-                                        synced_version_hash: Some(head.content_hash.clone()),
+                                        synced_version_hash: Some(head.content_hash),
                                         remote_updated_at: None,
                                     },
                                 }
@@ -1419,7 +1498,7 @@ impl Engine {
                                 }
                             }
                             PushOutcome::RetryLater { delay, message } => {
-                                self.retry(entry, Some(delay), message, report)
+                                self.retry(&entry, Some(delay), message, report)
                             }
                         };
                         settles.push((entry.id, settle));
@@ -1434,7 +1513,7 @@ impl Engine {
                     );
                 }
                 Err(e) => {
-                    for (entry, _) in pending {
+                    for (entry, _) in &pending {
                         let settle = if e.is_retryable() {
                             self.retry(entry, e.retry_after(), e.to_string(), report)
                         } else {
@@ -1445,31 +1524,28 @@ impl Engine {
                         };
                         settles.push((entry.id, settle));
                     }
-                    self.store.outbox_settle_many(&settles).await?;
-                    settles.clear();
                     if e.is_retryable() {
+                        self.store.outbox_settle_many(&settles).await?;
                         // The target is struggling: leave the rest for the
                         // next run instead of hammering it.
                         tracing::warn!(message = "Delivery paused.", job = %job.name, target = %target.system, error = %e);
-                        return Ok(());
+                        sent.paused = true;
+                        return Ok(sent);
                     }
                 }
             }
-            let now = Utc::now();
-            again |= settles
-                .iter()
-                .any(|(_, d)| matches!(d, Delivery::Retry { at, .. } if *at <= now));
-            // An entry now linked is sent again as an update in this pass.
-            if let Some(first) = settles
-                .iter()
-                .filter(|(_, d)| matches!(d, Delivery::Linked { .. }))
-                .map(|(id, _)| *id)
-                .min()
-            {
-                after = after.min(first - 1);
-            }
-            self.store.outbox_settle_many(&settles).await?;
         }
+        let now = Utc::now();
+        sent.due_again = settles
+            .iter()
+            .any(|(_, d)| matches!(d, Delivery::Retry { at, .. } if *at <= now));
+        sent.rewind_to = settles
+            .iter()
+            .filter(|(_, d)| matches!(d, Delivery::Linked { .. }))
+            .map(|(id, _)| *id)
+            .min();
+        self.store.outbox_settle_many(&settles).await?;
+        Ok(sent)
     }
 
     /// The next attempt for an entry, or dead letters once attempts run out.
@@ -1504,6 +1580,43 @@ impl Engine {
             error,
         }
     }
+}
+
+/// One delivery batch, read and rendered, not yet sent.
+#[derive(Default)]
+struct DeliveryPlan {
+    /// The highest outbox id read: where the next batch starts.
+    last_id: i64,
+    /// The records whose entries the batch read.
+    touched: BTreeSet<CanonicalId>,
+    /// Entries settled without sending (superseded, held, already there,
+    /// unrenderable), and then those sent.
+    settles: Vec<(i64, Delivery)>,
+    /// What to send, beside the entry and head version each sends.
+    changes: Vec<Change>,
+    pending: Vec<(OutboxEntry, crate::store::StoredRecord)>,
+    /// Versions of earlier creates tried for records created again.
+    tried: HashMap<CanonicalId, i64>,
+    dead_lettered: usize,
+    skipped: usize,
+    held: usize,
+}
+
+impl DeliveryPlan {
+    fn settle(&mut self, id: i64, delivery: Delivery) {
+        self.settles.push((id, delivery));
+    }
+}
+
+/// How sending a batch ended, for the pass that sent it.
+#[derive(Default)]
+struct Sent {
+    /// The target asked to wait: the pass stops.
+    paused: bool,
+    /// An entry was put back due at once: the pass walks again.
+    due_again: bool,
+    /// The first entry now linked, to send again as an update.
+    rewind_to: Option<i64>,
 }
 
 /// A decision that cannot be applied as given: the chosen value does not
