@@ -592,7 +592,14 @@ impl Engine {
         }
         let mut attempt = 0;
         loop {
-            match self.store.commit(&batch).await {
+            // On a task of its own: the next page is prepared on this one
+            // meanwhile, and its mapping (thousands of records without a
+            // pause) no longer holds back the commit's next statement.
+            let store = self.store.clone();
+            let result = tokio::spawn(async move { store.commit(&batch).await })
+                .await
+                .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+            match result {
                 Ok(_) => return Ok((page, stats)),
                 Err(StoreError::VersionConflict { .. }) if attempt < VERSION_RETRIES => {
                     attempt += 1;
@@ -1544,7 +1551,12 @@ impl Engine {
             .filter(|(_, d)| matches!(d, Delivery::Linked { .. }))
             .map(|(id, _)| *id)
             .min();
-        self.store.outbox_settle_many(&settles).await?;
+        // On a task of its own, as a page's commit: the next batch is read
+        // and rendered on this one meanwhile.
+        let store = self.store.clone();
+        tokio::spawn(async move { store.outbox_settle_many(&settles).await })
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
         Ok(sent)
     }
 
