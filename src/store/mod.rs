@@ -1336,10 +1336,7 @@ impl Store {
                 .fetch_one(pool)
                 .await
                 .map_err(StoreError::query("read outbox"))?;
-            json_rows::<OutboxRow>("outbox", &text)?
-                .into_iter()
-                .map(OutboxRow::into_entry)
-                .collect()
+            outbox_entries(&text)
         })
     }
 
@@ -1362,10 +1359,7 @@ impl Store {
             .fetch_one(pool)
             .await
             .map_err(StoreError::query("read outbox"))?;
-            json_rows::<OutboxRow>("outbox", &text)?
-                .into_iter()
-                .map(OutboxRow::into_entry)
-                .collect()
+            outbox_entries(&text)
         })
     }
 
@@ -1381,10 +1375,7 @@ impl Store {
             .fetch_one(pool)
             .await
             .map_err(StoreError::query("read outbox"))?;
-            json_rows::<OutboxRow>("outbox", &text)?
-                .into_iter()
-                .map(OutboxRow::into_entry)
-                .collect()
+            outbox_entries(&text)
         })
     }
 
@@ -2055,6 +2046,14 @@ fn outbox_select<Db: Dialect>(rest: &str) -> String {
             "o.id"
         )
     )
+}
+
+/// The entries of an [`outbox_select`] query.
+fn outbox_entries(text: &str) -> Result<Vec<OutboxEntry>> {
+    json_rows::<OutboxRow>("outbox", text)?
+        .into_iter()
+        .map(OutboxRow::into_entry)
+        .collect()
 }
 
 /// An outbox entry as [`outbox_select`] reads it.
