@@ -828,7 +828,7 @@ async fn records_are_read_in_batches(store: &TestStore) {
         .await
         .unwrap();
     assert_eq!(got.len(), 250);
-    let seven = got.iter().find(|r| r.id == ids[7]).unwrap();
+    let seven = &got[&ids[7]];
     assert_eq!(
         (seven.version, seven.data["name"].as_str()),
         (2, Some("renamed"))

@@ -1540,14 +1540,14 @@ impl Store {
         Ok(total)
     }
 
-    /// The current version of many records with their data, in one query
-    /// per [`LOOKUP_CHUNK`] ids.
+    /// The current version of many records with their data, by id, in one
+    /// query per [`LOOKUP_CHUNK`] ids. Unknown ids are absent.
     pub async fn get_records(
         &self,
         entity: EntityKind,
         ids: &[CanonicalId],
-    ) -> Result<Vec<StoredRecord>> {
-        let mut out = Vec::with_capacity(ids.len());
+    ) -> Result<HashMap<CanonicalId, StoredRecord>> {
+        let mut out = HashMap::with_capacity(ids.len());
         for chunk in ids.chunks(LOOKUP_CHUNK) {
             on_pool!(self, |pool, Db| {
                 let rows = <Db as Dialect>::json_rows(
@@ -1572,7 +1572,8 @@ impl Store {
                     .await
                     .map_err(StoreError::query("read records"))?;
                 for row in json_rows::<RecordRow>("records", &text)? {
-                    out.push(row.into_record(entity)?);
+                    let record = row.into_record(entity)?;
+                    out.insert(record.id.clone(), record);
                 }
             });
         }

@@ -793,13 +793,7 @@ impl Engine {
             return Ok(None);
         }
         let wanted: Vec<CanonicalId> = wanted.into_iter().collect();
-        let mut ours: HashMap<CanonicalId, crate::store::StoredRecord> = self
-            .store
-            .get_records(kind, &wanted)
-            .await?
-            .into_iter()
-            .map(|r| (r.id.clone(), r))
-            .collect();
+        let mut ours = self.store.get_records(kind, &wanted).await?;
         // Which candidates this system already links (to another record).
         let already_linked: HashMap<CanonicalId, String> = self
             .store
@@ -1223,13 +1217,7 @@ impl Engine {
         };
         let touched: BTreeSet<CanonicalId> = due.iter().map(|e| e.canonical_id.clone()).collect();
         let ids: Vec<CanonicalId> = touched.iter().cloned().collect();
-        let mut heads: HashMap<CanonicalId, crate::store::StoredRecord> = self
-            .store
-            .get_records(kind, &ids)
-            .await?
-            .into_iter()
-            .map(|r| (r.id.clone(), r))
-            .collect();
+        let mut heads = self.store.get_records(kind, &ids).await?;
         let links: HashMap<CanonicalId, crate::store::Link> = self
             .store
             .external_links(kind, &target.system, &ids)
@@ -1296,20 +1284,7 @@ impl Engine {
             {
                 // Holding the head's content, the link names the head.
                 let holds_head = l.synced_hash.as_deref() == Some(head.content_hash.as_str());
-                let link = LinkWrite {
-                    entity: kind,
-                    system: target.system.clone(),
-                    external_id: l.external_id.clone(),
-                    canonical_id: entry.canonical_id.clone(),
-                    synced_version: Some(head.version),
-                    synced_data: if holds_head {
-                        None
-                    } else {
-                        l.synced_data.clone()
-                    },
-                    synced_version_hash: holds_head.then(|| head.content_hash.clone()),
-                    remote_updated_at: l.remote_updated_at,
-                };
+                let link = link_at_head(l, head, holds_head);
                 plan.settle(entry.id, Delivery::Delivered { link });
                 plan.skipped += 1;
                 continue;
@@ -1341,17 +1316,7 @@ impl Engine {
                 {
                     // Nothing the target shows would change (a field it
                     // does not carry changed): no write, no echo.
-                    let l = &links[&entry.canonical_id];
-                    let link = LinkWrite {
-                        entity: kind,
-                        system: target.system.clone(),
-                        external_id: l.external_id.clone(),
-                        canonical_id: entry.canonical_id.clone(),
-                        synced_version: Some(head.version),
-                        synced_data: l.synced_data.clone(),
-                        synced_version_hash: None,
-                        remote_updated_at: l.remote_updated_at,
-                    };
+                    let link = link_at_head(&links[&entry.canonical_id], head, false);
                     plan.settle(entry.id, Delivery::Delivered { link });
                     plan.skipped += 1;
                 }
@@ -1591,6 +1556,30 @@ impl Engine {
                 + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::hours(1)),
             error,
         }
+    }
+}
+
+/// A target's link, unchanged but for now standing for the record's head
+/// version: naming it when the target holds the head's content
+/// (`holds_head`), else keeping the link's own copy of what it holds.
+fn link_at_head(
+    link: &crate::store::Link,
+    head: &crate::store::StoredRecord,
+    holds_head: bool,
+) -> LinkWrite {
+    LinkWrite {
+        entity: link.entity,
+        system: link.system.clone(),
+        external_id: link.external_id.clone(),
+        canonical_id: link.canonical_id.clone(),
+        synced_version: Some(head.version),
+        synced_data: if holds_head {
+            None
+        } else {
+            link.synced_data.clone()
+        },
+        synced_version_hash: holds_head.then(|| head.content_hash.clone()),
+        remote_updated_at: link.remote_updated_at,
     }
 }
 
