@@ -31,6 +31,7 @@ on_both_backends!(
     outbox_delivery_settles_with_the_link,
     records_are_read_in_batches,
     links_name_the_version_they_hold,
+    awkward_documents_round_trip,
 );
 
 fn eur(amount: &str) -> Money {
@@ -46,6 +47,7 @@ fn customer(id: &CanonicalId, expected: i64, name: &str, system: &str) -> Record
         entity: EntityKind::Customer,
         id: id.clone(),
         expected_version: expected,
+        content_hash: None,
         data: json!({ "name": name, "email": "ap@acme.example" }),
         amount: None,
         provenance: Provenance {
@@ -207,7 +209,7 @@ fn link(id: &CanonicalId, system: &str, external_id: &str) -> LinkWrite {
         canonical_id: id.clone(),
         synced_version: Some(1),
         synced_data: Some(json!({ "name": "Acme" })),
-        synced_version_hash: None,
+        synced_hash: None,
         remote_updated_at: Some("2026-11-27T10:00:00Z".parse().unwrap()),
     }
 }
@@ -324,6 +326,7 @@ async fn cursor_commits_with_its_records(store: &TestStore) {
             entity: EntityKind::Invoice,
             id: id.clone(),
             expected_version: 0,
+            content_hash: None,
             data: json!({ "number": "INV-1", "currency": "EUR", "total": "100.00", "open_amount": "100.00" }),
             amount: Some(eur("100.00")),
             provenance: Provenance::pull("erp"),
@@ -349,6 +352,7 @@ async fn cursor_commits_with_its_records(store: &TestStore) {
     let failing = Batch {
         records: vec![RecordWrite {
             expected_version: 7,
+            content_hash: None,
             ..page.records[0].clone()
         }],
         cursors: vec![CursorWrite {
@@ -437,6 +441,7 @@ async fn decimals_round_trip_exactly(store: &TestStore) {
                 entity: EntityKind::Invoice,
                 id: id.clone(),
                 expected_version: 0,
+                content_hash: None,
                 data: json!({ "number": "INV-X", "total": money.amount().to_string() }),
                 amount: Some(money),
                 provenance: Provenance::pull("erp"),
@@ -777,7 +782,7 @@ async fn outbox_delivery_settles_with_the_link(store: &TestStore) {
         canonical_id: id.clone(),
         synced_version: Some(1),
         synced_data: Some(json!({"name": "Acme"})),
-        synced_version_hash: None,
+        synced_hash: None,
         remote_updated_at: None,
     };
     store
@@ -925,7 +930,7 @@ async fn links_name_the_version_they_hold(store: &TestStore) {
     let delivered = LinkWrite {
         synced_version: Some(2),
         synced_data: None,
-        synced_version_hash: Some(head.content_hash.clone()),
+        synced_hash: Some(head.content_hash.clone()),
         ..link(&id, "crm", "hs-101")
     };
     store
@@ -943,4 +948,50 @@ async fn links_name_the_version_they_hold(store: &TestStore) {
         views.iter().all(|(_, _, _, data)| data.is_some()),
         "{views:?}"
     );
+}
+
+/// Records and links travel to the store as one JSON text per statement:
+/// quotes, escapes, control characters, non-ASCII text, big numbers and
+/// sub-second timestamps come back exactly (PostgreSQL keeps microseconds,
+/// cut, not rounded).
+async fn awkward_documents_round_trip(store: &TestStore) {
+    let id = CanonicalId::new();
+    let data = json!({
+        "name": "O'Brien \"Ltd\" \\ Zürich 東京 🚀",
+        "notes": "line 1\nline 2\ttab \u{1} \u{7f}",
+        "extra": { "n": 12345678901234567_i64, "f": 0.1, "empty": "", "nothing": null, "list": [1, "two", [3]] }
+    });
+    let at: chrono::DateTime<chrono::Utc> = "2026-11-27T10:00:00.123456789Z".parse().unwrap();
+    let kept: chrono::DateTime<chrono::Utc> = match store.backend() {
+        concord::store::Backend::Sqlite => at,
+        concord::store::Backend::Postgres => "2026-11-27T10:00:00.123456Z".parse().unwrap(),
+    };
+    let mut their_copy = data.clone();
+    their_copy["name"] = json!("Ö'Brien \u{2028}");
+    let mut l = link(&id, "crm", "hs-\"1\"");
+    l.synced_data = Some(their_copy.clone());
+    l.remote_updated_at = Some(at);
+    let batch = Batch {
+        records: vec![RecordWrite {
+            data: data.clone(),
+            ..customer(&id, 0, "x", "crm")
+        }],
+        links: vec![l],
+        ..Batch::default()
+    };
+    store.commit(&batch).await.unwrap();
+    let stored = store
+        .get_record(EntityKind::Customer, &id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.data, data);
+    assert_eq!(stored.content_hash, concord::model::content_hash(&data));
+    let found = store
+        .find_link(EntityKind::Customer, "crm", "hs-\"1\"")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.synced_data, Some(their_copy));
+    assert_eq!(found.remote_updated_at, Some(kept));
 }
