@@ -50,6 +50,7 @@ async fn run(label: &str, store: &Store, n: usize) {
                 entity: EntityKind::Invoice,
                 id: id.clone(),
                 expected_version: 0,
+                content_hash: None,
                 data,
                 amount: Some(amount),
                 provenance: Provenance::pull("erp"),
@@ -61,7 +62,7 @@ async fn run(label: &str, store: &Store, n: usize) {
                 canonical_id: id.clone(),
                 synced_version: Some(1),
                 synced_data: None,
-                synced_version_hash: None,
+                synced_hash: None,
                 remote_updated_at: None,
             });
             batch.outbox.push(OutboxWrite {

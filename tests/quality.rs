@@ -28,6 +28,7 @@ fn write(entity: EntityKind, id: &CanonicalId, expected: i64, data: Value) -> Re
         entity,
         id: id.clone(),
         expected_version: expected,
+        content_hash: None,
         data,
         amount: None,
         provenance: Provenance::pull("erp"),

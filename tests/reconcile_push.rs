@@ -74,7 +74,7 @@ async fn link(store: &Store, kind: EntityKind, id: &CanonicalId, system: &str, e
             canonical_id: id.clone(),
             synced_version: Some(1),
             synced_data: None,
-            synced_version_hash: None,
+            synced_hash: None,
             remote_updated_at: None,
         }],
         ..Batch::default()
@@ -184,7 +184,7 @@ async fn deliver_by_hand(store: &Store, entry: &concord::store::OutboxEntry, ext
                     canonical_id: entry.canonical_id.clone(),
                     synced_version: Some(entry.version),
                     synced_data: None,
-                    synced_version_hash: None,
+                    synced_hash: None,
                     remote_updated_at: None,
                 },
             },

@@ -348,7 +348,7 @@ async fn import(args: ImportArgs, settings: &Settings) -> anyhow::Result<()> {
                     canonical_id: id,
                     synced_version: Some(1),
                     synced_data: None,
-                    synced_version_hash: None,
+                    synced_hash: None,
                     remote_updated_at: None,
                 });
             }

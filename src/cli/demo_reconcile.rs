@@ -115,7 +115,7 @@ async fn load_invoices(store: &Store, erp_db: &Path) -> anyhow::Result<usize> {
             canonical_id: id,
             synced_version: Some(1),
             synced_data: None,
-            synced_version_hash: None,
+            synced_hash: None,
             remote_updated_at: None,
         });
     }

@@ -560,7 +560,9 @@ impl Store {
                 .iter()
                 .map(|w| {
                     (
-                        crate::model::content_hash(&w.data),
+                        w.content_hash
+                            .clone()
+                            .unwrap_or_else(|| crate::model::content_hash(&w.data)),
                         w.amount.as_ref().map(|m| Db::encode_amount(m.amount())),
                         w.amount.as_ref().map(|m| m.currency().as_str().to_owned()),
                     )
@@ -1937,10 +1939,13 @@ fn synced_to_store<'a>(
     written: &HashMap<(EntityKind, &str, i64), &str>,
 ) -> StoredSynced<'a> {
     let Some(data) = &link.synced_data else {
-        let named = link.synced_version.and(link.synced_version_hash.clone());
+        let named = link.synced_version.and(link.synced_hash.clone());
         return (None, named);
     };
-    let hash = crate::model::content_hash(data);
+    let hash = link
+        .synced_hash
+        .clone()
+        .unwrap_or_else(|| crate::model::content_hash(data));
     let is_version = link.synced_version.is_some_and(|v| {
         written.get(&(link.entity, link.canonical_id.as_str(), v)) == Some(&hash.as_str())
     });

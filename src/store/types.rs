@@ -90,6 +90,9 @@ pub struct RecordWrite {
     /// The version this write replaces; 0 creates the record.
     pub expected_version: i64,
     pub data: Value,
+    /// The content hash of `data`, when the writer has it already (as
+    /// [`RecordWrite::of`] does); computed at commit when `None`.
+    pub content_hash: Option<String>,
     /// The record's principal amount, indexed for reconciliation.
     pub amount: Option<Money>,
     pub provenance: Provenance,
@@ -103,11 +106,13 @@ impl RecordWrite {
         expected_version: i64,
         provenance: Provenance,
     ) -> Self {
+        let data = entity.to_value();
         RecordWrite {
             entity: entity.kind(),
             id,
             expected_version,
-            data: entity.to_value(),
+            content_hash: Some(crate::model::content_hash(&data)),
+            data,
             amount: entity.principal_amount(),
             provenance,
         }
@@ -125,11 +130,16 @@ pub struct LinkWrite {
     pub synced_version: Option<i64>,
     /// The record as last synced with the system (the merge base).
     pub synced_data: Option<Value>,
-    /// With no `synced_data`: the system holds exactly the canonical record
-    /// at `synced_version`, whose content hash this is. The link then
-    /// names that version instead of copying its data (each record's data
-    /// is written once); reading the link gives the version's data back.
-    pub synced_version_hash: Option<String>,
+    /// The content hash of what the system holds.
+    ///
+    /// With `synced_data`: that data's hash, when the writer has it already
+    /// (computed at commit when `None`).
+    ///
+    /// Without: the system holds exactly the canonical record at
+    /// `synced_version`, whose content hash this is. The link then names
+    /// that version instead of copying its data (each record's data is
+    /// written once); reading the link gives the version's data back.
+    pub synced_hash: Option<String>,
     pub remote_updated_at: Option<DateTime<Utc>>,
 }
 

@@ -595,10 +595,23 @@ impl Engine {
             // On a task of its own: the next page is prepared on this one
             // meanwhile, and its mapping (thousands of records without a
             // pause) no longer holds back the commit's next statement.
+            //
+            // The answer comes before the batch is freed: freeing its
+            // thousands of small values takes a while, and the next page
+            // need not wait for it.
             let store = self.store.clone();
-            let result = tokio::spawn(async move { store.commit(&batch).await })
-                .await
-                .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+            let (answer, result) = tokio::sync::oneshot::channel();
+            let task = tokio::spawn(async move {
+                let _ = answer.send(store.commit(&batch).await);
+                drop(batch);
+            });
+            let result = match result.await {
+                Ok(result) => result,
+                Err(_) => match task.await {
+                    Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                    _ => anyhow::bail!("the commit of a page was cancelled"),
+                },
+            };
             match result {
                 Ok(_) => return Ok((page, stats)),
                 Err(StoreError::VersionConflict { .. }) if attempt < VERSION_RETRIES => {
@@ -715,20 +728,22 @@ impl Engine {
             .into_iter()
             .map(|l| (l.external_id.clone(), l))
             .collect();
-        let mut changed: Vec<(&RawRecord, Value)> = Vec::new();
+        // With the hash of theirs, which their link will hold.
+        let mut changed: Vec<(&RawRecord, Value, String)> = Vec::new();
         for (raw, theirs) in mapped {
+            let hash = content_hash(&theirs);
             if heads
                 .get(raw.external_id.as_str())
-                .is_some_and(|l| l.synced_hash.as_deref() == Some(content_hash(&theirs).as_str()))
+                .is_some_and(|l| l.synced_hash.as_deref() == Some(hash.as_str()))
             {
                 stats.unchanged += 1;
                 continue;
             }
-            changed.push((raw, theirs));
+            changed.push((raw, theirs, hash));
         }
         let relinked: Vec<String> = changed
             .iter()
-            .map(|(r, _)| r.external_id.to_string())
+            .map(|(r, _, _)| r.external_id.to_string())
             .filter(|id| heads.contains_key(id))
             .collect();
         let links: HashMap<String, crate::store::Link> = if relinked.is_empty() {
@@ -741,19 +756,19 @@ impl Engine {
                 .map(|l| (l.external_id.clone(), l))
                 .collect()
         };
-        let work: Vec<(&RawRecord, Value, Option<&crate::store::Link>)> = changed
+        let work: Vec<(&RawRecord, Value, String, Option<&crate::store::Link>)> = changed
             .into_iter()
-            .map(|(raw, theirs)| {
+            .map(|(raw, theirs, hash)| {
                 let link = links.get(raw.external_id.as_str());
-                (raw, theirs, link)
+                (raw, theirs, hash, link)
             })
             .collect();
 
         // Identity: records not linked yet, by business keys.
         let unlinked: Vec<&Value> = work
             .iter()
-            .filter(|(_, _, l)| l.is_none())
-            .map(|(_, v, _)| v)
+            .filter(|(_, _, _, l)| l.is_none())
+            .map(|(_, v, _, _)| v)
             .collect();
         let mut known_keys: HashMap<(String, String), BTreeSet<CanonicalId>> = HashMap::new();
         for key in &job.identity {
@@ -782,7 +797,7 @@ impl Engine {
         // Current canonical records: those linked, and identity candidates.
         let mut wanted: BTreeSet<CanonicalId> = work
             .iter()
-            .filter_map(|(_, _, l)| l.map(|l| l.canonical_id.clone()))
+            .filter_map(|(_, _, _, l)| l.map(|l| l.canonical_id.clone()))
             .collect();
         for ids in known_keys.values() {
             wanted.extend(ids.iter().cloned());
@@ -823,7 +838,7 @@ impl Engine {
         // Canonical records this page already claimed for this system.
         let mut claimed: HashMap<CanonicalId, String> = HashMap::new();
 
-        for (raw, theirs, link) in work {
+        for (raw, theirs, theirs_hash, link) in work {
             let external_id = raw.external_id.to_string();
             let theirs_origin = Origin {
                 system: system.to_owned(),
@@ -988,9 +1003,9 @@ impl Engine {
                         continue;
                     }
                 };
-                batch
-                    .records
-                    .push(RecordWrite::of(&entity, id.clone(), expected, provenance));
+                let write = RecordWrite::of(&entity, id.clone(), expected, provenance);
+                let written_hash = write.content_hash.clone();
+                batch.records.push(write);
                 version = expected + 1;
                 for target in &job.targets {
                     batch.outbox.push(OutboxWrite {
@@ -1026,7 +1041,8 @@ impl Engine {
                         entity: kind,
                         id: id.clone(),
                         version,
-                        content_hash: content_hash(&new_value),
+                        // The hash of the version written (RecordWrite::of).
+                        content_hash: written_hash.expect("RecordWrite::of hashes its data"),
                         amount: entity.principal_amount(),
                         data: new_value,
                         source_system: Some(system.to_owned()),
@@ -1071,7 +1087,7 @@ impl Engine {
                 canonical_id: id,
                 synced_version,
                 synced_data: Some(theirs),
-                synced_version_hash: None,
+                synced_hash: Some(theirs_hash),
                 remote_updated_at: raw.updated_at,
             });
         }
@@ -1440,7 +1456,7 @@ impl Engine {
                                         canonical_id: entry.canonical_id.clone(),
                                         synced_version: None,
                                         synced_data: None,
-                                        synced_version_hash: None,
+                                        synced_hash: None,
                                         remote_updated_at: None,
                                     },
                                 }
@@ -1458,7 +1474,7 @@ impl Engine {
                                         // The head version itself: named,
                                         // not copied.
                                         synced_data: None,
-                                        synced_version_hash: Some(head.content_hash),
+                                        synced_hash: Some(head.content_hash),
                                         remote_updated_at: None,
                                     },
                                 }
@@ -1578,7 +1594,7 @@ fn link_at_head(
         } else {
             link.synced_data.clone()
         },
-        synced_version_hash: holds_head.then(|| head.content_hash.clone()),
+        synced_hash: holds_head.then(|| head.content_hash.clone()),
         remote_updated_at: link.remote_updated_at,
     }
 }
@@ -1726,7 +1742,7 @@ impl Engine {
                 canonical_id: id,
                 synced_version: None,
                 synced_data: Some(data),
-                synced_version_hash: None,
+                synced_hash: None,
                 remote_updated_at: None,
             };
             match choice {
@@ -2369,3 +2385,4 @@ async fn resolve_lookup_keys(
     }
     Ok(lookups)
 }
+
