@@ -559,6 +559,12 @@ impl Store {
                 .records
                 .iter()
                 .map(|w| {
+                    debug_assert!(
+                        w.content_hash
+                            .as_ref()
+                            .is_none_or(|h| *h == crate::model::content_hash(&w.data)),
+                        "a record write's hash is its data's"
+                    );
                     (
                         w.content_hash
                             .clone()
@@ -1942,6 +1948,12 @@ fn synced_to_store<'a>(
         let named = link.synced_version.and(link.synced_hash.clone());
         return (None, named);
     };
+    debug_assert!(
+        link.synced_hash
+            .as_ref()
+            .is_none_or(|h| *h == crate::model::content_hash(data)),
+        "a link write's hash is its data's"
+    );
     let hash = link
         .synced_hash
         .clone()
