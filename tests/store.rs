@@ -950,10 +950,10 @@ async fn links_name_the_version_they_hold(store: &TestStore) {
     );
 }
 
-/// Records and links travel to the store as one JSON text per statement:
-/// quotes, escapes, control characters, non-ASCII text, big numbers and
-/// sub-second timestamps come back exactly (PostgreSQL keeps microseconds,
-/// cut, not rounded).
+/// What a commit writes comes back exactly, also where reads take rows as
+/// one JSON text (links): quotes, escapes, control characters, non-ASCII
+/// text, big numbers and sub-second timestamps (PostgreSQL keeps
+/// microseconds, cut, not rounded).
 async fn awkward_documents_round_trip(store: &TestStore) {
     let id = CanonicalId::new();
     let data = json!({
