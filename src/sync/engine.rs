@@ -2385,4 +2385,3 @@ async fn resolve_lookup_keys(
     }
     Ok(lookups)
 }
-
