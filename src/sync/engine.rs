@@ -1004,7 +1004,15 @@ impl Engine {
                     }
                 };
                 let write = RecordWrite::of(&entity, id.clone(), expected, provenance);
-                let written_hash = write.content_hash.clone();
+                // Later duplicates in this page see the new version as
+                // stored: its data and that data's hash.
+                let written = (
+                    write.data.clone(),
+                    write
+                        .content_hash
+                        .clone()
+                        .expect("RecordWrite::of hashes its data"),
+                );
                 batch.records.push(write);
                 version = expected + 1;
                 for target in &job.targets {
@@ -1034,17 +1042,16 @@ impl Engine {
                     stats.updated += 1;
                     stats.plan(dry_run, raw, "update", Some(&id), fields, None);
                 }
-                // Later duplicates in this page see the new version.
+                let (data, content_hash) = written;
                 ours.insert(
                     id.clone(),
                     crate::store::StoredRecord {
                         entity: kind,
                         id: id.clone(),
                         version,
-                        // The hash of the version written (RecordWrite::of).
-                        content_hash: written_hash.expect("RecordWrite::of hashes its data"),
+                        content_hash,
                         amount: entity.principal_amount(),
-                        data: new_value,
+                        data,
                         source_system: Some(system.to_owned()),
                         created_at: Utc::now(),
                         updated_at: Utc::now(),
