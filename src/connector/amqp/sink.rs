@@ -80,19 +80,62 @@ pub(super) async fn push(
         }
     }
 
+    // First every confirmation, then what each says. lapin hands a returned
+    // (unroutable) message to whichever confirmation it resolves next, and
+    // a broker's "multiple" ack resolves several in no set order, so the
+    // confirmation that carries a returned message may be another message's.
+    // A returned message is matched to its change by message id (the
+    // idempotency key) instead.
     let deadline = Instant::now() + Duration::from_millis(inner.settings.confirm_timeout_ms);
+    let mut confirmed: Vec<Option<Confirmed>> = Vec::with_capacity(pending.len());
+    let mut returns: Vec<(usize, Returned)> = Vec::new();
+    for (i, p) in pending.iter_mut().enumerate() {
+        let Pending::Sent { confirm, .. } = p else {
+            confirmed.push(None);
+            continue;
+        };
+        let (state, returned) = match tokio::time::timeout_at(deadline, confirm).await {
+            Ok(Ok(Confirmation::Ack(r))) => (Confirmed::Ack, r),
+            Ok(Ok(Confirmation::Nack(r))) => (Confirmed::Nack, r),
+            Ok(Ok(Confirmation::NotRequested)) => (Confirmed::NotRequested, None),
+            Ok(Err(e)) => (Confirmed::Failed(e), None),
+            Err(_) => (Confirmed::TimedOut, None),
+        };
+        if let Some(r) = returned {
+            returns.push((i, Returned::of(&r)));
+        }
+        confirmed.push(Some(state));
+    }
+    let keys: Vec<Option<&str>> = pending
+        .iter()
+        .zip(&changes)
+        .map(|(p, c)| matches!(p, Pending::Sent { .. }).then_some(c.idempotency_key.as_str()))
+        .collect();
+    let mut unroutable = attribute_returns(&keys, returns);
+
     let mut outcomes = Vec::with_capacity(changes.len());
     let mut stored = 0usize;
-    for (p, change) in pending.into_iter().zip(&changes) {
-        let outcome = match p {
-            Pending::Refused(message) => PushOutcome::Rejected { message },
-            Pending::Unsent => retry("not sent: the channel broke before it"),
-            Pending::Sent {
-                confirm,
-                external_id,
-                routing_key,
-            } => match tokio::time::timeout_at(deadline, confirm).await {
-                Ok(Ok(Confirmation::Ack(None))) => {
+    for (i, (p, change)) in pending.into_iter().zip(&changes).enumerate() {
+        let outcome = match (p, confirmed[i].take()) {
+            (Pending::Refused(message), _) => PushOutcome::Rejected { message },
+            (Pending::Unsent, _) | (Pending::Sent { .. }, None) => {
+                retry("not sent: the channel broke before it")
+            }
+            (
+                Pending::Sent {
+                    external_id,
+                    routing_key,
+                    ..
+                },
+                Some(state),
+            ) => match (state, unroutable[i].take()) {
+                (Confirmed::Ack | Confirmed::Nack, Some(reply)) => PushOutcome::Rejected {
+                    message: format!(
+                        "unroutable: exchange `{}` has no queue bound for routing key `{routing_key}` ({reply}); bind one, then retry the record",
+                        sink.exchange
+                    ),
+                },
+                (Confirmed::Ack, None) => {
                     stored += 1;
                     if change.external_id.is_some() {
                         PushOutcome::Updated { external_id }
@@ -100,27 +143,15 @@ pub(super) async fn push(
                         PushOutcome::Created { external_id }
                     }
                 }
-                Ok(Ok(Confirmation::Ack(Some(returned)) | Confirmation::Nack(Some(returned)))) => {
-                    PushOutcome::Rejected {
-                        message: format!(
-                            "unroutable: exchange `{}` has no queue bound for routing key `{routing_key}` ({} {}); bind one, then retry the record",
-                            sink.exchange, returned.reply_code, returned.reply_text
-                        ),
-                    }
-                }
-                Ok(Ok(Confirmation::Nack(None))) => {
-                    retry("the broker did not store the message (nack)")
-                }
-                Ok(Ok(Confirmation::NotRequested)) => {
-                    retry("the broker did not confirm the message")
-                }
-                Ok(Err(e)) => {
+                (Confirmed::Nack, None) => retry("the broker did not store the message (nack)"),
+                (Confirmed::NotRequested, _) => retry("the broker did not confirm the message"),
+                (Confirmed::Failed(e), _) => {
                     let e = inner.error(&format!("publishing to `{}` failed", sink.exchange), &e);
                     let message = e.to_string();
                     broken.get_or_insert(e);
                     retry(&message)
                 }
-                Err(_) => retry(&format!(
+                (Confirmed::TimedOut, _) => retry(&format!(
                     "the broker did not confirm the message within {} ms",
                     inner.settings.confirm_timeout_ms
                 )),
@@ -153,6 +184,58 @@ enum Pending {
         external_id: ExternalId,
         routing_key: ShortString,
     },
+}
+
+/// What a message's confirmation said, apart from any returned message.
+enum Confirmed {
+    Ack,
+    Nack,
+    NotRequested,
+    Failed(lapin::Error),
+    TimedOut,
+}
+
+/// A message the broker returned as unroutable.
+struct Returned {
+    message_id: Option<String>,
+    /// Reply code and text, e.g. `312 NO_ROUTE`.
+    reply: String,
+}
+
+impl Returned {
+    fn of(r: &lapin::message::BasicReturnMessage) -> Returned {
+        Returned {
+            message_id: r.properties.message_id().as_ref().map(|id| id.to_string()),
+            reply: format!("{} {}", r.reply_code, r.reply_text),
+        }
+    }
+}
+
+/// Which sent message each returned message belongs to: the one whose
+/// message id (`keys[i]`, `None` for a message not sent) it carries, the
+/// first not yet matched when several share it. A returned message with no
+/// id that matches stays with the message whose confirmation carried it.
+/// The reply for each message returned, by position.
+fn attribute_returns(
+    keys: &[Option<&str>],
+    returns: Vec<(usize, Returned)>,
+) -> Vec<Option<String>> {
+    let mut out: Vec<Option<String>> = vec![None; keys.len()];
+    let mut unmatched = Vec::new();
+    for (carrier, r) in returns {
+        let owner = r
+            .message_id
+            .as_deref()
+            .and_then(|id| (0..keys.len()).find(|&i| keys[i] == Some(id) && out[i].is_none()));
+        match owner {
+            Some(i) => out[i] = Some(r.reply),
+            None => unmatched.push((carrier, r.reply)),
+        }
+    }
+    for (carrier, reply) in unmatched {
+        out[carrier].get_or_insert(reply);
+    }
+    out
 }
 
 /// A change as a message.
@@ -281,5 +364,53 @@ mod tests {
         c.idempotency_key = "k".repeat(300);
         let err = Message::of(&sink(IdSource::MessageId), &c).err().unwrap();
         assert!(err.contains("300 bytes"), "{err}");
+    }
+
+    fn returned(id: Option<&str>) -> Returned {
+        Returned {
+            message_id: id.map(str::to_owned),
+            reply: "312 NO_ROUTE".into(),
+        }
+    }
+
+    #[test]
+    fn a_returned_message_belongs_to_the_change_it_names_not_to_the_confirmation_carrying_it() {
+        // Message 1's return arrived with message 0's confirmation (as a
+        // broker's multiple ack resolves them); message 2 was refused
+        // before sending and has no key.
+        let keys = [
+            Some("invoice:a:1:bus"),
+            Some("invoice:b:1:bus"),
+            None,
+            Some("invoice:c:1:bus"),
+        ];
+        let got = attribute_returns(&keys, vec![(0, returned(Some("invoice:b:1:bus")))]);
+        assert_eq!(got, [None, Some("312 NO_ROUTE".to_owned()), None, None]);
+    }
+
+    #[test]
+    fn returns_sharing_a_key_go_one_each_and_an_unknown_one_stays_with_its_carrier() {
+        let keys = [Some("k"), Some("k"), Some("other")];
+        let got = attribute_returns(
+            &keys,
+            vec![
+                (2, returned(Some("k"))),
+                (2, returned(Some("k"))),
+                (2, returned(None)),
+            ],
+        );
+        assert_eq!(
+            got,
+            [
+                Some("312 NO_ROUTE".to_owned()),
+                Some("312 NO_ROUTE".to_owned()),
+                Some("312 NO_ROUTE".to_owned())
+            ]
+        );
+        let got = attribute_returns(
+            &[Some("k"), Some("x")],
+            vec![(1, returned(Some("not sent here")))],
+        );
+        assert_eq!(got, [None, Some("312 NO_ROUTE".to_owned())]);
     }
 }
