@@ -51,6 +51,7 @@ async fn run(label: &str, store: &Store, n: usize) {
                 id: id.clone(),
                 expected_version: 0,
                 content_hash: None,
+                data_json: None,
                 data,
                 amount: Some(amount),
                 provenance: Provenance::pull("erp"),

@@ -29,6 +29,7 @@ fn write(entity: EntityKind, id: &CanonicalId, expected: i64, data: Value) -> Re
         id: id.clone(),
         expected_version: expected,
         content_hash: None,
+        data_json: None,
         data,
         amount: None,
         provenance: Provenance::pull("erp"),

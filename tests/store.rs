@@ -48,6 +48,7 @@ fn customer(id: &CanonicalId, expected: i64, name: &str, system: &str) -> Record
         id: id.clone(),
         expected_version: expected,
         content_hash: None,
+        data_json: None,
         data: json!({ "name": name, "email": "ap@acme.example" }),
         amount: None,
         provenance: Provenance {
@@ -327,6 +328,7 @@ async fn cursor_commits_with_its_records(store: &TestStore) {
             id: id.clone(),
             expected_version: 0,
             content_hash: None,
+            data_json: None,
             data: json!({ "number": "INV-1", "currency": "EUR", "total": "100.00", "open_amount": "100.00" }),
             amount: Some(eur("100.00")),
             provenance: Provenance::pull("erp"),
@@ -353,6 +355,7 @@ async fn cursor_commits_with_its_records(store: &TestStore) {
         records: vec![RecordWrite {
             expected_version: 7,
             content_hash: None,
+            data_json: None,
             ..page.records[0].clone()
         }],
         cursors: vec![CursorWrite {
@@ -442,6 +445,7 @@ async fn decimals_round_trip_exactly(store: &TestStore) {
                 id: id.clone(),
                 expected_version: 0,
                 content_hash: None,
+                data_json: None,
                 data: json!({ "number": "INV-X", "total": money.amount().to_string() }),
                 amount: Some(money),
                 provenance: Provenance::pull("erp"),

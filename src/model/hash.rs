@@ -16,11 +16,23 @@ use sha2::{Digest, Sha256};
 /// Numbers hash by their JSON spelling: `1` and `1.0` differ. The canonical
 /// entities avoid the issue by carrying amounts as decimal strings.
 pub fn content_hash(value: &Value) -> String {
-    let mut hasher = HashWriter(Sha256::new());
-    // Writing into a hasher cannot fail; on the impossible error the hash
-    // simply covers what was written.
-    let _ = write_canonical(&mut hasher, value);
-    let digest = hasher.0.finalize();
+    text_hash(&canonical_json(value))
+}
+
+/// `value` in the canonical form [`content_hash`] hashes. The store keeps a
+/// record's data as this text, so a writer that has it already (see
+/// `RecordWrite::of`) hashes and stores one serialization.
+pub fn canonical_json(value: &Value) -> String {
+    let mut out = Vec::with_capacity(256);
+    // Writing into a Vec cannot fail.
+    let _ = write_canonical(&mut out, value);
+    // serde_json writes UTF-8, and so does the rest.
+    String::from_utf8(out).expect("JSON text is UTF-8")
+}
+
+/// [`content_hash`] of a value given as its [`canonical_json`] text.
+pub fn text_hash(canonical: &str) -> String {
+    let digest = Sha256::digest(canonical.as_bytes());
     let mut out = String::with_capacity(64);
     for b in digest {
         out.push(char::from(HEX[usize::from(b >> 4)]));
@@ -30,18 +42,6 @@ pub fn content_hash(value: &Value) -> String {
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
-
-struct HashWriter(Sha256);
-
-impl Write for HashWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.update(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 fn write_canonical<W: Write>(w: &mut W, value: &Value) -> std::io::Result<()> {
     match value {
@@ -56,21 +56,34 @@ fn write_canonical<W: Write>(w: &mut W, value: &Value) -> std::io::Result<()> {
             w.write_all(b"]")
         }
         Value::Object(map) => {
-            let mut entries: Vec<_> = map.iter().collect();
-            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
-            w.write_all(b"{")?;
-            for (i, (k, v)) in entries.into_iter().enumerate() {
-                if i > 0 {
-                    w.write_all(b",")?;
-                }
-                serde_json::to_writer(&mut *w, k)?;
-                w.write_all(b":")?;
-                write_canonical(w, v)?;
+            // A BTreeMap (serde_json's default) iterates in key order
+            // already; only an insertion-ordered map needs sorting.
+            if map.keys().is_sorted() {
+                write_object(w, map.iter())
+            } else {
+                let mut entries: Vec<_> = map.iter().collect();
+                entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+                write_object(w, entries.into_iter())
             }
-            w.write_all(b"}")
         }
         scalar => serde_json::to_writer(w, scalar).map_err(std::io::Error::other),
     }
+}
+
+fn write_object<'a, W: Write>(
+    w: &mut W,
+    entries: impl Iterator<Item = (&'a String, &'a Value)>,
+) -> std::io::Result<()> {
+    w.write_all(b"{")?;
+    for (i, (k, v)) in entries.enumerate() {
+        if i > 0 {
+            w.write_all(b",")?;
+        }
+        serde_json::to_writer(&mut *w, k)?;
+        w.write_all(b":")?;
+        write_canonical(w, v)?;
+    }
+    w.write_all(b"}")
 }
 
 #[cfg(test)]
@@ -90,6 +103,18 @@ mod tests {
         h.update(serde_json::to_vec(&v).unwrap()); // BTreeMap order = sorted
         let want: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(content_hash(&v), want);
+    }
+
+    #[test]
+    fn the_canonical_text_is_what_is_hashed_and_reads_back_as_the_value() {
+        let v = json!({"b": [1, "x", null, true], "a": {"d": 1.5, "c": "ü\n\"q\""}});
+        let text = canonical_json(&v);
+        assert_eq!(
+            text,
+            r#"{"a":{"c":"ü\n\"q\"","d":1.5},"b":[1,"x",null,true]}"#
+        );
+        assert_eq!(text_hash(&text), content_hash(&v));
+        assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), v);
     }
 
     #[test]

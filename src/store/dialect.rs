@@ -44,6 +44,9 @@ pub(crate) trait Dialect: sqlx::Database {
     /// as a string, never a JSON number (which readers may take as a
     /// float).
     fn amount_text(column: &str) -> String;
+    /// What follows a bound JSON text so that the column takes it as
+    /// JSON (a JSONB cast on PostgreSQL; SQLite keeps the text).
+    const JSON_TEXT: &'static str;
 }
 
 impl Dialect for sqlx::Sqlite {
@@ -51,6 +54,7 @@ impl Dialect for sqlx::Sqlite {
     const LINKS_BY_CANONICAL: &'static str = "links INDEXED BY links_by_canonical";
     const SYSTEM_BY_CANONICAL: &'static str = "system";
     const OUTBOX_BY_TARGET: &'static str = "outbox INDEXED BY outbox_pending";
+    const JSON_TEXT: &'static str = "";
 
     fn json_rows(items: &str, order: &str) -> String {
         format!(
@@ -84,6 +88,7 @@ impl Dialect for sqlx::Postgres {
     const LINKS_BY_CANONICAL: &'static str = "links";
     const SYSTEM_BY_CANONICAL: &'static str = "(system || '')";
     const OUTBOX_BY_TARGET: &'static str = "outbox";
+    const JSON_TEXT: &'static str = "::jsonb";
 
     fn json_rows(items: &str, order: &str) -> String {
         format!(

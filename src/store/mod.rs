@@ -554,23 +554,36 @@ impl Store {
                     });
                 }
             }
-            // Computed once, used by both tables.
-            let prepared: Vec<(String, Option<<Db as Dialect>::Amount>, Option<String>)> = batch
+            // Computed once, used by both tables: the hash, the amount, and
+            // the data as the canonical JSON text the hash is of.
+            type Prepared<'a, A> = (String, Option<A>, Option<String>, std::borrow::Cow<'a, str>);
+            let prepared: Vec<Prepared<'_, <Db as Dialect>::Amount>> = batch
                 .records
                 .iter()
                 .map(|w| {
-                    debug_assert!(
-                        w.content_hash
-                            .as_ref()
-                            .is_none_or(|h| *h == crate::model::content_hash(&w.data)),
+                    let text = match &w.data_json {
+                        Some(text) => std::borrow::Cow::Borrowed(text.as_str()),
+                        None => std::borrow::Cow::Owned(crate::model::canonical_json(&w.data)),
+                    };
+                    debug_assert_eq!(
+                        *text,
+                        crate::model::canonical_json(&w.data),
+                        "a record write's text is its data's"
+                    );
+                    let hash = w
+                        .content_hash
+                        .clone()
+                        .unwrap_or_else(|| crate::model::text_hash(&text));
+                    debug_assert_eq!(
+                        hash,
+                        crate::model::text_hash(&text),
                         "a record write's hash is its data's"
                     );
                     (
-                        w.content_hash
-                            .clone()
-                            .unwrap_or_else(|| crate::model::content_hash(&w.data)),
+                        hash,
                         w.amount.as_ref().map(|m| Db::encode_amount(m.amount())),
                         w.amount.as_ref().map(|m| m.currency().as_str().to_owned()),
+                        text,
                     )
                 })
                 .collect();
@@ -585,7 +598,7 @@ impl Store {
                 );
                 q.push_values(chunk, |mut row, &i| {
                     let w = &batch.records[i];
-                    let (hash, amount, currency) = &prepared[i];
+                    let (hash, amount, currency, _) = &prepared[i];
                     row.push_bind(w.entity.as_str())
                         .push_bind(w.id.as_str())
                         .push_bind(1_i64)
@@ -631,7 +644,7 @@ impl Store {
                 q.push_bind(now).push(" FROM (");
                 q.push_values(chunk, |mut row, &i| {
                     let w = &batch.records[i];
-                    let (hash, amount, currency) = &prepared[i];
+                    let (hash, amount, currency, _) = &prepared[i];
                     row.push_bind(w.entity.as_str())
                         .push_bind(w.id.as_str())
                         .push_bind(w.expected_version)
@@ -666,7 +679,8 @@ impl Store {
                     row.push_bind(w.entity.as_str())
                         .push_bind(w.id.as_str())
                         .push_bind(w.expected_version + 1)
-                        .push_bind(Json(&w.data))
+                        .push_bind(prepared[i].3.as_ref())
+                        .push_unseparated(<Db as Dialect>::JSON_TEXT)
                         .push_bind(prepared[i].0.as_str())
                         .push_bind(p.source_system.as_deref())
                         .push_bind(p.cause.as_str())

@@ -93,6 +93,10 @@ pub struct RecordWrite {
     /// The content hash of `data`, when the writer has it already (as
     /// [`RecordWrite::of`] does); computed at commit when `None`.
     pub content_hash: Option<String>,
+    /// `data` as [`canonical_json`](crate::model::canonical_json), the text
+    /// the store keeps, when the writer has it already (as
+    /// [`RecordWrite::of`] does); written at commit when `None`.
+    pub data_json: Option<String>,
     /// The record's principal amount, indexed for reconciliation.
     pub amount: Option<Money>,
     pub provenance: Provenance,
@@ -107,11 +111,14 @@ impl RecordWrite {
         provenance: Provenance,
     ) -> Self {
         let data = entity.to_value();
+        // Serialized once: the text hashed is the text stored.
+        let text = crate::model::canonical_json(&data);
         RecordWrite {
             entity: entity.kind(),
             id,
             expected_version,
-            content_hash: Some(crate::model::content_hash(&data)),
+            content_hash: Some(crate::model::text_hash(&text)),
+            data_json: Some(text),
             data,
             amount: entity.principal_amount(),
             provenance,
