@@ -26,6 +26,30 @@ use crate::store::{
 /// records between our read and our commit.
 const VERSION_RETRIES: usize = 3;
 
+/// Pages from this many records on are mapped on two threads (below, a
+/// thread costs more than it saves).
+const TWO_THREADS_FROM: usize = 64;
+
+/// `f` of each item, in order; on two threads for [`TWO_THREADS_FROM`]
+/// items or more. For a page's per-record CPU work (mapping, rendering,
+/// hashing): on one thread it held back a re-run that finds everything
+/// unchanged, which does little else.
+fn on_two_threads<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    if items.len() < TWO_THREADS_FROM {
+        return items.iter().map(&f).collect();
+    }
+    let (first, second) = items.split_at(items.len() / 2);
+    std::thread::scope(|scope| {
+        let other = scope.spawn(|| second.iter().map(&f).collect::<Vec<R>>());
+        let mut out: Vec<R> = first.iter().map(&f).collect();
+        match other.join() {
+            Ok(rest) => out.extend(rest),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+        out
+    })
+}
+
 /// The conflict field that stands for "which record is this?".
 pub const IDENTITY_FIELD: &str = "(identity)";
 
@@ -682,10 +706,27 @@ impl Engine {
         )
         .await?;
 
-        let mut mapped: Vec<(&RawRecord, Value)> = Vec::with_capacity(records.len());
-        for raw in &records {
-            match mapping.apply_canonical(&raw.data, &lookups) {
-                Ok(v) => mapped.push((raw, v)),
+        // The links' heads are read while the page is mapped: the look-up
+        // needs only the external ids, and the store answers on its own
+        // thread. (Read for quarantined records too, and not used.)
+        let ids: Vec<String> = records.iter().map(|r| r.external_id.to_string()).collect();
+        let heads = {
+            let store = self.store.clone();
+            let system = system.to_owned();
+            tokio::spawn(async move { store.find_link_heads(kind, &system, &ids).await })
+        };
+        // Each record mapped and its result hashed (the hash their link
+        // will hold).
+        let results = on_two_threads(&records, |raw| {
+            mapping.apply_canonical(&raw.data, &lookups).map(|v| {
+                let hash = content_hash(&v);
+                (v, hash)
+            })
+        });
+        let mut mapped: Vec<(&RawRecord, Value, String)> = Vec::with_capacity(records.len());
+        for (raw, result) in records.iter().zip(results) {
+            match result {
+                Ok((v, hash)) => mapped.push((raw, v, hash)),
                 Err(errors) => {
                     let first = errors.first();
                     let reason = errors
@@ -715,23 +756,19 @@ impl Engine {
             }
         }
 
-        let ids: Vec<String> = mapped
-            .iter()
-            .map(|(r, _)| r.external_id.to_string())
-            .collect();
         // Unchanged since we last saw them (by hash): nothing to do. Only
         // the links of the others are read whole, with their merge base.
-        let heads: HashMap<String, crate::store::Link> = self
-            .store
-            .find_link_heads(kind, system, &ids)
-            .await?
-            .into_iter()
-            .map(|l| (l.external_id.clone(), l))
-            .collect();
+        let heads: HashMap<String, crate::store::Link> = match heads.await {
+            Ok(found) => found?,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => anyhow::bail!("the look-up of a page's links was cancelled"),
+        }
+        .into_iter()
+        .map(|l| (l.external_id.clone(), l))
+        .collect();
         // With the hash of theirs, which their link will hold.
         let mut changed: Vec<(&RawRecord, Value, String)> = Vec::new();
-        for (raw, theirs) in mapped {
-            let hash = content_hash(&theirs);
+        for (raw, theirs, hash) in mapped {
             if heads
                 .get(raw.external_id.as_str())
                 .is_some_and(|l| l.synced_hash.as_deref() == Some(hash.as_str()))
@@ -1330,13 +1367,19 @@ impl Engine {
             &rename,
         )
         .await?;
-        for entry in sendable {
+        // Each record rendered, and whether the target shows it so already.
+        let rendered = on_two_threads(&sendable, |entry| {
+            let rendered = mapping.apply(&heads[&entry.canonical_id].data, &lookups);
+            let shown = rendered.as_ref().is_ok_and(|data| {
+                known(&entry.canonical_id)
+                    .is_some_and(|k| mapping.apply(k, &lookups).as_ref() == Ok(data))
+            });
+            (rendered, shown)
+        });
+        for (entry, (rendered, shown)) in sendable.into_iter().zip(rendered) {
             let head = &heads[&entry.canonical_id];
-            match mapping.apply(&head.data, &lookups) {
-                Ok(data)
-                    if known(&entry.canonical_id)
-                        .is_some_and(|k| mapping.apply(k, &lookups).as_ref() == Ok(&data)) =>
-                {
+            match rendered {
+                Ok(_) if shown => {
                     // Nothing the target shows would change (a field it
                     // does not carry changed): no write, no echo.
                     let link = link_at_head(&links[&entry.canonical_id], head, false);
