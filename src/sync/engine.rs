@@ -1277,20 +1277,18 @@ impl Engine {
         };
         let touched: BTreeSet<CanonicalId> = due.iter().map(|e| e.canonical_id.clone()).collect();
         let ids: Vec<CanonicalId> = touched.iter().cloned().collect();
-        let mut heads = self.store.get_records(kind, &ids).await?;
-        let links: HashMap<CanonicalId, crate::store::Link> = self
-            .store
-            .external_links(kind, &target.system, &ids)
-            .await?
+        // Three look-ups at once, on three of the store's connections.
+        let (heads, links, held) = tokio::join!(
+            self.store.get_records(kind, &ids),
+            self.store.external_links(kind, &target.system, &ids),
+            self.store.open_conflicts_from(kind, &target.system, &ids),
+        );
+        let mut heads = heads?;
+        let links: HashMap<CanonicalId, crate::store::Link> = links?
             .into_iter()
             .map(|l| (l.canonical_id.clone(), l))
             .collect();
-        let held: BTreeSet<CanonicalId> = self
-            .store
-            .open_conflicts_from(kind, &target.system, &ids)
-            .await?
-            .into_iter()
-            .collect();
+        let held: BTreeSet<CanonicalId> = held?.into_iter().collect();
         let mut plan = DeliveryPlan {
             last_id,
             touched,
