@@ -42,11 +42,16 @@ fn on_two_threads<T: Sync, R: Send>(items: &[T], two: bool, f: impl Fn(&T) -> R 
     }
     let (first, second) = items.split_at(items.len() / 2);
     std::thread::scope(|scope| {
-        let other = scope.spawn(|| second.iter().map(&f).collect::<Vec<R>>());
+        // Where no thread can be had (a process or container limit), all
+        // on this one.
+        let other = std::thread::Builder::new()
+            .spawn_scoped(scope, || second.iter().map(&f).collect::<Vec<R>>())
+            .ok();
         let mut out: Vec<R> = first.iter().map(&f).collect();
-        match other.join() {
-            Ok(rest) => out.extend(rest),
-            Err(panic) => std::panic::resume_unwind(panic),
+        match other.map(|t| t.join()) {
+            Some(Ok(rest)) => out.extend(rest),
+            Some(Err(panic)) => std::panic::resume_unwind(panic),
+            None => out.extend(second.iter().map(&f)),
         }
         out
     })
