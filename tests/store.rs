@@ -889,14 +889,17 @@ async fn links_name_the_version_they_hold(store: &TestStore) {
         crm.synced_hash.as_deref(),
         Some(concord::model::content_hash(&first).as_str())
     );
-    // Heads carry the hash, not the data.
-    let heads = store
-        .find_link_heads(EntityKind::Customer, "crm", &["hs-101".to_string()])
+    // The hashes alone, by external id; an id without a link is absent.
+    let hashes = store
+        .synced_hashes(
+            EntityKind::Customer,
+            "crm",
+            &["hs-101".to_string(), "hs-999".to_string()],
+        )
         .await
         .unwrap();
-    assert_eq!(heads.len(), 1);
-    assert_eq!(heads[0].synced_data, None);
-    assert_eq!(heads[0].synced_hash, crm.synced_hash);
+    assert_eq!(hashes.len(), 1);
+    assert_eq!(hashes["hs-101"], crm.synced_hash);
 
     // A newer version: the CRM's link still reads the version it holds.
     let v2 = RecordWrite {

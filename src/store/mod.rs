@@ -1180,18 +1180,37 @@ impl Store {
             .await
     }
 
-    /// [`Store::find_links`] without the synced data (`synced_data` is
-    /// `None`): what tells an unchanged record by its hash, without reading
-    /// and parsing a copy of every record.
-    pub async fn find_link_heads(
+    /// What each linked external id of one system last synced, by hash
+    /// (external id → `synced_hash`): all that tells an unchanged record,
+    /// read without the link's data, ids or timestamps. Ids without a link
+    /// are absent.
+    pub async fn synced_hashes(
         &self,
         entity: EntityKind,
         system: &str,
         external_ids: &[String],
-    ) -> Result<Vec<Link>> {
-        let values: Vec<&str> = external_ids.iter().map(String::as_str).collect();
-        self.links_by(entity, system, "external_id", &values, false)
-            .await
+    ) -> Result<HashMap<String, Option<String>>> {
+        let mut hashes = HashMap::with_capacity(external_ids.len());
+        for chunk in external_ids.chunks(LOOKUP_CHUNK) {
+            on_pool!(self, |pool, Db| {
+                let rows = <Db as Dialect>::json_rows("external_id, synced_hash", "");
+                let mut q = sqlx::QueryBuilder::<Db>::new(format!(
+                    "SELECT {rows} FROM links WHERE entity = "
+                ));
+                q.push_bind(entity.as_str())
+                    .push(" AND system = ")
+                    .push_bind(system)
+                    .push(" AND external_id IN ");
+                push_list(&mut q, chunk.iter().map(String::as_str));
+                let text: String = q
+                    .build_query_scalar()
+                    .fetch_one(pool)
+                    .await
+                    .map_err(StoreError::query("read link hashes"))?;
+                hashes.extend(json_rows::<(String, Option<String>)>("links", &text)?);
+            });
+        }
+        Ok(hashes)
     }
 
     /// The links of many canonical records to one system, in one query per

@@ -713,14 +713,14 @@ impl Engine {
         )
         .await?;
 
-        // The links' heads are read while the page is mapped: the look-up
+        // The links' hashes are read while the page is mapped: the look-up
         // needs only the external ids, and the store answers on its own
         // thread. (Read for quarantined records too, and not used.)
         let ids: Vec<String> = records.iter().map(|r| r.external_id.to_string()).collect();
         let heads = {
             let store = self.store.clone();
             let system = system.to_owned();
-            tokio::spawn(async move { store.find_link_heads(kind, &system, &ids).await })
+            tokio::spawn(async move { store.synced_hashes(kind, &system, &ids).await })
         };
         // Each record mapped and its result hashed (the hash their link
         // will hold).
@@ -766,20 +766,17 @@ impl Engine {
 
         // Unchanged since we last saw them (by hash): nothing to do. Only
         // the links of the others are read whole, with their merge base.
-        let heads: HashMap<String, crate::store::Link> = match heads.await {
+        let heads: HashMap<String, Option<String>> = match heads.await {
             Ok(found) => found?,
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
             Err(_) => anyhow::bail!("the look-up of a page's links was cancelled"),
-        }
-        .into_iter()
-        .map(|l| (l.external_id.clone(), l))
-        .collect();
+        };
         // With the hash of theirs, which their link will hold.
         let mut changed: Vec<(&RawRecord, Value, String)> = Vec::new();
         for (raw, theirs, hash) in mapped {
             if heads
                 .get(raw.external_id.as_str())
-                .is_some_and(|l| l.synced_hash.as_deref() == Some(hash.as_str()))
+                .is_some_and(|h| h.as_deref() == Some(hash.as_str()))
             {
                 stats.unchanged += 1;
                 continue;
