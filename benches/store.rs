@@ -65,6 +65,7 @@ async fn run(label: &str, store: &Store, n: usize) {
                 synced_data: None,
                 synced_hash: None,
                 remote_updated_at: None,
+                source_hash: None,
             });
             batch.outbox.push(OutboxWrite {
                 entity: EntityKind::Invoice,

@@ -76,6 +76,7 @@ async fn link(store: &Store, kind: EntityKind, id: &CanonicalId, system: &str, e
             synced_data: None,
             synced_hash: None,
             remote_updated_at: None,
+            source_hash: None,
         }],
         ..Batch::default()
     };
@@ -186,6 +187,7 @@ async fn deliver_by_hand(store: &Store, entry: &concord::store::OutboxEntry, ext
                     synced_data: None,
                     synced_hash: None,
                     remote_updated_at: None,
+                    source_hash: None,
                 },
             },
         )

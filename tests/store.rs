@@ -9,7 +9,8 @@ use common::TestStore;
 use concord::model::{CanonicalId, Currency, EntityKind, Money};
 use concord::store::{
     Batch, Cause, CursorWrite, Delivery, IdentityKeyWrite, InboxEvent, LinkWrite, NewAlert,
-    NewConflict, OutboxWrite, Provenance, QuarantineItem, RecordWrite, Severity, StoreError,
+    NewConflict, OutboxWrite, Provenance, QuarantineItem, RecordWrite, Severity, SourceHashWrite,
+    StoreError,
 };
 use rust_decimal::Decimal;
 use serde_json::json;
@@ -32,6 +33,7 @@ on_both_backends!(
     records_are_read_in_batches,
     links_name_the_version_they_hold,
     awkward_documents_round_trip,
+    source_hashes_hold_only_for_the_take_in_that_wrote_them,
 );
 
 fn eur(amount: &str) -> Money {
@@ -212,6 +214,7 @@ fn link(id: &CanonicalId, system: &str, external_id: &str) -> LinkWrite {
         synced_data: Some(json!({ "name": "Acme" })),
         synced_hash: None,
         remote_updated_at: Some("2026-11-27T10:00:00Z".parse().unwrap()),
+        source_hash: None,
     }
 }
 
@@ -788,6 +791,7 @@ async fn outbox_delivery_settles_with_the_link(store: &TestStore) {
         synced_data: Some(json!({"name": "Acme"})),
         synced_hash: None,
         remote_updated_at: None,
+        source_hash: None,
     };
     store
         .outbox_settle(due[0].id, &Delivery::Delivered { link })
@@ -899,7 +903,8 @@ async fn links_name_the_version_they_hold(store: &TestStore) {
         .await
         .unwrap();
     assert_eq!(hashes.len(), 1);
-    assert_eq!(hashes["hs-101"], crm.synced_hash);
+    assert_eq!(hashes["hs-101"].synced, crm.synced_hash);
+    assert_eq!(hashes["hs-101"].source, None);
 
     // A newer version: the CRM's link still reads the version it holds.
     let v2 = RecordWrite {
@@ -1001,4 +1006,72 @@ async fn awkward_documents_round_trip(store: &TestStore) {
         .unwrap();
     assert_eq!(found.synced_data, Some(their_copy));
     assert_eq!(found.remote_updated_at, Some(kept));
+}
+
+/// A link's source hash comes with the take-in that wrote it; a refresh
+/// applies only while the link still holds the synced hash it names; any
+/// other write of the link clears it.
+async fn source_hashes_hold_only_for_the_take_in_that_wrote_them(store: &TestStore) {
+    let id = CanonicalId::new();
+    let hashes = || async {
+        store
+            .synced_hashes(EntityKind::Customer, "crm", &["hs-7".to_string()])
+            .await
+            .unwrap()
+            .remove("hs-7")
+            .unwrap()
+    };
+    let mut l = link(&id, "crm", "hs-7");
+    l.synced_data = Some(json!({"name": "Acme"}));
+    l.source_hash = Some("raw-1".into());
+    store
+        .commit(&Batch {
+            records: vec![customer(&id, 0, "Acme", "crm")],
+            links: vec![l],
+            ..Batch::default()
+        })
+        .await
+        .unwrap();
+    let synced = concord::model::content_hash(&json!({"name": "Acme"}));
+    assert_eq!(hashes().await.synced.as_deref(), Some(synced.as_str()));
+    assert_eq!(hashes().await.source.as_deref(), Some("raw-1"));
+
+    let refresh = |synced_hash: &str, source_hash: &str| Batch {
+        source_hashes: vec![SourceHashWrite {
+            entity: EntityKind::Customer,
+            system: "crm".into(),
+            external_id: "hs-7".into(),
+            synced_hash: synced_hash.into(),
+            source_hash: source_hash.into(),
+        }],
+        ..Batch::default()
+    };
+    // Naming another synced hash: the link moved on, nothing changes.
+    store.commit(&refresh("other", "raw-2")).await.unwrap();
+    assert_eq!(hashes().await.source.as_deref(), Some("raw-1"));
+    store.commit(&refresh(&synced, "raw-2")).await.unwrap();
+    assert_eq!(hashes().await.source.as_deref(), Some("raw-2"));
+
+    // A write of the link by anything but that take-in (here a delivery
+    // to the same system) clears it.
+    let mut delivered = link(&id, "crm", "hs-7");
+    delivered.synced_data = Some(json!({"name": "Acme AG"}));
+    store
+        .outbox_settle_many(&[(
+            0,
+            Delivery::Delivered {
+                link: delivered.clone(),
+            },
+        )])
+        .await
+        .unwrap();
+    assert_eq!(hashes().await.source, None);
+    store
+        .commit(&Batch {
+            links: vec![delivered],
+            ..Batch::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(hashes().await.source, None);
 }

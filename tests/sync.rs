@@ -40,6 +40,7 @@ on_both_backends!(
     resolving_the_last_conflict_releases_held_deliveries,
     identity_conflicts_are_resolved_by_linking_or_creating,
     quarantined_records_replay_after_a_fix,
+    unchanged_records_are_known_by_how_they_arrived_until_the_mapping_changes,
 );
 
 // ---------------------------------------------------------------------------
@@ -1207,4 +1208,91 @@ async fn two_entities_of_one_instance_as_one_canonical_entity_are_refused() {
     let mut connectors = attached(&crm, &erp);
     connectors.insert("crm_contacts".into(), Memory::new("crm_contacts", "K"));
     Engine::with_connectors(settings, store.store.clone(), connectors).unwrap();
+}
+
+/// A record that arrives again exactly as before is unchanged without being
+/// mapped (its link keeps the hash of how it arrived, with the mapping's
+/// fingerprint). An edited mapping maps every record again: one whose
+/// result changes is updated, one whose result does not gets its new
+/// source hash.
+async fn unchanged_records_are_known_by_how_they_arrived_until_the_mapping_changes(
+    store: &TestStore,
+) {
+    let w = world(store, None);
+    w.crm.put(
+        "c1",
+        json!({"name": "Acme AG", "email": "AP@Acme.test", "vat": "CHE-1"}),
+    );
+    w.crm.put(
+        "c2",
+        json!({"name": "Globex", "email": "billing@globex.test", "vat": "US-2"}),
+    );
+    let full = RunOptions {
+        full: true,
+        ..RunOptions::default()
+    };
+    let r = w.engine.run_job("crm-to-erp", full).await.unwrap();
+    assert_eq!(r.created, 2, "{r:?}");
+    let source_hashes = || async {
+        let found = store
+            .synced_hashes(
+                EntityKind::Customer,
+                "crm_main",
+                &["c1".to_string(), "c2".to_string()],
+            )
+            .await
+            .unwrap();
+        ["c1", "c2"]
+            .iter()
+            .map(|id| found[*id].source.clone())
+            .collect::<Vec<_>>()
+    };
+    let first = source_hashes().await;
+    assert!(first.iter().all(Option::is_some), "{first:?}");
+    let r = w.engine.run_job("crm-to-erp", full).await.unwrap();
+    assert_eq!((r.pulled, r.unchanged, r.updated), (2, 2, 0), "{r:?}");
+    assert_eq!(source_hashes().await, first);
+
+    // The mapping now spells e-mail addresses in capitals: both change.
+    let path = w._dir.path().join("crm-in.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        text.replace(r#"pipe = ["trim", "lower"]"#, r#"pipe = ["trim", "upper"]"#),
+    )
+    .unwrap();
+    let engine = world_reusing(store, &w);
+    let r = engine.run_job("crm-to-erp", full).await.unwrap();
+    assert_eq!((r.unchanged, r.updated), (0, 2), "{r:?}");
+    let link = store
+        .find_link(EntityKind::Customer, "crm_main", "c1")
+        .await
+        .unwrap()
+        .unwrap();
+    let record = store
+        .get_record(EntityKind::Customer, &link.canonical_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.data["email"], "AP@ACME.TEST");
+    let second = source_hashes().await;
+    assert!(second.iter().all(Option::is_some) && second != first);
+
+    // An edit that changes no result: unchanged, and remembered anew.
+    std::fs::write(
+        &path,
+        format!(
+            "# e-mail addresses in capitals\n{}",
+            std::fs::read_to_string(&path).unwrap()
+        ),
+    )
+    .unwrap();
+    let engine = world_reusing(store, &w);
+    let r = engine.run_job("crm-to-erp", full).await.unwrap();
+    assert_eq!((r.unchanged, r.updated), (2, 0), "{r:?}");
+    let third = source_hashes().await;
+    assert!(third.iter().all(Option::is_some) && third != second);
+    let r = engine.run_job("crm-to-erp", full).await.unwrap();
+    assert_eq!((r.unchanged, r.updated), (2, 0), "{r:?}");
+    assert_eq!(source_hashes().await, third);
 }

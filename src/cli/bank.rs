@@ -350,6 +350,7 @@ async fn import(args: ImportArgs, settings: &Settings) -> anyhow::Result<()> {
                     synced_data: None,
                     synced_hash: None,
                     remote_updated_at: None,
+                    source_hash: None,
                 });
             }
             // The alert commits with the statement's first new lines.

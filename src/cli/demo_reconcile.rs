@@ -117,6 +117,7 @@ async fn load_invoices(store: &Store, erp_db: &Path) -> anyhow::Result<usize> {
             synced_data: None,
             synced_hash: None,
             remote_updated_at: None,
+            source_hash: None,
         });
     }
     let new = batch.records.len();

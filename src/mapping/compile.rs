@@ -80,6 +80,19 @@ pub fn load_file(path: &Path) -> Result<Mapping, Vec<LoadError>> {
     if !c.errors.is_empty() {
         return Err(c.errors);
     }
+    // What the output of a mapping without look-ups depends on, besides
+    // the record: the texts it was compiled from (its file and each
+    // included one) and the concord that compiled them.
+    let fingerprint = (!has_lookups).then(|| {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(concat!("concord ", env!("CARGO_PKG_VERSION")).as_bytes());
+        for source in &c.sources {
+            h.update(source.text.len().to_le_bytes());
+            h.update(source.text.as_bytes());
+        }
+        h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    });
     Ok(Mapping {
         name: header.name.get_ref().clone(),
         version: header.version,
@@ -91,6 +104,7 @@ pub fn load_file(path: &Path) -> Result<Mapping, Vec<LoadError>> {
         fields: super::Fields::new(fields),
         rules,
         has_lookups,
+        fingerprint,
     })
 }
 

@@ -64,6 +64,8 @@ pub struct Mapping {
     fields: Fields,
     rules: Vec<compile::Rule>,
     has_lookups: bool,
+    /// See [`Mapping::fingerprint`].
+    fingerprint: Option<String>,
 }
 
 /// Sibling fields: a mapping's, or those of an `each`.
@@ -374,6 +376,15 @@ impl Mapping {
     /// Whether applying needs lookups resolved (see [`Mapping::lookup_keys`]).
     pub fn has_lookups(&self) -> bool {
         self.has_lookups
+    }
+
+    /// What the mapping's output depends on besides the record, as a hash:
+    /// its source texts (its file and those it includes) and the concord
+    /// version that compiled them. Two records equal as JSON map to equal
+    /// results under one fingerprint. `None` for a mapping with look-ups,
+    /// whose output also depends on the store.
+    pub fn fingerprint(&self) -> Option<&str> {
+        self.fingerprint.as_deref()
     }
 
     /// The keys `record` will look up, so a batch can resolve them in one

@@ -32,9 +32,27 @@ pub fn canonical_json(value: &Value) -> String {
 
 /// [`content_hash`] of a value given as its [`canonical_json`] text.
 pub fn text_hash(canonical: &str) -> String {
-    let digest = Sha256::digest(canonical.as_bytes());
-    let mut out = String::with_capacity(64);
-    for b in digest {
+    hex(&Sha256::digest(canonical.as_bytes()))
+}
+
+/// Hex SHA-256 of a record as a source sent it, read by the mapping whose
+/// fingerprint is `fingerprint` (see `Mapping::fingerprint`): the same record
+/// through the same mapping maps to the same result, so an equal hash tells
+/// an unchanged record without mapping it. The record is taken in its
+/// canonical form, so key order and whitespace do not count.
+pub fn source_hash(fingerprint: &str, raw: &Value) -> String {
+    let mut text = Vec::with_capacity(fingerprint.len() + 256);
+    text.extend_from_slice(fingerprint.as_bytes());
+    // A fingerprint is hex: the separator cannot occur in it.
+    text.push(b'\n');
+    // Writing into a Vec cannot fail.
+    let _ = write_canonical(&mut text, raw);
+    hex(&Sha256::digest(&text))
+}
+
+fn hex(digest: &[u8]) -> String {
+    let mut out = String::with_capacity(digest.len() * 2);
+    for &b in digest {
         out.push(char::from(HEX[usize::from(b >> 4)]));
         out.push(char::from(HEX[usize::from(b & 0xf)]));
     }
@@ -103,6 +121,24 @@ mod tests {
         h.update(serde_json::to_vec(&v).unwrap()); // BTreeMap order = sorted
         let want: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(content_hash(&v), want);
+    }
+
+    #[test]
+    fn a_source_hash_is_of_the_fingerprint_and_the_canonical_record() {
+        let a = json!({"id": "C1", "name": "Acme", "tags": ["x", "y"]});
+        let same =
+            serde_json::from_str::<Value>(r#"{ "tags": ["x","y"], "name": "Acme", "id": "C1" }"#)
+                .unwrap();
+        assert_eq!(source_hash("f1", &a), source_hash("f1", &same));
+        let want: String = Sha256::digest(format!("f1\n{}", canonical_json(&a)))
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(source_hash("f1", &a), want);
+        // Another mapping, or another record: another hash.
+        assert_ne!(source_hash("f2", &a), source_hash("f1", &a));
+        let changed = json!({"id": "C1", "name": "Acme", "tags": ["y", "x"]});
+        assert_ne!(source_hash("f1", &changed), source_hash("f1", &a));
     }
 
     #[test]

@@ -27,7 +27,7 @@ pub use entities::{
     Address, Allocation, BankTransaction, Customer, Entity, Invoice, InvoiceStatus, Order,
     OrderLine, Payment,
 };
-pub use hash::{canonical_json, content_hash, text_hash};
+pub use hash::{canonical_json, content_hash, source_hash, text_hash};
 pub use ids::{CanonicalId, EntityKind, ExternalId, SystemName};
 pub use money::{Currency, Iban, MAX_SCALE, Money};
 pub use path::{FieldPath, MAX_ARRAY_GROWTH, Segment, leaves};

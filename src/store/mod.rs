@@ -728,7 +728,7 @@ impl Store {
                 .collect();
             for chunk in links.chunks(ROWS_PER_STATEMENT) {
                 let mut q = sqlx::QueryBuilder::<Db>::new(
-                    "INSERT INTO links (entity, system, external_id, canonical_id, synced_version, synced_data, synced_hash, remote_updated_at, updated_at) ",
+                    "INSERT INTO links (entity, system, external_id, canonical_id, synced_version, synced_data, synced_hash, remote_updated_at, source_hash, updated_at) ",
                 );
                 q.push_values(chunk, |mut row, &i| {
                     let l = &batch.links[i];
@@ -740,6 +740,7 @@ impl Store {
                         .push_bind(link_synced[i].0.map(Json))
                         .push_bind(link_synced[i].1.as_deref())
                         .push_bind(l.remote_updated_at)
+                        .push_bind(l.source_hash.as_deref())
                         .push_bind(now);
                 });
                 q.push(
@@ -749,12 +750,35 @@ impl Store {
                        synced_data = excluded.synced_data,
                        synced_hash = excluded.synced_hash,
                        remote_updated_at = excluded.remote_updated_at,
+                       source_hash = excluded.source_hash,
                        updated_at = excluded.updated_at",
                 );
                 q.build()
                     .execute(&mut *tx)
                     .await
                     .map_err(StoreError::query("write links"))?;
+            }
+            // Source hashes of links whose records arrived unchanged, each
+            // only while its link still holds what that record maps to.
+            for chunk in batch.source_hashes.chunks(ROWS_PER_STATEMENT) {
+                let mut q = sqlx::QueryBuilder::<Db>::new(
+                    "UPDATE links SET source_hash = v.column5 FROM (",
+                );
+                q.push_values(chunk, |mut row, h| {
+                    row.push_bind(h.entity.as_str())
+                        .push_bind(h.system.as_str())
+                        .push_bind(h.external_id.as_str())
+                        .push_bind(h.synced_hash.as_str())
+                        .push_bind(h.source_hash.as_str());
+                });
+                q.push(
+                    ") AS v WHERE links.entity = v.column1 AND links.system = v.column2
+                       AND links.external_id = v.column3 AND links.synced_hash = v.column4",
+                );
+                q.build()
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(StoreError::query("write source hashes"))?;
             }
             let keys: Vec<String> = batch
                 .outbox
@@ -1181,7 +1205,7 @@ impl Store {
     }
 
     /// What each linked external id of one system last synced, by hash
-    /// (external id → `synced_hash`): all that tells an unchanged record,
+    /// (external id → [`LinkHashes`]): all that tells an unchanged record,
     /// read without the link's data, ids or timestamps. Ids without a link
     /// are absent.
     pub async fn synced_hashes(
@@ -1189,11 +1213,11 @@ impl Store {
         entity: EntityKind,
         system: &str,
         external_ids: &[String],
-    ) -> Result<HashMap<String, Option<String>>> {
+    ) -> Result<HashMap<String, LinkHashes>> {
         let mut hashes = HashMap::with_capacity(external_ids.len());
         for chunk in external_ids.chunks(LOOKUP_CHUNK) {
             on_pool!(self, |pool, Db| {
-                let rows = <Db as Dialect>::json_rows("external_id, synced_hash", "");
+                let rows = <Db as Dialect>::json_rows("external_id, synced_hash, source_hash", "");
                 let mut q = sqlx::QueryBuilder::<Db>::new(format!(
                     "SELECT {rows} FROM links WHERE entity = "
                 ));
@@ -1207,7 +1231,10 @@ impl Store {
                     .fetch_one(pool)
                     .await
                     .map_err(StoreError::query("read link hashes"))?;
-                hashes.extend(json_rows::<(String, Option<String>)>("links", &text)?);
+                type Row = (String, Option<String>, Option<String>);
+                hashes.extend(json_rows::<Row>("links", &text)?.into_iter().map(
+                    |(external_id, synced, source)| (external_id, LinkHashes { synced, source }),
+                ));
             });
         }
         Ok(hashes)
@@ -1484,7 +1511,7 @@ impl Store {
             let mut tx = pool.begin().await.map_err(StoreError::query("begin"))?;
             for chunk in links.chunks(ROWS_PER_STATEMENT) {
                 let mut q = sqlx::QueryBuilder::<Db>::new(
-                    "INSERT INTO links (entity, system, external_id, canonical_id, synced_version, synced_data, synced_hash, remote_updated_at, updated_at) ",
+                    "INSERT INTO links (entity, system, external_id, canonical_id, synced_version, synced_data, synced_hash, remote_updated_at, source_hash, updated_at) ",
                 );
                 q.push_values(chunk, |mut row, (link, (data, hash))| {
                     row.push_bind(link.entity.as_str())
@@ -1495,6 +1522,7 @@ impl Store {
                         .push_bind(data.map(Json))
                         .push_bind(hash.as_deref())
                         .push_bind(link.remote_updated_at)
+                        .push_bind(link.source_hash.as_deref())
                         .push_bind(now);
                 });
                 q.push(
@@ -1503,6 +1531,7 @@ impl Store {
                        synced_version = excluded.synced_version,
                        synced_data = excluded.synced_data,
                        synced_hash = excluded.synced_hash,
+                       source_hash = excluded.source_hash,
                        updated_at = excluded.updated_at",
                 );
                 q.build()

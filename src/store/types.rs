@@ -148,6 +148,34 @@ pub struct LinkWrite {
     /// written once); reading the link gives the version's data back.
     pub synced_hash: Option<String>,
     pub remote_updated_at: Option<DateTime<Utc>>,
+    /// Set only by the take-in of the system's own record, whose mapped
+    /// form is `synced_data`: the hash of that record as it arrived, with
+    /// the mapping that read it ([`crate::model::source_hash`]). The same
+    /// record arriving again is then unchanged without being mapped. Any
+    /// other write of the link clears it (`None`).
+    pub source_hash: Option<String>,
+}
+
+/// A link's hashes ([`crate::store::Store::synced_hashes`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LinkHashes {
+    /// What the system holds, mapped ([`LinkWrite::synced_hash`]).
+    pub synced: Option<String>,
+    /// What it sent, as it arrived ([`LinkWrite::source_hash`]).
+    pub source: Option<String>,
+}
+
+/// A source link's [`LinkWrite::source_hash`] brought up to date, for a
+/// record that arrived unchanged by its mapped hash but not by its raw one
+/// (its mapping was edited, or the link was last written by a delivery).
+/// Applied only while the link still holds `synced_hash`.
+#[derive(Debug, Clone)]
+pub struct SourceHashWrite {
+    pub entity: EntityKind,
+    pub system: String,
+    pub external_id: String,
+    pub synced_hash: String,
+    pub source_hash: String,
 }
 
 /// A change to deliver to a target system.
@@ -223,6 +251,8 @@ pub struct Batch {
     pub conflicts: Vec<NewConflict>,
     /// Business keys of the records above, for identity matching.
     pub identity_keys: Vec<IdentityKeyWrite>,
+    /// Source hashes of links whose records arrived unchanged.
+    pub source_hashes: Vec<SourceHashWrite>,
     /// Conflicts the operator decided, closed with the versions above. The
     /// batch fails if one of them is no longer open.
     pub resolved_conflicts: Vec<ConflictResolution>,

@@ -19,7 +19,8 @@ use crate::model::{CanonicalId, Entity, EntityKind, content_hash};
 use crate::settings::Settings;
 use crate::store::{
     Batch, CursorWrite, Delivery, IdentityKeyWrite, LinkWrite, NewAlert, NewConflict, OutboxEntry,
-    OutboxWrite, Provenance, QuarantineItem, RecordWrite, Severity, Store, StoreError,
+    OutboxWrite, Provenance, QuarantineItem, RecordWrite, Severity, SourceHashWrite, Store,
+    StoreError,
 };
 
 /// How often a page is retried when another writer changed one of its
@@ -713,28 +714,56 @@ impl Engine {
         )
         .await?;
 
-        // The links' hashes are read while the page is mapped: the look-up
-        // needs only the external ids, and the store answers on its own
-        // thread. (Read for quarantined records too, and not used.)
+        // The links' hashes are read while each record's source hash is
+        // computed: the look-up needs only the external ids, and the store
+        // answers on its own thread.
         let ids: Vec<String> = records.iter().map(|r| r.external_id.to_string()).collect();
         let heads = {
             let store = self.store.clone();
             let system = system.to_owned();
             tokio::spawn(async move { store.synced_hashes(kind, &system, &ids).await })
         };
-        // Each record mapped and its result hashed (the hash their link
-        // will hold).
         let two = busy.is_none_or(|b| b.records == 0);
-        let results = on_two_threads(&records, two, |raw| {
+        // A record as it arrived, with the mapping that reads it, hashed:
+        // when the source sends it again unchanged, the hash tells so
+        // without mapping it. (Not with look-ups: their results may change
+        // while the record does not.)
+        let source_hashes: Vec<Option<String>> = match mapping.fingerprint() {
+            Some(fingerprint) => on_two_threads(&records, two, |raw| {
+                Some(crate::model::source_hash(fingerprint, &raw.data))
+            }),
+            None => vec![None; records.len()],
+        };
+        let heads: HashMap<String, crate::store::LinkHashes> = match heads.await {
+            Ok(found) => found?,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => anyhow::bail!("the look-up of a page's links was cancelled"),
+        };
+        let mut to_map: Vec<(&RawRecord, Option<String>)> = Vec::with_capacity(records.len());
+        for (raw, source_hash) in records.iter().copied().zip(source_hashes) {
+            if source_hash.is_some()
+                && heads
+                    .get(raw.external_id.as_str())
+                    .is_some_and(|h| h.source == source_hash)
+            {
+                stats.unchanged += 1;
+                continue;
+            }
+            to_map.push((raw, source_hash));
+        }
+        // Each other record mapped and its result hashed (the hash their
+        // link will hold).
+        let results = on_two_threads(&to_map, two, |(raw, _)| {
             mapping.apply_canonical(&raw.data, &lookups).map(|v| {
                 let hash = content_hash(&v);
                 (v, hash)
             })
         });
-        let mut mapped: Vec<(&RawRecord, Value, String)> = Vec::with_capacity(records.len());
-        for (raw, result) in records.iter().zip(results) {
+        let mut mapped: Vec<(&RawRecord, Value, String, Option<String>)> =
+            Vec::with_capacity(to_map.len());
+        for ((raw, source_hash), result) in to_map.into_iter().zip(results) {
             match result {
-                Ok((v, hash)) => mapped.push((raw, v, hash)),
+                Ok((v, hash)) => mapped.push((raw, v, hash, source_hash)),
                 Err(errors) => {
                     let first = errors.first();
                     let reason = errors
@@ -764,28 +793,33 @@ impl Engine {
             }
         }
 
-        // Unchanged since we last saw them (by hash): nothing to do. Only
-        // the links of the others are read whole, with their merge base.
-        let heads: HashMap<String, Option<String>> = match heads.await {
-            Ok(found) => found?,
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(_) => anyhow::bail!("the look-up of a page's links was cancelled"),
-        };
-        // With the hash of theirs, which their link will hold.
-        let mut changed: Vec<(&RawRecord, Value, String)> = Vec::new();
-        for (raw, theirs, hash) in mapped {
-            if heads
-                .get(raw.external_id.as_str())
-                .is_some_and(|h| h.as_deref() == Some(hash.as_str()))
+        // Unchanged since we last saw them (by the hash of what they map
+        // to): nothing to do but remember how they arrived. Only the links
+        // of the others are read whole, with their merge base.
+        let mut changed: Vec<(&RawRecord, Value, String, Option<String>)> = Vec::new();
+        for (raw, theirs, hash, source_hash) in mapped {
+            if let Some(h) = heads.get(raw.external_id.as_str())
+                && h.synced.as_deref() == Some(hash.as_str())
             {
                 stats.unchanged += 1;
+                if let Some(source_hash) = source_hash
+                    && h.source.as_ref() != Some(&source_hash)
+                {
+                    batch.source_hashes.push(SourceHashWrite {
+                        entity: kind,
+                        system: system.to_owned(),
+                        external_id: raw.external_id.to_string(),
+                        synced_hash: hash,
+                        source_hash,
+                    });
+                }
                 continue;
             }
-            changed.push((raw, theirs, hash));
+            changed.push((raw, theirs, hash, source_hash));
         }
         let relinked: Vec<String> = changed
             .iter()
-            .map(|(r, _, _)| r.external_id.to_string())
+            .map(|(r, _, _, _)| r.external_id.to_string())
             .filter(|id| heads.contains_key(id))
             .collect();
         let links: HashMap<String, crate::store::Link> = if relinked.is_empty() {
@@ -798,19 +832,26 @@ impl Engine {
                 .map(|l| (l.external_id.clone(), l))
                 .collect()
         };
-        let work: Vec<(&RawRecord, Value, String, Option<&crate::store::Link>)> = changed
+        type Work<'r, 'l> = (
+            &'r RawRecord,
+            Value,
+            String,
+            Option<&'l crate::store::Link>,
+            Option<String>,
+        );
+        let work: Vec<Work<'_, '_>> = changed
             .into_iter()
-            .map(|(raw, theirs, hash)| {
+            .map(|(raw, theirs, hash, source_hash)| {
                 let link = links.get(raw.external_id.as_str());
-                (raw, theirs, hash, link)
+                (raw, theirs, hash, link, source_hash)
             })
             .collect();
 
         // Identity: records not linked yet, by business keys.
         let unlinked: Vec<&Value> = work
             .iter()
-            .filter(|(_, _, _, l)| l.is_none())
-            .map(|(_, v, _, _)| v)
+            .filter(|(_, _, _, l, _)| l.is_none())
+            .map(|(_, v, _, _, _)| v)
             .collect();
         let mut known_keys: HashMap<(String, String), BTreeSet<CanonicalId>> = HashMap::new();
         for key in &job.identity {
@@ -839,7 +880,7 @@ impl Engine {
         // Current canonical records: those linked, and identity candidates.
         let mut wanted: BTreeSet<CanonicalId> = work
             .iter()
-            .filter_map(|(_, _, _, l)| l.map(|l| l.canonical_id.clone()))
+            .filter_map(|(_, _, _, l, _)| l.map(|l| l.canonical_id.clone()))
             .collect();
         for ids in known_keys.values() {
             wanted.extend(ids.iter().cloned());
@@ -880,7 +921,7 @@ impl Engine {
         // Canonical records this page already claimed for this system.
         let mut claimed: HashMap<CanonicalId, String> = HashMap::new();
 
-        for (raw, theirs, theirs_hash, link) in work {
+        for (raw, theirs, theirs_hash, link, source_hash) in work {
             let external_id = raw.external_id.to_string();
             let theirs_origin = Origin {
                 system: system.to_owned(),
@@ -1138,6 +1179,7 @@ impl Engine {
                 synced_data: Some(theirs),
                 synced_hash: Some(theirs_hash),
                 remote_updated_at: raw.updated_at,
+                source_hash,
             });
         }
         if let Some(cursor) = cursor {
@@ -1505,6 +1547,7 @@ impl Engine {
                                         synced_data: None,
                                         synced_hash: None,
                                         remote_updated_at: None,
+                                        source_hash: None,
                                     },
                                 }
                             }
@@ -1523,6 +1566,7 @@ impl Engine {
                                         synced_data: None,
                                         synced_hash: Some(head.content_hash),
                                         remote_updated_at: None,
+                                        source_hash: None,
                                     },
                                 }
                             }
@@ -1643,6 +1687,7 @@ fn link_at_head(
         },
         synced_hash: holds_head.then(|| head.content_hash.clone()),
         remote_updated_at: link.remote_updated_at,
+        source_hash: None,
     }
 }
 
@@ -1791,6 +1836,7 @@ impl Engine {
                 synced_data: Some(data),
                 synced_hash: None,
                 remote_updated_at: None,
+                source_hash: None,
             };
             match choice {
                 Choice::Link(candidate) => {
