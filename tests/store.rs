@@ -34,6 +34,7 @@ on_both_backends!(
     links_name_the_version_they_hold,
     awkward_documents_round_trip,
     source_hashes_hold_only_for_the_take_in_that_wrote_them,
+    changed_arrivals_leave_out_what_arrived_so_before,
 );
 
 fn eur(amount: &str) -> Money {
@@ -1074,4 +1075,74 @@ async fn source_hashes_hold_only_for_the_take_in_that_wrote_them(store: &TestSto
         .await
         .unwrap();
     assert_eq!(hashes().await.source, None);
+}
+
+/// Of records arriving with their source hashes, the store names only
+/// those that did not arrive so before: with their link's hashes when
+/// linked, as unlinked otherwise, across look-up chunks and systems.
+async fn changed_arrivals_leave_out_what_arrived_so_before(store: &TestStore) {
+    let id = CanonicalId::new();
+    let other = CanonicalId::new();
+    let mut same = link(&id, "crm", "hs-\"1\"");
+    same.synced_data = Some(json!({"name": "Acme"}));
+    same.source_hash = Some("raw-1".into());
+    // Last written by a delivery: no source hash.
+    let mut delivered = link(&other, "crm", "hs-2");
+    delivered.synced_data = Some(json!({"name": "Acme AG"}));
+    // The same external id in another system, with the hash that hs-3
+    // arrives with: it says nothing about crm's hs-3.
+    let mut other_system = link(&id, "erp", "hs-3");
+    other_system.source_hash = Some("raw-3".into());
+    store
+        .commit(&Batch {
+            records: vec![
+                customer(&id, 0, "Acme", "crm"),
+                customer(&other, 0, "Acme AG", "crm"),
+            ],
+            links: vec![same, delivered, other_system],
+            ..Batch::default()
+        })
+        .await
+        .unwrap();
+
+    let arrival = |id: &str, hash: &str| (id.to_string(), hash.to_string());
+    let mut arrivals = vec![
+        arrival("hs-\"1\"", "raw-1"),
+        arrival("hs-2", "raw-2"),
+        arrival("hs-3", "raw-3"),
+    ];
+    // More than one look-up chunk of new records.
+    arrivals.extend((0..1_200).map(|n| arrival(&format!("new-{n}"), "raw")));
+    let changed = store
+        .changed_arrivals(EntityKind::Customer, "crm", &arrivals)
+        .await
+        .unwrap();
+    assert_eq!(changed.len(), 1_202, "all but hs-\"1\"");
+    assert!(!changed.contains_key("hs-\"1\""));
+    let delivered = changed["hs-2"].as_ref().expect("hs-2 is linked");
+    let synced = concord::model::content_hash(&json!({"name": "Acme AG"}));
+    assert_eq!(delivered.synced.as_deref(), Some(synced.as_str()));
+    assert_eq!(delivered.source, None);
+    assert_eq!(changed["hs-3"], None, "not linked in crm");
+    assert_eq!(changed["new-1199"], None);
+
+    // The same record arriving otherwise than it did is named, with the
+    // source hash its link holds.
+    let changed = store
+        .changed_arrivals(
+            EntityKind::Customer,
+            "crm",
+            &[arrival("hs-\"1\"", "raw-1b")],
+        )
+        .await
+        .unwrap();
+    let hashes = changed["hs-\"1\""].as_ref().expect("linked");
+    assert_eq!(hashes.source.as_deref(), Some("raw-1"));
+    assert!(
+        store
+            .changed_arrivals(EntityKind::Customer, "crm", &[])
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }

@@ -1240,6 +1240,55 @@ impl Store {
         Ok(hashes)
     }
 
+    /// Of records arriving as (external id, source hash), those not known
+    /// to have arrived so before, each with its link's hashes (`None`: not
+    /// linked). An id absent from the answer has a link that holds that
+    /// very source hash ([`LinkWrite::source_hash`]).
+    ///
+    /// [`Store::synced_hashes`] with the comparison done in the store: on a
+    /// re-run that finds a page unchanged, the answer is empty, where that
+    /// look-up reads and parses the hashes of every link.
+    pub async fn changed_arrivals(
+        &self,
+        entity: EntityKind,
+        system: &str,
+        arrivals: &[(String, String)],
+    ) -> Result<HashMap<String, Option<LinkHashes>>> {
+        let mut changed = HashMap::new();
+        for chunk in arrivals.chunks(LOOKUP_CHUNK) {
+            on_pool!(self, |pool, Db| {
+                let rows = <Db as Dialect>::json_rows(
+                    "v.column1, CASE WHEN l.external_id IS NULL THEN 0 ELSE 1 END, l.synced_hash, l.source_hash",
+                    "",
+                );
+                let mut q = sqlx::QueryBuilder::<Db>::new(format!("SELECT {rows} FROM ("));
+                q.push_values(chunk, |mut row, (id, hash)| {
+                    row.push_bind(id.as_str()).push_bind(hash.as_str());
+                });
+                q.push(") AS v LEFT JOIN links l ON l.entity = ")
+                    .push_bind(entity.as_str())
+                    .push(" AND l.system = ")
+                    .push_bind(system)
+                    .push(
+                        " AND l.external_id = v.column1 WHERE l.source_hash IS DISTINCT FROM v.column2",
+                    );
+                let text: String = q
+                    .build_query_scalar()
+                    .fetch_one(pool)
+                    .await
+                    .map_err(StoreError::query("read link hashes"))?;
+                type Row = (String, u8, Option<String>, Option<String>);
+                changed.extend(json_rows::<Row>("links", &text)?.into_iter().map(
+                    |(external_id, linked, synced, source)| {
+                        let hashes = (linked == 1).then_some(LinkHashes { synced, source });
+                        (external_id, hashes)
+                    },
+                ));
+            });
+        }
+        Ok(changed)
+    }
+
     /// The links of many canonical records to one system, in one query per
     /// [`LOOKUP_CHUNK`] ids (outbound lookups: canonical id → external id).
     pub async fn external_links(

@@ -714,43 +714,77 @@ impl Engine {
         )
         .await?;
 
-        // The links' hashes are read while each record's source hash is
-        // computed: the look-up needs only the external ids, and the store
-        // answers on its own thread.
-        let ids: Vec<String> = records.iter().map(|r| r.external_id.to_string()).collect();
-        let heads = {
-            let store = self.store.clone();
-            let system = system.to_owned();
-            tokio::spawn(async move { store.synced_hashes(kind, &system, &ids).await })
-        };
-        let two = busy.is_none_or(|b| b.records == 0);
         // A record as it arrived, with the mapping that reads it, hashed:
         // when the source sends it again unchanged, the hash tells so
         // without mapping it. (Not with look-ups: their results may change
         // while the record does not.)
-        let source_hashes: Vec<Option<String>> = match mapping.fingerprint() {
-            Some(fingerprint) => on_two_threads(&records, two, |raw| {
-                Some(crate::model::source_hash(fingerprint, &raw.data))
-            }),
-            None => vec![None; records.len()],
-        };
-        let heads: HashMap<String, crate::store::LinkHashes> = match heads.await {
-            Ok(found) => found?,
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(_) => anyhow::bail!("the look-up of a page's links was cancelled"),
-        };
-        let mut to_map: Vec<(&RawRecord, Option<String>)> = Vec::with_capacity(records.len());
-        for (raw, source_hash) in records.iter().copied().zip(source_hashes) {
-            if source_hash.is_some()
-                && heads
-                    .get(raw.external_id.as_str())
-                    .is_some_and(|h| h.source == source_hash)
-            {
-                stats.unchanged += 1;
-                continue;
+        let two = busy.is_none_or(|b| b.records == 0);
+        let fingerprint = mapping.fingerprint();
+        let hash_sources = |records: &[&RawRecord]| -> Vec<Option<String>> {
+            match fingerprint {
+                Some(fingerprint) => on_two_threads(records, two, |raw| {
+                    Some(crate::model::source_hash(fingerprint, &raw.data))
+                }),
+                None => vec![None; records.len()],
             }
-            to_map.push((raw, source_hash));
-        }
+        };
+        // The records to map, each with its source hash, and the hashes of
+        // their links (a record without a link has none).
+        let mut to_map: Vec<(&RawRecord, Option<String>)> = Vec::with_capacity(records.len());
+        let heads: HashMap<String, crate::store::LinkHashes> = if fingerprint.is_some() && two {
+            // The page before wrote no records (a re-run, most likely):
+            // hashes first, and the store answers only for the records that
+            // did not arrive so before: nothing, for an unchanged page.
+            let source_hashes = hash_sources(&records);
+            let arrivals: Vec<(String, String)> = records
+                .iter()
+                .zip(&source_hashes)
+                .filter_map(|(r, h)| Some((r.external_id.to_string(), h.clone()?)))
+                .collect();
+            let mut changed = self.store.changed_arrivals(kind, system, &arrivals).await?;
+            let mut heads = HashMap::with_capacity(changed.len());
+            for (raw, source_hash) in records.iter().copied().zip(source_hashes) {
+                match changed.remove(raw.external_id.as_str()) {
+                    None => stats.unchanged += 1,
+                    Some(link) => {
+                        if let Some(link) = link {
+                            heads.insert(raw.external_id.to_string(), link);
+                        }
+                        to_map.push((raw, source_hash));
+                    }
+                }
+            }
+            heads
+        } else {
+            // Writing (a first load, most likely): the links' hashes are
+            // read while the source hashes are computed, as the look-up
+            // needs only the external ids and the store answers on its own
+            // thread.
+            let ids: Vec<String> = records.iter().map(|r| r.external_id.to_string()).collect();
+            let lookup = {
+                let store = self.store.clone();
+                let system = system.to_owned();
+                tokio::spawn(async move { store.synced_hashes(kind, &system, &ids).await })
+            };
+            let source_hashes = hash_sources(&records);
+            let heads: HashMap<String, crate::store::LinkHashes> = match lookup.await {
+                Ok(found) => found?,
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Err(_) => anyhow::bail!("the look-up of a page's links was cancelled"),
+            };
+            for (raw, source_hash) in records.iter().copied().zip(source_hashes) {
+                if source_hash.is_some()
+                    && heads
+                        .get(raw.external_id.as_str())
+                        .is_some_and(|h| h.source == source_hash)
+                {
+                    stats.unchanged += 1;
+                    continue;
+                }
+                to_map.push((raw, source_hash));
+            }
+            heads
+        };
         // Each other record mapped and its result hashed (the hash their
         // link will hold).
         let results = on_two_threads(&to_map, two, |(raw, _)| {
