@@ -7,7 +7,8 @@
 //! (its tables are left in the database's default schema — use a scratch
 //! database). Prints records/s for both runs and the peak RSS;
 //! `CONCORD_BENCH_STAGES=1` also times the first run's take-in and delivery
-//! apart.
+//! apart, and `CONCORD_BENCH_RERUNS=k` repeats the unchanged re-run k times
+//! and prints each one's wall and CPU time.
 //!
 //! The run is the engine's (`concord sync run copy` without the
 //! data-quality rules, which `[quality] run_after_sync` adds to the CLI).
@@ -132,6 +133,23 @@ fn peak_rss_mb() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+/// User and system CPU time of this process, all threads, in seconds
+/// (0 where /proc is not there).
+fn cpu_seconds() -> f64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            // After the command name in parentheses: state is field 3,
+            // utime and stime fields 14 and 15, in clock ticks of 1/100 s.
+            let rest = &s[s.rfind(')')? + 2..];
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let ticks: f64 =
+                fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+            Some(ticks / 100.0)
+        })
+        .unwrap_or(0.0)
+}
+
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         println!("sync bench: run with `cargo bench --bench sync`");
@@ -185,13 +203,32 @@ fn main() {
         }
         assert_eq!(first.created, n, "{first:?}");
         assert_eq!(first.delivered, n, "{first:?}");
-        let started = Instant::now();
-        let again = engine
-            .run_job("copy", RunOptions { full: true, ..RunOptions::default() })
-            .await
-            .unwrap();
-        let t2 = started.elapsed().as_secs_f64();
-        assert_eq!(again.unchanged, n, "{again:?}");
+        // CONCORD_BENCH_RERUNS=k: the unchanged re-run k times, each with
+        // its wall time and the CPU time of all threads (on a shared
+        // machine the steadier figure of the two).
+        let reruns: usize = std::env::var("CONCORD_BENCH_RERUNS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1)
+            .max(1);
+        let mut t2 = 0.0;
+        for k in 1..=reruns {
+            let cpu = cpu_seconds();
+            let started = Instant::now();
+            let again = engine
+                .run_job("copy", RunOptions { full: true, ..RunOptions::default() })
+                .await
+                .unwrap();
+            t2 = started.elapsed().as_secs_f64();
+            assert_eq!(again.unchanged, n, "{again:?}");
+            if reruns > 1 {
+                println!(
+                    "re-run {k}: {:.0} records/s ({t2:.2} s), CPU {:.2} s",
+                    n as f64 / t2,
+                    cpu_seconds() - cpu
+                );
+            }
+        }
         println!(
             "{label:<9} {n} records: first run {:>7.0} records/s ({t1:.1} s), unchanged re-run {:>7.0} records/s ({t2:.1} s), peak RSS {:.0} MB",
             n as f64 / t1,
