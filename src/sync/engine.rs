@@ -13,7 +13,9 @@ use serde_json::Value;
 use super::identity::key_value;
 use super::merge::{self, Origin};
 use super::{Endpoint, JobSettings};
-use crate::connector::{self, Change, Connector, Cursor, Definition, Page, PushOutcome, RawRecord};
+use crate::connector::{
+    self, Change, Connector, ConnectorError, Cursor, Definition, Page, PushOutcome, RawRecord,
+};
 use crate::mapping::{self, Direction, LookupKey, Lookups, Mapping};
 use crate::model::{CanonicalId, Entity, EntityKind, content_hash};
 use crate::settings::Settings;
@@ -443,7 +445,7 @@ impl Engine {
                 })?),
             }
         };
-        let mut pages = source.pull(&job.source.entity, cursor);
+        let mut pages = ReadAhead::new(source.pull(&job.source.entity, cursor));
         // A mapping with look-ups may read what the previous page writes,
         // and a dry run writes nothing: both go page by page.
         let overlap = !options.dry_run && !mapping.has_lookups();
@@ -454,21 +456,33 @@ impl Engine {
         // each doubling after.
         let mut refresh_at = FIRST_REFRESH;
         loop {
-            // The next page is read, mapped and merged while the previous
-            // one commits: the store works on its own thread meanwhile.
+            // The next page is mapped and merged while the previous one
+            // commits (the store works on its own thread meanwhile), and
+            // the page after it is read from the source: a re-run that
+            // finds everything unchanged commits next to nothing, and would
+            // otherwise wait for each page's read in turn.
             let (committed, next, prepared_before) = match prepared.take() {
-                None => (
-                    None,
-                    self.prepare(job, &mapping, &mut pages, options, None).await,
-                    false,
-                ),
+                None => {
+                    let page = pages.next().await;
+                    let read_ahead = overlap && matches!(page, Some(Ok(_)));
+                    // The read first: it starts the source's work, which
+                    // then goes on beside the mapping.
+                    let ((), next) = tokio::join!(
+                        pages.read_ahead(read_ahead),
+                        self.prepare(job, &mapping, page, options, None)
+                    );
+                    (None, next, false)
+                }
                 Some(current) => {
                     let busy = overlap.then(|| InFlight::of(&current.batch));
-                    let (committed, next) = tokio::join!(
+                    let page = if overlap { pages.next().await } else { None };
+                    let read_ahead = matches!(page, Some(Ok(_)));
+                    let ((), committed, next) = tokio::join!(
+                        pages.read_ahead(read_ahead),
                         self.commit_prepared(job, &mapping, current, options),
                         async {
                             if overlap {
-                                self.prepare(job, &mapping, &mut pages, options, busy.as_ref())
+                                self.prepare(job, &mapping, page, options, busy.as_ref())
                                     .await
                             } else {
                                 Ok(None)
@@ -498,8 +512,8 @@ impl Engine {
             }
             let next = match next? {
                 None if !overlap && prepared_before => {
-                    self.prepare(job, &mapping, &mut pages, options, None)
-                        .await?
+                    let page = pages.next().await;
+                    self.prepare(job, &mapping, page, options, None).await?
                 }
                 next => next,
             };
@@ -525,18 +539,19 @@ impl Engine {
         }
     }
 
-    /// Pulls the next page and turns it into a batch. `busy` is what a
-    /// batch still being committed writes: a page that touches it comes
-    /// back marked stale, to be prepared again once that commit is done.
+    /// Turns a pulled page (`None`: the source has no more) into a batch.
+    /// `busy` is what a batch still being committed writes: a page that
+    /// touches it comes back marked stale, to be prepared again once that
+    /// commit is done.
     async fn prepare(
         &self,
         job: &JobSettings,
         mapping: &Mapping,
-        pages: &mut connector::PageStream<'_>,
+        page: Option<Result<Page, ConnectorError>>,
         options: RunOptions,
         busy: Option<&InFlight>,
     ) -> anyhow::Result<Option<Prepared>> {
-        let Some(page) = pages.next().await else {
+        let Some(page) = page else {
             return Ok(None);
         };
         let page = page?;
@@ -2331,6 +2346,37 @@ struct Prepared {
     /// Prepared while an earlier page was committing, and touching what
     /// that page writes: to be prepared again.
     batch_is_stale: bool,
+}
+
+/// A source's pages with one read ahead: the next page is read while the
+/// current one is mapped and committed, and held (one page: memory stays
+/// flat) until asked for. Nothing read ahead is acknowledged before its
+/// turn.
+struct ReadAhead<'a> {
+    pages: connector::PageStream<'a>,
+    /// `Some(None)`: the source has no more.
+    ahead: Option<Option<Result<Page, ConnectorError>>>,
+}
+
+impl<'a> ReadAhead<'a> {
+    fn new(pages: connector::PageStream<'a>) -> ReadAhead<'a> {
+        ReadAhead { pages, ahead: None }
+    }
+
+    /// The page read ahead, or else the source's next.
+    async fn next(&mut self) -> Option<Result<Page, ConnectorError>> {
+        match self.ahead.take() {
+            Some(page) => page,
+            None => self.pages.next().await,
+        }
+    }
+
+    /// Reads the next page into the slot, when `wanted` and it is empty.
+    async fn read_ahead(&mut self, wanted: bool) {
+        if wanted && self.ahead.is_none() {
+            self.ahead = Some(self.pages.next().await);
+        }
+    }
 }
 
 /// What a batch being committed writes, for the page prepared meanwhile to
