@@ -6,6 +6,7 @@ mod common;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
 use common::TestStore;
 use concord::connector::{
-    Capabilities, Change, Connector, ConnectorError, Cursor, ErrorKind, Page, PageStream,
+    Ack, Capabilities, Change, Connector, ConnectorError, Cursor, ErrorKind, Page, PageStream,
     PushOutcome, RawRecord,
 };
 use concord::model::{EntityKind, ExternalId};
@@ -41,6 +42,7 @@ on_both_backends!(
     identity_conflicts_are_resolved_by_linking_or_creating,
     quarantined_records_replay_after_a_fix,
     unchanged_records_are_known_by_how_they_arrived_until_the_mapping_changes,
+    a_source_whose_pages_wait_for_their_ack_is_read_to_its_end,
 );
 
 // ---------------------------------------------------------------------------
@@ -60,12 +62,34 @@ struct MemState {
     pushed: Vec<String>,
     /// How long a push takes (a slow target).
     push_time: Duration,
+    /// Pages handed out and not yet acknowledged, at most this many, as a
+    /// queue's prefetch window allows: a pull asked for more ends there,
+    /// as a quiet queue's does. `None`: pages need no acknowledgement.
+    window: Option<usize>,
 }
 
 struct Memory {
     name: String,
     prefix: &'static str,
     state: Mutex<MemState>,
+    /// Pages handed out with an acknowledgement still to come.
+    unacked: Arc<AtomicUsize>,
+}
+
+/// The acknowledgement of a page of a [`Memory`] with a window.
+struct WindowAck(Arc<AtomicUsize>);
+
+#[async_trait]
+impl Ack for WindowAck {
+    async fn ack(self: Box<Self>) -> Result<(), ConnectorError> {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    async fn nack(self: Box<Self>, _requeue: bool, _reason: &str) -> Result<(), ConnectorError> {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+        Ok(())
+    }
 }
 
 impl Memory {
@@ -74,6 +98,7 @@ impl Memory {
             name: name.into(),
             prefix,
             state: Mutex::new(MemState::default()),
+            unacked: Arc::new(AtomicUsize::new(0)),
         })
     }
 
@@ -156,7 +181,24 @@ impl Connector for Memory {
                 ..Page::default()
             }));
         }
-        futures_util::stream::iter(pages).boxed()
+        let Some(window) = st.window else {
+            return futures_util::stream::iter(pages).boxed();
+        };
+        let unacked = self.unacked.clone();
+        futures_util::stream::iter(pages)
+            .take_while(move |_| std::future::ready(unacked.load(Ordering::SeqCst) < window))
+            .map({
+                let unacked = self.unacked.clone();
+                move |page| {
+                    unacked.fetch_add(1, Ordering::SeqCst);
+                    let ack: Box<dyn Ack> = Box::new(WindowAck(unacked.clone()));
+                    page.map(|p| Page {
+                        ack: Some(ack),
+                        ..p
+                    })
+                }
+            })
+            .boxed()
     }
 
     async fn push(
@@ -1295,4 +1337,27 @@ async fn unchanged_records_are_known_by_how_they_arrived_until_the_mapping_chang
     let r = engine.run_job("crm-to-erp", full).await.unwrap();
     assert_eq!((r.unchanged, r.updated), (2, 0), "{r:?}");
     assert_eq!(source_hashes().await, third);
+}
+
+/// A source that hands out only so many pages before they are acknowledged
+/// (a queue's prefetch window of two pages) is read to its end in one run:
+/// the engine holds no more of its pages at once than the one committing
+/// and the one being prepared.
+async fn a_source_whose_pages_wait_for_their_ack_is_read_to_its_end(store: &TestStore) {
+    let w = world(store, None);
+    w.crm.state.lock().unwrap().window = Some(2);
+    for n in 0..10 {
+        w.crm.put(
+            &format!("c{n}"),
+            json!({"name": format!("Customer {n}"), "email": format!("ap{n}@example.com"), "vat": format!("DE{n:09}")}),
+        );
+    }
+    let r = run(&w, "crm-to-erp").await;
+    assert_eq!((r.pulled, r.created, r.delivered), (10, 10, 10), "{r:?}");
+    assert_eq!(w.erp.len(), 10);
+    assert_eq!(
+        w.crm.unacked.load(Ordering::SeqCst),
+        0,
+        "every page acknowledged"
+    );
 }

@@ -458,13 +458,14 @@ impl Engine {
         loop {
             // The next page is mapped and merged while the previous one
             // commits (the store works on its own thread meanwhile), and
-            // the page after it is read from the source: a re-run that
+            // the page after it is read from the source (unless pages wait
+            // for their acknowledgement: `needs_no_ack`). A re-run that
             // finds everything unchanged commits next to nothing, and would
             // otherwise wait for each page's read in turn.
             let (committed, next, prepared_before) = match prepared.take() {
                 None => {
                     let page = pages.next().await;
-                    let read_ahead = overlap && matches!(page, Some(Ok(_)));
+                    let read_ahead = overlap && needs_no_ack(&page);
                     // The read first: it starts the source's work, which
                     // then goes on beside the mapping.
                     let ((), next) = tokio::join!(
@@ -476,7 +477,7 @@ impl Engine {
                 Some(current) => {
                     let busy = overlap.then(|| InFlight::of(&current.batch));
                     let page = if overlap { pages.next().await } else { None };
-                    let read_ahead = matches!(page, Some(Ok(_)));
+                    let read_ahead = needs_no_ack(&page);
                     let ((), committed, next) = tokio::join!(
                         pages.read_ahead(read_ahead),
                         self.commit_prepared(job, &mapping, current, options),
@@ -2377,6 +2378,17 @@ impl<'a> ReadAhead<'a> {
             self.ahead = Some(self.pages.next().await);
         }
     }
+}
+
+/// A page read (not the end, not an error) that needs no acknowledgement,
+/// after which the source may be read ahead. A page to acknowledge holds
+/// something at the source until it is committed: a queue hands out only
+/// its prefetch window of such messages, and its pull ends when it has none
+/// to give. The page committing and the page prepared already take two
+/// pages of that window, all of it by default (the amqp driver's
+/// `prefetch`); reading a third would end the run early.
+fn needs_no_ack(page: &Option<Result<Page, ConnectorError>>) -> bool {
+    matches!(page, Some(Ok(page)) if page.ack.is_none())
 }
 
 /// What a batch being committed writes, for the page prepared meanwhile to
