@@ -476,20 +476,35 @@ impl Engine {
                 }
                 Some(current) => {
                     let busy = overlap.then(|| InFlight::of(&current.batch));
-                    let page = if overlap { pages.next().await } else { None };
-                    let read_ahead = needs_no_ack(&page);
-                    let ((), committed, next) = tokio::join!(
-                        pages.read_ahead(read_ahead),
-                        self.commit_prepared(job, &mapping, current, options),
-                        async {
-                            if overlap {
+                    let ahead = if overlap { pages.take_ahead() } else { None };
+                    let (committed, next) = match ahead {
+                        // The page read ahead is prepared while this one
+                        // commits, and the page after it read meanwhile.
+                        Some(page) => {
+                            let read_ahead = needs_no_ack(&page);
+                            let ((), committed, next) = tokio::join!(
+                                pages.read_ahead(read_ahead),
+                                self.commit_prepared(job, &mapping, current, options),
                                 self.prepare(job, &mapping, page, options, busy.as_ref())
-                                    .await
-                            } else {
-                                Ok(None)
-                            }
+                            );
+                            (committed, next)
                         }
-                    );
+                        // None read ahead (pages that wait for their
+                        // acknowledgement): the next is read and prepared
+                        // while this one commits.
+                        None => tokio::join!(
+                            self.commit_prepared(job, &mapping, current, options),
+                            async {
+                                if overlap {
+                                    let page = pages.next().await;
+                                    self.prepare(job, &mapping, page, options, busy.as_ref())
+                                        .await
+                                } else {
+                                    Ok(None)
+                                }
+                            }
+                        ),
+                    };
                     (Some(committed?), next, true)
                 }
             };
@@ -2370,6 +2385,11 @@ impl<'a> ReadAhead<'a> {
             Some(page) => page,
             None => self.pages.next().await,
         }
+    }
+
+    /// The page read ahead, if one was.
+    fn take_ahead(&mut self) -> Option<Option<Result<Page, ConnectorError>>> {
+        self.ahead.take()
     }
 
     /// Reads the next page into the slot, when `wanted` and it is empty.
