@@ -204,8 +204,8 @@ fn main() {
         assert_eq!(first.created, n, "{first:?}");
         assert_eq!(first.delivered, n, "{first:?}");
         // CONCORD_BENCH_RERUNS=k: the unchanged re-run k times, each with
-        // its wall time and the CPU time of all threads (on a shared
-        // machine the steadier figure of the two).
+        // its wall time and the CPU time of all threads (CPU over wall is
+        // how many of the cores the run kept busy).
         let reruns: usize = std::env::var("CONCORD_BENCH_RERUNS")
             .ok()
             .and_then(|v| v.parse().ok())
