@@ -7,8 +7,10 @@
 //! (its tables are left in the database's default schema — use a scratch
 //! database). Prints records/s for both runs and the peak RSS;
 //! `CONCORD_BENCH_STAGES=1` also times the first run's take-in and delivery
-//! apart, and `CONCORD_BENCH_RERUNS=k` repeats the unchanged re-run k times
-//! and prints each one's wall and CPU time.
+//! apart, `CONCORD_BENCH_RERUNS=k` repeats the unchanged re-run k times
+//! and prints each one's wall and CPU time, and
+//! `CONCORD_BENCH_CHANGED_EVERY=m` changes every m-th record before each
+//! re-run (an incremental sync: those are taken in and delivered).
 //!
 //! The run is the engine's (`concord sync run copy` without the
 //! data-quality rules, which `[quality] run_after_sync` adds to the CLI).
@@ -25,15 +27,18 @@ use concord::sync::{Engine, RunOptions};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn write_setup(dir: &Path, n: usize) {
-    std::fs::create_dir_all(dir.join("connectors")).unwrap();
-    std::fs::create_dir_all(dir.join("mappings")).unwrap();
-    std::fs::create_dir_all(dir.join("out")).unwrap();
+/// The source file: `n` customers; with `changed = Some((every, run))`,
+/// each `every`-th one moved to another city named after `run`.
+fn write_input(dir: &Path, n: usize, changed: Option<(usize, usize)>) {
     let mut f = std::io::BufWriter::new(std::fs::File::create(dir.join("in.ndjson")).unwrap());
     for i in 0..n {
+        let city = match changed {
+            Some((every, run)) if i % every == 0 => format!("Berlin {run}"),
+            _ => "Berlin".to_owned(),
+        };
         writeln!(
             f,
-            r#"{{"id":"C{i:08}","company":"Customer {i} GmbH","vat":"DE{:09}","email":"AP{i}@Example.test","phone":"+49 30 {:07}","city":"Berlin","country":"de","updated":"2026-11-{:02}T08:00:00Z"}}"#,
+            r#"{{"id":"C{i:08}","company":"Customer {i} GmbH","vat":"DE{:09}","email":"AP{i}@Example.test","phone":"+49 30 {:07}","city":"{city}","country":"de","updated":"2026-11-{:02}T08:00:00Z"}}"#,
             100_000_000 + i,
             i % 10_000_000,
             1 + i % 28
@@ -41,6 +46,13 @@ fn write_setup(dir: &Path, n: usize) {
         .unwrap();
     }
     f.flush().unwrap();
+}
+
+fn write_setup(dir: &Path, n: usize) {
+    std::fs::create_dir_all(dir.join("connectors")).unwrap();
+    std::fs::create_dir_all(dir.join("mappings")).unwrap();
+    std::fs::create_dir_all(dir.join("out")).unwrap();
+    write_input(dir, n, None);
     let text = |p: &str, t: &str| std::fs::write(dir.join(p), t).unwrap();
     text(
         "connectors/src.toml",
@@ -211,8 +223,19 @@ fn main() {
             .and_then(|v| v.parse().ok())
             .unwrap_or(1)
             .max(1);
+        // CONCORD_BENCH_CHANGED_EVERY=m: before each re-run, every m-th
+        // record changes (a new city), the rest arrive unchanged: an
+        // incremental sync, each change taken in and delivered.
+        let every: Option<usize> = std::env::var("CONCORD_BENCH_CHANGED_EVERY")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|&m| m > 0);
         let mut t2 = 0.0;
         for k in 1..=reruns {
+            let changed = every.map_or(0, |m| n.div_ceil(m));
+            if let Some(m) = every {
+                write_input(Path::new("."), n, Some((m, k)));
+            }
             let cpu = cpu_seconds();
             let started = Instant::now();
             let again = engine
@@ -220,18 +243,23 @@ fn main() {
                 .await
                 .unwrap();
             t2 = started.elapsed().as_secs_f64();
-            assert_eq!(again.unchanged, n, "{again:?}");
-            if reruns > 1 {
+            assert_eq!(
+                (again.unchanged, again.updated, again.delivered),
+                (n - changed, changed, changed),
+                "{again:?}"
+            );
+            if reruns > 1 || every.is_some() {
                 println!(
-                    "re-run {k}: {:.0} records/s ({t2:.2} s), CPU {:.2} s",
+                    "re-run {k}: {:.0} records/s ({t2:.2} s), CPU {:.2} s, {changed} changed",
                     n as f64 / t2,
                     cpu_seconds() - cpu
                 );
             }
         }
         println!(
-            "{label:<9} {n} records: first run {:>7.0} records/s ({t1:.1} s), unchanged re-run {:>7.0} records/s ({t2:.1} s), peak RSS {:.0} MB",
+            "{label:<9} {n} records: first run {:>7.0} records/s ({t1:.1} s), {} re-run {:>7.0} records/s ({t2:.1} s), peak RSS {:.0} MB",
             n as f64 / t1,
+            if every.is_some() { "changed" } else { "unchanged" },
             n as f64 / t2,
             peak_rss_mb()
         );
