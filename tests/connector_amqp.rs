@@ -900,6 +900,90 @@ async fn messages_of_a_dropped_pull_come_back() {
     assert_eq!(got.len(), 6);
 }
 
+/// The sync engine asks for a queue's next page while the last one
+/// commits, before answering it. With `prefetch` no larger than
+/// `page_size` the window is then full and the broker sends nothing: that
+/// silence is not a quiet queue. The pull gives an empty page at once and
+/// goes on once the page is answered; asked again with nothing answered,
+/// it ends.
+#[tokio::test]
+async fn a_full_prefetch_window_does_not_end_the_pull() {
+    let Some(url) = broker() else { return };
+    let queue = unique("q");
+    let dlx = unique("dlx");
+    let _t = Topology {
+        url: url.clone(),
+        queues: vec![queue.clone(), format!("{queue}.dead")],
+        exchanges: vec![dlx.clone()],
+    };
+    let c = open(
+        &url,
+        &format!(
+            "[entities.invoice]\nqueue = \"{queue}\"\ndead_letter_exchange = \"{dlx}\"\nid = \"/id\"\npage_size = 4\nprefetch = 4\nmax_wait_ms = 300\n"
+        ),
+    );
+    c.healthcheck().await.unwrap();
+    let admin = Admin::new(&url).await;
+    for n in 0..10 {
+        admin
+            .send_json(&queue, &json!({"id": format!("A{n}")}))
+            .await;
+    }
+
+    // As the engine reads: the next page is asked for before the one
+    // before it is answered.
+    let mut stream = c.pull("invoice", None);
+    let mut got = Vec::new();
+    let mut empty = 0;
+    let mut last: Option<Page> = None;
+    while let Some(page) = stream.next().await {
+        let page = page.unwrap();
+        if page.records.is_empty() {
+            assert!(page.ack.is_none(), "an empty page holds no message");
+            empty += 1;
+        }
+        got.extend(page.records.iter().map(|r| r.external_id.to_string()));
+        if let Some(ack) = last.take().and_then(|mut p| p.ack.take()) {
+            ack.ack().await.unwrap();
+        }
+        last = Some(page);
+    }
+    if let Some(ack) = last.and_then(|p| p.ack) {
+        ack.ack().await.unwrap();
+    }
+    drop(stream);
+    let want: Vec<String> = (0..10).map(|n| format!("A{n}")).collect();
+    assert_eq!(got, want, "one pull reads the whole queue, in order");
+    // A0–A3 and A4–A7 fill the window; A8–A9 leave room, and the wait
+    // for more ends the pull.
+    assert_eq!(
+        empty, 2,
+        "an empty page after each page that fills the window"
+    );
+    assert_eq!(admin.count(&queue).await, 0);
+
+    // A caller that answers nothing is not given empty pages forever.
+    for n in 0..6 {
+        admin
+            .send_json(&queue, &json!({"id": format!("B{n}")}))
+            .await;
+    }
+    let mut stream = c.pull("invoice", None);
+    let first = stream.next().await.unwrap().unwrap();
+    assert_eq!(first.records.len(), 4);
+    let second = stream.next().await.unwrap().unwrap();
+    assert!(second.records.is_empty());
+    assert!(
+        stream.next().await.is_none(),
+        "nothing answered: the pull ends"
+    );
+    drop((stream, first));
+    let again: BTreeSet<String> = ids(&drain(c.as_ref(), "invoice").await)
+        .into_iter()
+        .collect();
+    assert_eq!(again.len(), 6, "the unanswered messages come back");
+}
+
 #[tokio::test]
 async fn array_bodies_and_message_ids() {
     let Some(url) = broker() else { return };

@@ -6,8 +6,15 @@
 //! until the page holds `page_size` messages or `max_wait_ms` has passed
 //! since the page began; a page that is still empty then ends the pull, so
 //! a pull always ends once the queue is quiet and the sync engine can
-//! commit. Each page's [`Ack`](super::Ack) acknowledges its messages, so a
-//! message leaves the queue only after the sync engine committed it:
+//! commit. A page is never waited for beyond the prefetch window: the
+//! messages of pages not yet answered count against it, a page ends when
+//! it is used up, and a window already full gives an empty page at once
+//! (nothing can arrive until the caller answers; the sync engine asks for
+//! the next page while the last one commits). Asked again with nothing
+//! answered, the pull ends.
+//!
+//! Each page's [`Ack`](super::Ack) acknowledges its messages, so a message
+//! leaves the queue only after the sync engine committed it:
 //!
 //! * `ack` acknowledges every message of the page;
 //! * `nack(requeue = true)` hands the page's messages back to the queue;

@@ -1,6 +1,7 @@
 //! Pulling a queue: pages of messages, acknowledged after commit.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -54,6 +55,8 @@ pub(super) fn pull<'a>(
         consumer: None,
         cancelled: false,
         done: false,
+        window: Arc::new(Window::default()),
+        full_at: None,
     };
     stream::unfold(pull, |mut pull| async move {
         let next = pull.next_page().await;
@@ -72,6 +75,20 @@ struct Pull {
     /// The broker ended the consumer (the queue was deleted).
     cancelled: bool,
     done: bool,
+    /// What the pages handed out hold of the prefetch window.
+    window: Arc<Window>,
+    /// The window's answer count when a page last found it full.
+    full_at: Option<u64>,
+}
+
+/// The prefetch window as the pages of one pull fill it.
+#[derive(Default)]
+struct Window {
+    /// Messages of pages handed out and not yet answered: the broker
+    /// delivers no more than `prefetch` beyond those.
+    unanswered: AtomicUsize,
+    /// Pages answered so far.
+    answers: AtomicU64,
 }
 
 impl Pull {
@@ -134,11 +151,34 @@ impl Pull {
         let (Some(consumer), Some(session)) = (self.consumer.as_mut(), self.session.clone()) else {
             return Ok(None);
         };
+        // What the prefetch window leaves to deliver while earlier pages
+        // wait for their answer (the sync engine asks for the next page
+        // while the last one commits). Silence from a full window is not a
+        // quiet queue: the page ends when the window is used up, and a
+        // window already full gives an empty page at once, so that the
+        // caller answers what it holds and asks again. Asked again with
+        // nothing answered, the pull ends: its pages are not answered.
+        let room = usize::from(self.source.prefetch)
+            .saturating_sub(self.window.unanswered.load(Ordering::SeqCst))
+            .min(self.source.page_size);
+        if room == 0 {
+            let answers = self.window.answers.load(Ordering::SeqCst);
+            if self.full_at.replace(answers) == Some(answers) {
+                return Ok(None);
+            }
+            return Ok(Some(Page {
+                records: Vec::new(),
+                rejects: Vec::new(),
+                cursor: self.cursor.clone(),
+                ack: None,
+                notices: Vec::new(),
+            }));
+        }
         let deadline = Instant::now() + Duration::from_millis(self.source.max_wait_ms);
         let mut records = Vec::new();
         let mut held = Vec::new();
         let mut notices = Vec::new();
-        while held.len() < self.source.page_size {
+        while held.len() < room {
             let delivery = match tokio::time::timeout_at(deadline, consumer.next()).await {
                 Err(_) => break,
                 Ok(None) => {
@@ -208,11 +248,18 @@ impl Pull {
             }
             return Ok(None);
         }
+        self.window
+            .unanswered
+            .fetch_add(held.len(), Ordering::SeqCst);
         Ok(Some(Page {
             records,
             rejects: Vec::new(),
             cursor: self.cursor.clone(),
-            ack: Some(Box::new(PageAck { session, held })),
+            ack: Some(Box::new(PageAck {
+                session,
+                held,
+                window: self.window.clone(),
+            })),
             notices,
         }))
     }
@@ -428,9 +475,20 @@ struct Held {
 struct PageAck {
     session: Arc<Session>,
     held: Vec<Held>,
+    /// The pull's window, which this page's answer frees.
+    window: Arc<Window>,
 }
 
 impl PageAck {
+    /// The page is answered (or its channel is gone): its messages no
+    /// longer fill the prefetch window.
+    fn answered(&self) {
+        self.window
+            .unanswered
+            .fetch_sub(self.held.len(), Ordering::SeqCst);
+        self.window.answers.fetch_add(1, Ordering::SeqCst);
+    }
+
     fn lost(&self, what: &str) -> ConnectorError {
         ConnectorError::unavailable(
             &self.session.inner.name,
@@ -475,6 +533,7 @@ impl Ack for PageAck {
                 first_error.get_or_insert(e);
             }
         }
+        self.answered();
         first_error.map_or(Ok(()), Err)
     }
 
@@ -499,6 +558,7 @@ impl Ack for PageAck {
                 first_error.get_or_insert(e);
             }
         }
+        self.answered();
         first_error.map_or(Ok(()), Err)
     }
 }
