@@ -32,6 +32,7 @@ on_both_backends!(
     ambiguous_identity_goes_to_the_conflict_queue,
     manual_policy_parks_only_the_conflicting_field,
     delivery_retries_and_dead_letters,
+    a_target_asking_to_wait_for_ages_is_asked_again_within_a_day,
     dry_run_writes_nothing,
     older_versions_never_overwrite_newer_ones,
     a_batch_read_ahead_sees_what_the_batch_before_delivered,
@@ -58,6 +59,8 @@ struct MemState {
     reject_names: Vec<String>,
     retry_names: Vec<String>,
     fail_pushes: usize,
+    /// The wait a retry of `retry_names` asks for (Retry-After).
+    retry_delay: Duration,
     /// The name of every change pushed, in order.
     pushed: Vec<String>,
     /// How long a push takes (a slow target).
@@ -234,7 +237,7 @@ impl Connector for Memory {
             }
             if st.retry_names.contains(&name) {
                 out.push(PushOutcome::RetryLater {
-                    delay: Duration::from_secs(0),
+                    delay: st.retry_delay,
                     message: "busy".into(),
                 });
                 continue;
@@ -734,6 +737,32 @@ async fn manual_policy_parks_only_the_conflicting_field(store: &TestStore) {
     );
     assert_eq!(w.erp.get("E1")["customer_name"], "Acme AG");
     assert_eq!(w.erp.get("E1")["mail"], "erp@acme.test");
+}
+
+/// A target that answers "retry after" some absurd wait (a 429 with
+/// `Retry-After: 10000000000000`): the entry waits a day at most, and the
+/// run goes on.
+async fn a_target_asking_to_wait_for_ages_is_asked_again_within_a_day(store: &TestStore) {
+    let w = world(store, None);
+    {
+        let mut st = w.erp.state.lock().unwrap();
+        st.retry_names.push("Busy".into());
+        st.retry_delay = Duration::from_secs(10_000_000_000_000);
+    }
+    w.crm.put("c1", json!({"name": "Busy"}));
+    w.crm.put("c2", json!({"name": "Fine"}));
+    let r = run(&w, "crm-to-erp").await;
+    assert_eq!((r.created, r.delivered, r.retry_later), (2, 1, 1), "{r:?}");
+    assert!(
+        store.outbox_due(10).await.unwrap().is_empty(),
+        "not due now"
+    );
+    let dead = store.outbox_dead(None, 10).await.unwrap();
+    assert!(dead.is_empty(), "waiting, not a dead letter: {dead:?}");
+    // A later run leaves it waiting.
+    let r = run(&w, "crm-to-erp").await;
+    assert_eq!((r.delivered, r.retry_later), (0, 0), "{r:?}");
+    assert_eq!(w.erp.len(), 1);
 }
 
 async fn delivery_retries_and_dead_letters(store: &TestStore) {

@@ -572,3 +572,84 @@ async fn a_lost_create_is_found_again_by_a_newer_version() {
     let status = engine.store().status().await.unwrap();
     assert_eq!(outbox(&status, "dead"), 0, "{:?}", status.outbox);
 }
+
+/// As above, but the newer version's own create is tried and lost too
+/// before it gets through: the target found the first create by its key
+/// and holds that version, not the one the answer is for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_create_retried_at_a_newer_version_is_still_updated() {
+    let setup = Setup::new(7).await;
+    lock(&setup.target).lose.insert("C0001".into(), 3);
+    setup.write_source(&rows(3, &HashSet::new()));
+    let engine = setup.engine().await;
+    engine.run_job("push", RunOptions::default()).await.unwrap();
+
+    // The newer version's create (the same create key) is answered late
+    // three times as well: it goes back in line, an attempt counted.
+    lock(&setup.target).lose.insert("C0001".into(), 3);
+    setup.write_source(&rows(3, &HashSet::from([1])));
+    let full = RunOptions {
+        full: true,
+        ..RunOptions::default()
+    };
+    let r = engine.run_job("push", full).await.unwrap();
+    assert_eq!(r.updated, 1, "{r:?}");
+    assert_eq!(r.retry_later, 1, "{r:?}");
+    lock(&setup.target).lose.clear();
+    deliver_until_settled(&engine, Duration::from_secs(20)).await;
+
+    let t = lock(&setup.target);
+    let c1: Vec<&Value> = t.records.values().filter(|r| r["ref"] == "C0001").collect();
+    assert_eq!(c1.len(), 1, "created once: {:?}", t.records);
+    assert_eq!(
+        c1[0]["email"], "billing-1@example.test",
+        "at its latest version"
+    );
+    assert_eq!(
+        t.updates.get("C0001"),
+        Some(&1),
+        "the newer version as an update"
+    );
+}
+
+/// Both creates' answers are lost until the entries are dead letters; the
+/// operator puts them back in line (`replay dead-letters`, which starts
+/// their attempts again). The target still gets the newer version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_lettered_lost_creates_replayed_reach_the_latest_version() {
+    let setup = Setup::new(7).await;
+    let text = std::fs::read_to_string(&setup.config).unwrap();
+    std::fs::write(
+        &setup.config,
+        text.replace("max_attempts = 40", "max_attempts = 1"),
+    )
+    .unwrap();
+    lock(&setup.target).lose.insert("C0001".into(), 3);
+    setup.write_source(&rows(3, &HashSet::new()));
+    let engine = setup.engine().await;
+    // (A batch waiting on C0001's late answers may time out beside it.)
+    let r = engine.run_job("push", RunOptions::default()).await.unwrap();
+    assert!(r.dead_lettered >= 1, "{r:?}");
+
+    lock(&setup.target).lose.insert("C0001".into(), 3);
+    setup.write_source(&rows(3, &HashSet::from([1])));
+    let full = RunOptions {
+        full: true,
+        ..RunOptions::default()
+    };
+    let r = engine.run_job("push", full).await.unwrap();
+    assert_eq!(r.updated, 1, "{r:?}");
+    assert!(r.dead_lettered >= 1, "{r:?}");
+    lock(&setup.target).lose.clear();
+
+    assert!(engine.store().outbox_requeue(None, &[]).await.unwrap() >= 2);
+    deliver_until_settled(&engine, Duration::from_secs(20)).await;
+    let t = lock(&setup.target);
+    let c1: Vec<&Value> = t.records.values().filter(|r| r["ref"] == "C0001").collect();
+    assert_eq!(c1.len(), 1, "created once: {:?}", t.records);
+    assert_eq!(
+        c1[0]["email"], "billing-1@example.test",
+        "at its latest version"
+    );
+    assert_eq!(t.records.len(), 3);
+}

@@ -9,10 +9,13 @@ use super::{LOOKUP_CHUNK, Pool, Result, Store, StoreError, parse_id, push_list};
 use crate::model::{CanonicalId, EntityKind};
 
 impl Store {
-    /// For each of `ids`, the newest version of it that was sent to
-    /// `target` at least once (an attempt counted) without the target's id
+    /// For each of `ids`, the oldest version of it that was sent to
+    /// `target` (an attempt counted, or an error kept: a dead letter put
+    /// back in line starts its attempts again) without the target's id
     /// becoming known: a create that may have reached the target though
-    /// its answer did not come back.
+    /// its answer did not come back. The oldest, because a target that
+    /// finds such a create by its key answers with what that first create
+    /// wrote, however many newer versions were tried since.
     pub async fn outbox_tried_creates(
         &self,
         entity: EntityKind,
@@ -23,7 +26,7 @@ impl Store {
         for chunk in ids.chunks(LOOKUP_CHUNK) {
             on_pool!(self, |pool, Db| {
                 let mut q = sqlx::QueryBuilder::<Db>::new(
-                    "SELECT canonical_id, MAX(version) AS version FROM outbox WHERE attempts > 0 AND external_id IS NULL AND entity = ",
+                    "SELECT canonical_id, MIN(version) AS version FROM outbox WHERE (attempts > 0 OR last_error IS NOT NULL) AND external_id IS NULL AND entity = ",
                 );
                 q.push_bind(entity.as_str())
                     .push(" AND target_system = ")

@@ -25,6 +25,9 @@ use crate::store::{
     StoreError,
 };
 
+/// The longest wait a target's answer (Retry-After) can set for an entry.
+const LONGEST_ASKED_WAIT: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// How often a page is retried when another writer changed one of its
 /// records between our read and our commit.
 const VERSION_RETRIES: usize = 3;
@@ -1722,12 +1725,20 @@ impl Engine {
             .min(d.max_retry_secs);
         // Spread retries so that entries failed together do not return together.
         let jitter = (entry.id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) % (backoff / 4 + 1);
-        let delay = asked.unwrap_or(Duration::from_secs(backoff + jitter));
-        Delivery::Retry {
-            at: Utc::now()
-                + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::hours(1)),
-            error,
-        }
+        // A target's own wait (Retry-After) is taken up to a day: a wait
+        // of years is a target's mistake, not a reason to stop delivering
+        // (nor, past the calendar's end, to fail the run).
+        let delay = asked.map_or(Duration::from_secs(backoff.saturating_add(jitter)), |d| {
+            d.min(LONGEST_ASKED_WAIT)
+        });
+        let now = Utc::now();
+        let at = chrono::Duration::from_std(delay)
+            .ok()
+            .and_then(|d| now.checked_add_signed(d))
+            .unwrap_or_else(|| {
+                now + chrono::Duration::from_std(LONGEST_ASKED_WAIT).expect("a day")
+            });
+        Delivery::Retry { at, error }
     }
 }
 
@@ -1769,7 +1780,8 @@ struct DeliveryPlan {
     /// What to send, beside the entry and head version each sends.
     changes: Vec<Change>,
     pending: Vec<(OutboxEntry, crate::store::StoredRecord)>,
-    /// Versions of earlier creates tried for records created again.
+    /// For records created again, the oldest version an earlier create
+    /// tried (the one a target that found that create holds).
     tried: HashMap<CanonicalId, i64>,
     dead_lettered: usize,
     skipped: usize,
