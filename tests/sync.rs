@@ -41,6 +41,7 @@ on_both_backends!(
     resolving_a_conflict_writes_a_version_and_delivers,
     resolving_the_last_conflict_releases_held_deliveries,
     identity_conflicts_are_resolved_by_linking_or_creating,
+    a_second_identity_conflict_of_a_record_cannot_move_its_link,
     quarantined_records_replay_after_a_fix,
     unchanged_records_are_known_by_how_they_arrived_until_the_mapping_changes,
     a_source_whose_pages_wait_for_their_ack_is_read_to_its_end,
@@ -1084,6 +1085,79 @@ async fn resolving_the_last_conflict_releases_held_deliveries(store: &TestStore)
         (&crm["vat"], &crm["name"], &crm["email"]),
         (&json!("CHE-2"), &json!("Acme ERP"), &json!("erp@acme.test"))
     );
+}
+
+/// A record whose identity is in question opens a conflict each time it
+/// arrives changed while unlinked. Once one of them is resolved, the others cannot
+/// decide again: that would move the link and leave the record the first
+/// decision made (delivered to the targets already) behind as a duplicate.
+async fn a_second_identity_conflict_of_a_record_cannot_move_its_link(store: &TestStore) {
+    let w = world(store, None);
+    let quiet = RunOptions {
+        no_deliver: true,
+        ..RunOptions::default()
+    };
+    w.erp.put(
+        "e-1",
+        json!({"customer_name": "Acme Bern", "mail": "ap@acme.test"}),
+    );
+    w.erp.put(
+        "e-2",
+        json!({"customer_name": "Acme Basel", "mail": "basel@acme.test"}),
+    );
+    w.engine.run_job("erp-to-crm", quiet).await.unwrap();
+    w.erp.edit("e-2", "mail", json!("ap@acme.test"));
+    w.engine.run_job("erp-to-crm", quiet).await.unwrap();
+    w.crm
+        .put("c1", json!({"name": "Acme", "email": "ap@acme.test"}));
+    let a = w.engine.run_job("crm-to-erp", quiet).await.unwrap();
+    assert_eq!(a.conflicts, 1, "{a:?}");
+    // Edited at the CRM before anyone decided: read again, still unlinked.
+    w.crm.edit("c1", "phone", json!("+41 31"));
+    let b = w.engine.run_job("crm-to-erp", quiet).await.unwrap();
+    assert_eq!(b.conflicts, 1, "{b:?}");
+    let open = store.conflicts(None, false, 10).await.unwrap();
+    assert_eq!(open.len(), 2);
+    let (first, second) = (open[0].id, open[1].id);
+
+    w.engine
+        .resolve_conflict(first, Choice::Theirs, "ada", None)
+        .await
+        .unwrap();
+    let made = store
+        .find_link(EntityKind::Customer, "crm_main", "c1")
+        .await
+        .unwrap()
+        .unwrap()
+        .canonical_id;
+    assert_eq!(customers(store).await, 3);
+
+    let refused = w
+        .engine
+        .resolve_conflict(second, Choice::Theirs, "ada", None)
+        .await
+        .unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .contains(&format!("is linked to {made} already")),
+        "{refused}"
+    );
+    assert_eq!(customers(store).await, 3, "no second record made");
+    let linked = store
+        .find_link(EntityKind::Customer, "crm_main", "c1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(linked.canonical_id, made, "the link stays");
+
+    // Taking the record it is linked to closes the conflict, changing nothing.
+    w.engine
+        .resolve_conflict(second, Choice::Link(made.clone()), "ada", Some("seen"))
+        .await
+        .unwrap();
+    assert!(store.conflicts(None, false, 10).await.unwrap().is_empty());
+    assert_eq!(customers(store).await, 3);
 }
 
 async fn identity_conflicts_are_resolved_by_linking_or_creating(store: &TestStore) {

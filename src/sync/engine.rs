@@ -1904,6 +1904,42 @@ impl Engine {
                         .collect()
                 })
                 .unwrap_or_default();
+            // Answered since this conflict was opened: by the resolution
+            // of another conflict about the same record (each re-read of an
+            // unlinked record opens one), or by a run. Deciding again would
+            // move the link and leave the record it named, already
+            // delivered, behind as a duplicate.
+            if let Some(linked) = self
+                .store
+                .find_link(kind, &conflict.source_system, &external_id)
+                .await?
+            {
+                let to = linked.canonical_id;
+                if choice != Choice::Link(to.clone()) {
+                    bail!(
+                        "{} {external_id} is linked to {to} already (decided since conflict {id} was opened); `--take {to}` closes this conflict",
+                        conflict.source_system
+                    );
+                }
+                let version = self
+                    .store
+                    .get_record(kind, &to)
+                    .await?
+                    .map_or(0, |r| r.version);
+                batch
+                    .resolved_conflicts
+                    .push(crate::store::ConflictResolution {
+                        id,
+                        resolution: format!(
+                            "{} {external_id} was linked to {to} already{}",
+                            conflict.source_system,
+                            note.map(|n| format!(": {n}")).unwrap_or_default()
+                        ),
+                        actor: actor.to_owned(),
+                    });
+                self.store.commit(&batch).await?;
+                return Ok(version);
+            }
             let link_to = |id: CanonicalId, data: Value| LinkWrite {
                 entity: kind,
                 system: conflict.source_system.clone(),
