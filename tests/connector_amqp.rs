@@ -6,7 +6,7 @@
 //! when it ends. Broker faults are staged through a TCP proxy between the
 //! connector and the broker.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
@@ -19,6 +19,8 @@ use concord::connector::{
     Change, Connector, ErrorKind, Instance, Notice, Page, PushOutcome, check_file,
 };
 use concord::model::ExternalId;
+use concord::settings::{Settings, SystemSettings};
+use concord::sync::{Endpoint, Engine, JobSettings, RunOptions};
 use futures_util::StreamExt;
 use lapin::options::{
     BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeleteOptions,
@@ -29,6 +31,8 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+
+mod common;
 
 const URL_VAR: &str = "CONCORD_TEST_AMQP_URL";
 
@@ -982,6 +986,89 @@ async fn a_full_prefetch_window_does_not_end_the_pull() {
         .into_iter()
         .collect();
     assert_eq!(again.len(), 6, "the unanswered messages come back");
+}
+
+/// A dry run answers nothing until it ends, then hands every page back:
+/// answered page by page, the messages it hands back would come round to
+/// it again and the run would never end. It previews what the prefetch
+/// window holds, and the queue is as it was.
+#[tokio::test]
+async fn a_dry_run_of_a_queue_ends_and_leaves_every_message() {
+    let Some(url) = broker() else { return };
+    let queue = unique("q");
+    let dlx = unique("dlx");
+    let _t = Topology {
+        url: url.clone(),
+        queues: vec![queue.clone(), format!("{queue}.dead")],
+        exchanges: vec![dlx.clone()],
+    };
+    let bus = open(
+        &url,
+        &format!(
+            "[entities.invoice]\nqueue = \"{queue}\"\ndead_letter_exchange = \"{dlx}\"\nid = \"/id\"\npage_size = 4\nprefetch = 8\nmax_wait_ms = 300\n"
+        ),
+    );
+    bus.healthcheck().await.unwrap();
+    let admin = Admin::new(&url).await;
+    for n in 0..10 {
+        admin
+            .send_json(
+                &queue,
+                &json!({"id": format!("A{n}"), "name": format!("Customer {n}")}),
+            )
+            .await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("bus-in.toml"),
+        "[mapping]\nname = \"bus-in\"\nversion = 1\nsystem = \"bus_test\"\nentity = \"customer\"\ndirection = \"in\"\n[fields]\nname = { from = \"name\", required = true }\n",
+    )
+    .unwrap();
+    let mut settings = Settings::default();
+    settings.mappings.dir = dir.path().to_owned();
+    settings.connectors.dir = dir.path().join("no-definitions-needed");
+    settings.systems.insert(
+        "bus_test".into(),
+        SystemSettings {
+            connector: "bus_test".into(),
+            base_url: None,
+            vars: BTreeMap::new(),
+        },
+    );
+    settings.jobs = vec![JobSettings {
+        name: "bus".into(),
+        schedule: None,
+        timezone: None,
+        source: Endpoint {
+            system: "bus_test".into(),
+            entity: "invoice".into(),
+            mapping: "bus-in".into(),
+        },
+        targets: Vec::new(),
+        identity: Vec::new(),
+        batch_size: 4,
+    }];
+    let store = common::sqlite().await;
+    let engine = Engine::with_connectors(
+        settings,
+        store.store.clone(),
+        HashMap::from([("bus_test".to_owned(), bus)]),
+    )
+    .unwrap();
+    let dry = RunOptions {
+        dry_run: true,
+        ..RunOptions::default()
+    };
+    let r = tokio::time::timeout(Duration::from_secs(30), engine.run_job("bus", dry))
+        .await
+        .expect("the dry run ends")
+        .unwrap();
+    assert_eq!((r.pulled, r.created), (8, 8), "the window's worth: {r:?}");
+    assert_eq!(admin.count(&queue).await, 10, "every message is back");
+
+    let r = engine.run_job("bus", RunOptions::default()).await.unwrap();
+    assert_eq!((r.pulled, r.created), (10, 10), "{r:?}");
+    assert_eq!(admin.count(&queue).await, 0);
 }
 
 #[tokio::test]

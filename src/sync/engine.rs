@@ -458,104 +458,120 @@ impl Engine {
         // for each page's look-ups. Refreshed at 2,000 written records and
         // each doubling after.
         let mut refresh_at = FIRST_REFRESH;
-        loop {
-            // The next page is mapped and merged while the previous one
-            // commits (the store works on its own thread meanwhile), and
-            // the page after it is read from the source (unless pages wait
-            // for their acknowledgement: `needs_no_ack`). A re-run that
-            // finds everything unchanged commits next to nothing, and would
-            // otherwise wait for each page's read in turn.
-            let (committed, next, prepared_before) = match prepared.take() {
-                None => {
-                    let page = pages.next().await;
-                    let read_ahead = overlap && needs_no_ack(&page);
-                    // The read first: it starts the source's work, which
-                    // then goes on beside the mapping.
-                    let ((), next) = tokio::join!(
-                        pages.read_ahead(read_ahead),
-                        self.prepare(job, &mapping, page, options, None)
-                    );
-                    (None, next, false)
-                }
-                Some(current) => {
-                    let busy = overlap.then(|| InFlight::of(&current.batch));
-                    let ahead = if overlap { pages.take_ahead() } else { None };
-                    let (committed, next) = match ahead {
-                        // The page read ahead is prepared while this one
-                        // commits, and the page after it read meanwhile.
-                        Some(page) => {
-                            let read_ahead = needs_no_ack(&page);
-                            let ((), committed, next) = tokio::join!(
-                                pages.read_ahead(read_ahead),
-                                self.commit_prepared(job, &mapping, current, options),
-                                self.prepare(job, &mapping, page, options, busy.as_ref())
-                            );
-                            (committed, next)
-                        }
-                        // None read ahead (pages that wait for their
-                        // acknowledgement): the next is read and prepared
-                        // while this one commits.
-                        None => tokio::join!(
-                            self.commit_prepared(job, &mapping, current, options),
-                            async {
-                                if overlap {
-                                    let page = pages.next().await;
+        // A dry run answers its pages when it ends, handing each back: a
+        // page handed back at once would come round again (a queue
+        // delivers it anew) and the run would never end. Unanswered pages
+        // fill a queue's prefetch window, so a dry run previews that much.
+        let mut dry_run_pages: Vec<Box<dyn connector::Ack>> = Vec::new();
+        let result: anyhow::Result<()> = async {
+            loop {
+                // The next page is mapped and merged while the previous one
+                // commits (the store works on its own thread meanwhile), and
+                // the page after it is read from the source (unless pages wait
+                // for their acknowledgement: `needs_no_ack`). A re-run that
+                // finds everything unchanged commits next to nothing, and would
+                // otherwise wait for each page's read in turn.
+                let (committed, next, prepared_before) = match prepared.take() {
+                    None => {
+                        let page = pages.next().await;
+                        let read_ahead = overlap && needs_no_ack(&page);
+                        // The read first: it starts the source's work, which
+                        // then goes on beside the mapping.
+                        let ((), next) = tokio::join!(
+                            pages.read_ahead(read_ahead),
+                            self.prepare(job, &mapping, page, options, None)
+                        );
+                        (None, next, false)
+                    }
+                    Some(current) => {
+                        let busy = overlap.then(|| InFlight::of(&current.batch));
+                        let ahead = if overlap { pages.take_ahead() } else { None };
+                        let (committed, next) = match ahead {
+                            // The page read ahead is prepared while this one
+                            // commits, and the page after it read meanwhile.
+                            Some(page) => {
+                                let read_ahead = needs_no_ack(&page);
+                                let ((), committed, next) = tokio::join!(
+                                    pages.read_ahead(read_ahead),
+                                    self.commit_prepared(job, &mapping, current, options),
                                     self.prepare(job, &mapping, page, options, busy.as_ref())
-                                        .await
-                                } else {
-                                    Ok(None)
-                                }
+                                );
+                                (committed, next)
                             }
-                        ),
-                    };
-                    (Some(committed?), next, true)
-                }
-            };
-            // A committed page is acknowledged even when reading the next
-            // one failed (that error is returned below).
-            if let Some((page, stats)) = committed {
-                stats.add_to(report);
-                let written = report.created + report.updated;
-                if !options.dry_run && written >= refresh_at {
-                    self.store.refresh_statistics().await?;
-                    refresh_at = written.saturating_mul(2);
-                }
-                if let Some(ack) = page.ack {
-                    if options.dry_run {
-                        ack.nack(true, "dry run").await?;
-                    } else {
-                        ack.ack().await?;
+                            // None read ahead (pages that wait for their
+                            // acknowledgement): the next is read and prepared
+                            // while this one commits.
+                            None => tokio::join!(
+                                self.commit_prepared(job, &mapping, current, options),
+                                async {
+                                    if overlap {
+                                        let page = pages.next().await;
+                                        self.prepare(job, &mapping, page, options, busy.as_ref())
+                                            .await
+                                    } else {
+                                        Ok(None)
+                                    }
+                                }
+                            ),
+                        };
+                        (Some(committed?), next, true)
                     }
-                }
-                observe(report);
-            }
-            let next = match next? {
-                None if !overlap && prepared_before => {
-                    let page = pages.next().await;
-                    self.prepare(job, &mapping, page, options, None).await?
-                }
-                next => next,
-            };
-            match next {
-                None => return Ok(()),
-                Some(mut next) => {
-                    report.pages += 1;
-                    report.pulled += next.page.records.len() + next.page.rejects.len();
-                    if next.batch_is_stale {
-                        // It touched what the previous page was writing:
-                        // prepared again, now that that page is committed.
-                        let (batch, stats) = self
-                            .page_batch(job, &mapping, &next.page, options.dry_run, None)
-                            .await?
-                            .expect("nothing is in flight");
-                        next.batch = batch;
-                        next.stats = stats;
-                        next.batch_is_stale = false;
+                };
+                // A committed page is acknowledged even when reading the next
+                // one failed (that error is returned below).
+                if let Some((page, stats)) = committed {
+                    stats.add_to(report);
+                    let written = report.created + report.updated;
+                    if !options.dry_run && written >= refresh_at {
+                        self.store.refresh_statistics().await?;
+                        refresh_at = written.saturating_mul(2);
                     }
-                    prepared = Some(next);
+                    if let Some(ack) = page.ack {
+                        if options.dry_run {
+                            dry_run_pages.push(ack);
+                        } else {
+                            ack.ack().await?;
+                        }
+                    }
+                    observe(report);
+                }
+                let next = match next? {
+                    None if !overlap && prepared_before => {
+                        let page = pages.next().await;
+                        self.prepare(job, &mapping, page, options, None).await?
+                    }
+                    next => next,
+                };
+                match next {
+                    None => return Ok(()),
+                    Some(mut next) => {
+                        report.pages += 1;
+                        report.pulled += next.page.records.len() + next.page.rejects.len();
+                        if next.batch_is_stale {
+                            // It touched what the previous page was writing:
+                            // prepared again, now that that page is committed.
+                            let (batch, stats) = self
+                                .page_batch(job, &mapping, &next.page, options.dry_run, None)
+                                .await?
+                                .expect("nothing is in flight");
+                            next.batch = batch;
+                            next.stats = stats;
+                            next.batch_is_stale = false;
+                        }
+                        prepared = Some(next);
+                    }
                 }
             }
         }
+        .await;
+        let mut handed_back = Ok(());
+        for ack in dry_run_pages {
+            if let Err(e) = ack.nack(true, "dry run").await {
+                handed_back = handed_back.and(Err(e));
+            }
+        }
+        result?;
+        Ok(handed_back?)
     }
 
     /// Turns a pulled page (`None`: the source has no more) into a batch.
