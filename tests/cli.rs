@@ -700,3 +700,64 @@ fn mapping_apply_keeps_order_across_threads_and_batches() {
         );
     }
 }
+
+#[test]
+fn replaying_dead_letters_checks_what_it_names_before_changing_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    let project = Path::new(env!("CARGO_MANIFEST_DIR"));
+    copy_tree(
+        &project.join("config/demo"),
+        &dir.path().join("config/demo"),
+    );
+    std::fs::copy(
+        project.join("config/demo.toml"),
+        dir.path().join("config/demo.toml"),
+    )
+    .unwrap();
+    let c = ["--config", "config/demo.toml", "replay", "dead-letters"];
+    let store = dir.path().join("data/demo/concord.db");
+
+    let out = concord(dir.path(), &[&c[..], &["--target", "nope"]].concat(), &[]);
+    assert_ne!(out.status.code(), Some(0));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("--target \"nope\": no such system in the configuration (systems: "),
+        "{err}"
+    );
+    let out = concord(
+        dir.path(),
+        &[&c[..], &["--since", "last week"]].concat(),
+        &[],
+    );
+    assert_ne!(out.status.code(), Some(0));
+    let err = text(&out.stderr);
+    assert!(err.contains("--since"), "{err}");
+    assert!(
+        err.contains("neither an RFC 3339 time nor a YYYY-MM-DD date"),
+        "{err}"
+    );
+    assert!(
+        !store.exists(),
+        "nothing opened for a command that cannot run"
+    );
+
+    let out = concord(dir.path(), &[&c[..], &["41", "42"]].concat(), &[]);
+    assert_ne!(out.status.code(), Some(0));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("not dead letters: 41, 42 (nothing was put back in line)"),
+        "{err}"
+    );
+
+    let out = concord(
+        dir.path(),
+        &[&c[..], &["--since", "2026-11-01"]].concat(),
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("0 dead letter(s) back in line"),
+        "{}",
+        text(&out.stdout)
+    );
+}

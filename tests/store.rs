@@ -779,7 +779,22 @@ async fn outbox_delivery_settles_with_the_link(store: &TestStore) {
         dead[0].last_error.as_deref(),
         Some("HTTP 422: name too long")
     );
+    let entry = dead[0].id;
+    assert_eq!(
+        store.outbox_dead_among(&[entry, entry + 1]).await.unwrap(),
+        [entry]
+    );
+    let later = chrono::Utc::now() + chrono::Duration::minutes(1);
+    assert_eq!(
+        store
+            .outbox_requeue_since(Some("erp"), Some(later), &[])
+            .await
+            .unwrap(),
+        0,
+        "it died before that"
+    );
     assert_eq!(store.outbox_requeue(Some("erp"), &[]).await.unwrap(), 1);
+    assert!(store.outbox_dead_among(&[entry]).await.unwrap().is_empty());
 
     let due = store.outbox_due_for("erp", None, 10).await.unwrap();
     assert_eq!(due.len(), 1);

@@ -101,6 +101,10 @@ pub enum ReplayCommand {
         /// Only deliveries to this system.
         #[arg(long)]
         target: Option<String>,
+        /// Only those that became dead letters at or after this RFC 3339
+        /// time (`2026-11-01T09:00:00Z`) or date (`2026-11-01`).
+        #[arg(long)]
+        since: Option<String>,
         /// Only these outbox ids.
         ids: Vec<i64>,
     },
@@ -461,12 +465,49 @@ pub async fn conflicts(command: ConflictsCommand, settings: &Settings) -> anyhow
 }
 
 pub async fn replay(command: ReplayCommand, settings: &Settings) -> anyhow::Result<()> {
+    // What the command names is checked before anything changes.
+    if let ReplayCommand::DeadLetters {
+        target: Some(target),
+        ..
+    } = &command
+        && !settings.systems.contains_key(target)
+    {
+        bail!(
+            "--target {target:?}: no such system in the configuration (systems: {})",
+            settings
+                .systems
+                .keys()
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let since = match &command {
+        ReplayCommand::DeadLetters {
+            since: Some(since), ..
+        } => Some(parse_time(since).context("--since")?),
+        _ => None,
+    };
     let engine = engine(settings).await?;
     let text = match command {
-        ReplayCommand::DeadLetters { target, ids } => {
+        ReplayCommand::DeadLetters { target, ids, .. } => {
+            if !ids.is_empty() {
+                let dead = engine.store().outbox_dead_among(&ids).await?;
+                let not_dead: Vec<String> = ids
+                    .iter()
+                    .filter(|id| !dead.contains(id))
+                    .map(ToString::to_string)
+                    .collect();
+                if !not_dead.is_empty() {
+                    bail!(
+                        "not dead letters: {} (nothing was put back in line)",
+                        not_dead.join(", ")
+                    );
+                }
+            }
             let requeued = engine
                 .store()
-                .outbox_requeue(target.as_deref(), &ids)
+                .outbox_requeue_since(target.as_deref(), since, &ids)
                 .await?;
             let report = engine.deliver_all(target.as_deref()).await?;
             format!(

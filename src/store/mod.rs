@@ -16,8 +16,8 @@ mod dialect;
 mod types;
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -1680,6 +1680,37 @@ impl Store {
     /// Puts dead-lettered entries back in line (all of a target, or the ids
     /// given). Returns how many.
     pub async fn outbox_requeue(&self, target: Option<&str>, ids: &[i64]) -> Result<u64> {
+        self.outbox_requeue_since(target, None, ids).await
+    }
+
+    /// Which of `ids` are dead letters now.
+    pub async fn outbox_dead_among(&self, ids: &[i64]) -> Result<Vec<i64>> {
+        let mut dead = Vec::new();
+        for chunk in ids.chunks(LOOKUP_CHUNK) {
+            on_pool!(self, |pool, Db| {
+                let mut q = sqlx::QueryBuilder::<Db>::new(
+                    "SELECT id FROM outbox WHERE status = 'dead' AND id IN ",
+                );
+                push_list(&mut q, chunk.iter().copied());
+                let found: Vec<i64> = q
+                    .build_query_scalar()
+                    .fetch_all(pool)
+                    .await
+                    .map_err(StoreError::query("read dead letters"))?;
+                dead.extend(found);
+            });
+        }
+        Ok(dead)
+    }
+
+    /// [`Store::outbox_requeue`], only entries that became dead letters at
+    /// or after `since` (when given).
+    pub async fn outbox_requeue_since(
+        &self,
+        target: Option<&str>,
+        since: Option<DateTime<Utc>>,
+        ids: &[i64],
+    ) -> Result<u64> {
         let now = Utc::now();
         let mut total = 0;
         let all = ids.is_empty();
@@ -1697,6 +1728,9 @@ impl Store {
                 q.push(" WHERE status = 'dead'");
                 if let Some(target) = target {
                     q.push(" AND target_system = ").push_bind(target);
+                }
+                if let Some(since) = since {
+                    q.push(" AND updated_at >= ").push_bind(since);
                 }
                 if !all {
                     q.push(" AND id IN ");
