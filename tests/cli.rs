@@ -458,8 +458,8 @@ fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
-#[test]
-fn the_quickstart_demo_syncs_quarantines_and_settles_after_a_decision() {
+/// A directory holding a copy of the demo's configuration and data.
+fn demo_copy() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let project = Path::new(env!("CARGO_MANIFEST_DIR"));
     copy_tree(
@@ -471,6 +471,12 @@ fn the_quickstart_demo_syncs_quarantines_and_settles_after_a_decision() {
         dir.path().join("config/demo.toml"),
     )
     .unwrap();
+    dir
+}
+
+#[test]
+fn the_quickstart_demo_syncs_quarantines_and_settles_after_a_decision() {
+    let dir = demo_copy();
 
     let out = concord(dir.path(), &["demo"], &[]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
@@ -703,17 +709,7 @@ fn mapping_apply_keeps_order_across_threads_and_batches() {
 
 #[test]
 fn replaying_dead_letters_checks_what_it_names_before_changing_anything() {
-    let dir = tempfile::tempdir().unwrap();
-    let project = Path::new(env!("CARGO_MANIFEST_DIR"));
-    copy_tree(
-        &project.join("config/demo"),
-        &dir.path().join("config/demo"),
-    );
-    std::fs::copy(
-        project.join("config/demo.toml"),
-        dir.path().join("config/demo.toml"),
-    )
-    .unwrap();
+    let dir = demo_copy();
     let c = ["--config", "config/demo.toml", "replay", "dead-letters"];
     let store = dir.path().join("data/demo/concord.db");
 

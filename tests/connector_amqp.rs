@@ -904,6 +904,35 @@ async fn messages_of_a_dropped_pull_come_back() {
     assert_eq!(got.len(), 6);
 }
 
+/// A fresh queue holding ten messages, `A0` to `A9`, read in pages of four
+/// with `prefetch`; its topology goes when the first value is dropped.
+async fn ten_on_a_queue(url: &str, prefetch: u16) -> (Topology, Arc<dyn Connector>, Admin, String) {
+    let queue = unique("q");
+    let dlx = unique("dlx");
+    let topology = Topology {
+        url: url.to_owned(),
+        queues: vec![queue.clone(), format!("{queue}.dead")],
+        exchanges: vec![dlx.clone()],
+    };
+    let c = open(
+        url,
+        &format!(
+            "[entities.invoice]\nqueue = \"{queue}\"\ndead_letter_exchange = \"{dlx}\"\nid = \"/id\"\npage_size = 4\nprefetch = {prefetch}\nmax_wait_ms = 300\n"
+        ),
+    );
+    c.healthcheck().await.unwrap();
+    let admin = Admin::new(url).await;
+    for n in 0..10 {
+        admin
+            .send_json(
+                &queue,
+                &json!({"id": format!("A{n}"), "name": format!("Customer {n}")}),
+            )
+            .await;
+    }
+    (topology, c, admin, queue)
+}
+
 /// The sync engine asks for a queue's next page while the last one
 /// commits, before answering it. With `prefetch` no larger than
 /// `page_size` the window is then full and the broker sends nothing: that
@@ -913,26 +942,7 @@ async fn messages_of_a_dropped_pull_come_back() {
 #[tokio::test]
 async fn a_full_prefetch_window_does_not_end_the_pull() {
     let Some(url) = broker() else { return };
-    let queue = unique("q");
-    let dlx = unique("dlx");
-    let _t = Topology {
-        url: url.clone(),
-        queues: vec![queue.clone(), format!("{queue}.dead")],
-        exchanges: vec![dlx.clone()],
-    };
-    let c = open(
-        &url,
-        &format!(
-            "[entities.invoice]\nqueue = \"{queue}\"\ndead_letter_exchange = \"{dlx}\"\nid = \"/id\"\npage_size = 4\nprefetch = 4\nmax_wait_ms = 300\n"
-        ),
-    );
-    c.healthcheck().await.unwrap();
-    let admin = Admin::new(&url).await;
-    for n in 0..10 {
-        admin
-            .send_json(&queue, &json!({"id": format!("A{n}")}))
-            .await;
-    }
+    let (_t, c, admin, queue) = ten_on_a_queue(&url, 4).await;
 
     // As the engine reads: the next page is asked for before the one
     // before it is answered.
@@ -995,29 +1005,7 @@ async fn a_full_prefetch_window_does_not_end_the_pull() {
 #[tokio::test]
 async fn a_dry_run_of_a_queue_ends_and_leaves_every_message() {
     let Some(url) = broker() else { return };
-    let queue = unique("q");
-    let dlx = unique("dlx");
-    let _t = Topology {
-        url: url.clone(),
-        queues: vec![queue.clone(), format!("{queue}.dead")],
-        exchanges: vec![dlx.clone()],
-    };
-    let bus = open(
-        &url,
-        &format!(
-            "[entities.invoice]\nqueue = \"{queue}\"\ndead_letter_exchange = \"{dlx}\"\nid = \"/id\"\npage_size = 4\nprefetch = 8\nmax_wait_ms = 300\n"
-        ),
-    );
-    bus.healthcheck().await.unwrap();
-    let admin = Admin::new(&url).await;
-    for n in 0..10 {
-        admin
-            .send_json(
-                &queue,
-                &json!({"id": format!("A{n}"), "name": format!("Customer {n}")}),
-            )
-            .await;
-    }
+    let (_t, bus, admin, queue) = ten_on_a_queue(&url, 8).await;
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("bus-in.toml"),

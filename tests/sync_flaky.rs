@@ -573,6 +573,21 @@ async fn a_lost_create_is_found_again_by_a_newer_version() {
     assert_eq!(outbox(&status, "dead"), 0, "{:?}", status.outbox);
 }
 
+/// C0001 edited at the source and taken in again, its delivery answered
+/// late three times (the driver's tries); answers come in time afterwards.
+async fn newer_version_answered_late(setup: &Setup, engine: &Engine) -> concord::sync::JobReport {
+    lock(&setup.target).lose.insert("C0001".into(), 3);
+    setup.write_source(&rows(3, &HashSet::from([1])));
+    let full = RunOptions {
+        full: true,
+        ..RunOptions::default()
+    };
+    let r = engine.run_job("push", full).await.unwrap();
+    assert_eq!(r.updated, 1, "{r:?}");
+    lock(&setup.target).lose.clear();
+    r
+}
+
 /// As above, but the newer version's own create is tried and lost too
 /// before it gets through: the target found the first create by its key
 /// and holds that version, not the one the answer is for.
@@ -586,16 +601,8 @@ async fn a_lost_create_retried_at_a_newer_version_is_still_updated() {
 
     // The newer version's create (the same create key) is answered late
     // three times as well: it goes back in line, an attempt counted.
-    lock(&setup.target).lose.insert("C0001".into(), 3);
-    setup.write_source(&rows(3, &HashSet::from([1])));
-    let full = RunOptions {
-        full: true,
-        ..RunOptions::default()
-    };
-    let r = engine.run_job("push", full).await.unwrap();
-    assert_eq!(r.updated, 1, "{r:?}");
+    let r = newer_version_answered_late(&setup, &engine).await;
     assert_eq!(r.retry_later, 1, "{r:?}");
-    lock(&setup.target).lose.clear();
     deliver_until_settled(&engine, Duration::from_secs(20)).await;
 
     let t = lock(&setup.target);
@@ -631,16 +638,8 @@ async fn dead_lettered_lost_creates_replayed_reach_the_latest_version() {
     let r = engine.run_job("push", RunOptions::default()).await.unwrap();
     assert!(r.dead_lettered >= 1, "{r:?}");
 
-    lock(&setup.target).lose.insert("C0001".into(), 3);
-    setup.write_source(&rows(3, &HashSet::from([1])));
-    let full = RunOptions {
-        full: true,
-        ..RunOptions::default()
-    };
-    let r = engine.run_job("push", full).await.unwrap();
-    assert_eq!(r.updated, 1, "{r:?}");
+    let r = newer_version_answered_late(&setup, &engine).await;
     assert!(r.dead_lettered >= 1, "{r:?}");
-    lock(&setup.target).lose.clear();
 
     assert!(engine.store().outbox_requeue(None, &[]).await.unwrap() >= 2);
     deliver_until_settled(&engine, Duration::from_secs(20)).await;
