@@ -1087,29 +1087,38 @@ async fn resolving_the_last_conflict_releases_held_deliveries(store: &TestStore)
     );
 }
 
-/// A record whose identity is in question opens a conflict each time it
-/// arrives changed while unlinked. Once one of them is resolved, the others cannot
-/// decide again: that would move the link and leave the record the first
-/// decision made (delivered to the targets already) behind as a duplicate.
-async fn a_second_identity_conflict_of_a_record_cannot_move_its_link(store: &TestStore) {
-    let w = world(store, None);
+/// Two ERP customers, taken in apart, that then share an email
+/// (bern@acme.test): a CRM record with it has two candidates. Returns the
+/// run options used (no delivery).
+async fn acme_twice_in_the_erp(w: &World) -> RunOptions {
     let quiet = RunOptions {
         no_deliver: true,
         ..RunOptions::default()
     };
     w.erp.put(
         "e-1",
-        json!({"customer_name": "Acme Bern", "mail": "ap@acme.test"}),
+        json!({"customer_name": "Acme Bern", "mail": "bern@acme.test"}),
     );
     w.erp.put(
         "e-2",
         json!({"customer_name": "Acme Basel", "mail": "basel@acme.test"}),
     );
     w.engine.run_job("erp-to-crm", quiet).await.unwrap();
-    w.erp.edit("e-2", "mail", json!("ap@acme.test"));
+    w.erp.edit("e-2", "mail", json!("bern@acme.test"));
     w.engine.run_job("erp-to-crm", quiet).await.unwrap();
+    quiet
+}
+
+/// A record whose identity is in question opens a conflict each time it
+/// arrives changed while unlinked. Once one of them is resolved, the others
+/// cannot decide again: that would move the link and leave the record the
+/// first decision made (delivered to the targets already) behind as a
+/// duplicate.
+async fn a_second_identity_conflict_of_a_record_cannot_move_its_link(store: &TestStore) {
+    let w = world(store, None);
+    let quiet = acme_twice_in_the_erp(&w).await;
     w.crm
-        .put("c1", json!({"name": "Acme", "email": "ap@acme.test"}));
+        .put("c1", json!({"name": "Acme", "email": "bern@acme.test"}));
     let a = w.engine.run_job("crm-to-erp", quiet).await.unwrap();
     assert_eq!(a.conflicts, 1, "{a:?}");
     // Edited at the CRM before anyone decided: read again, still unlinked.
@@ -1162,21 +1171,7 @@ async fn a_second_identity_conflict_of_a_record_cannot_move_its_link(store: &Tes
 
 async fn identity_conflicts_are_resolved_by_linking_or_creating(store: &TestStore) {
     let w = world(store, None);
-    let quiet = RunOptions {
-        no_deliver: true,
-        ..RunOptions::default()
-    };
-    w.erp.put(
-        "e-1",
-        json!({"customer_name": "Acme Bern", "mail": "bern@acme.test"}),
-    );
-    w.erp.put(
-        "e-2",
-        json!({"customer_name": "Acme Basel", "mail": "basel@acme.test"}),
-    );
-    w.engine.run_job("erp-to-crm", quiet).await.unwrap();
-    w.erp.edit("e-2", "mail", json!("bern@acme.test"));
-    w.engine.run_job("erp-to-crm", quiet).await.unwrap();
+    let quiet = acme_twice_in_the_erp(&w).await;
     w.crm.put(
         "c1",
         json!({"name": "Acme", "email": "bern@acme.test", "phone": "+41 31"}),
