@@ -406,7 +406,7 @@ impl Store {
                 .foreign_keys(true)
                 .pragma("cache_size", "-65536")
                 // A commit checkpoints only when the log passes 160 MB:
-                // `Checkpoints` copies it every quarter second, beside the
+                // `Checkpoints` copies it every two seconds, beside the
                 // commits (the default, 4 MB, made a load copy pages it
                 // writes again and again — index pages — many times over).
                 .pragma("wal_autocheckpoint", "40000");

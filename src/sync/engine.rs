@@ -1921,8 +1921,8 @@ impl Engine {
                 })
                 .unwrap_or_default();
             // Answered since this conflict was opened: by the resolution
-            // of another conflict about the same record (each re-read of an
-            // unlinked record opens one), or by a run. Deciding again would
+            // of another conflict about the same record (each changed
+            // arrival of the unlinked record opens one), or by a run. Deciding again would
             // move the link and leave the record it named, already
             // delivered, behind as a duplicate.
             if let Some(linked) = self
