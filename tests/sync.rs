@@ -39,6 +39,7 @@ on_both_backends!(
     concurrent_changes_to_different_fields_reach_both_sides,
     a_system_that_loses_a_field_gets_the_winner,
     resolving_a_conflict_writes_a_version_and_delivers,
+    taking_a_system_takes_the_value_it_holds,
     resolving_the_last_conflict_releases_held_deliveries,
     identity_conflicts_are_resolved_by_linking_or_creating,
     a_second_identity_conflict_of_a_record_cannot_move_its_link,
@@ -956,6 +957,54 @@ async fn a_system_that_loses_a_field_gets_the_winner(store: &TestStore) {
         (a.delivered, b.delivered, a.updated, b.updated),
         (0, 0, 0, 0),
         "{a:?} {b:?}"
+    );
+}
+
+/// `--take SYSTEM` takes the value that system holds, read from its link
+/// (what it last synced with the record), not whatever the canonical
+/// value is: with three systems on a record those differ.
+async fn taking_a_system_takes_the_value_it_holds(store: &TestStore) {
+    let mut m = MergePolicies::default();
+    m.fields.insert("email".into(), Policy::MANUAL);
+    let w = world(store, Some(m));
+    w.crm
+        .put("c1", json!({"name": "Acme", "email": "a@acme.test"}));
+    run(&w, "crm-to-erp").await;
+    run(&w, "erp-to-crm").await;
+    w.crm.edit("c1", "email", json!("crm@acme.test"));
+    w.erp.edit("E1", "mail", json!("erp@acme.test"));
+    run(&w, "erp-to-crm").await;
+    let open = store.conflicts(None, false, 10).await.unwrap();
+    assert_eq!(open.len(), 1);
+    let c = &open[0];
+    assert_eq!(c.source_system, "crm_main");
+
+    let refused = w
+        .engine
+        .resolve_conflict(c.id, Choice::System("nowhere".into()), "ada", None)
+        .await
+        .unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .contains("nowhere is not linked to customer"),
+        "{refused}"
+    );
+    w.engine
+        .resolve_conflict(c.id, Choice::System("erp_main".into()), "ada", None)
+        .await
+        .unwrap();
+    let rec = store
+        .get_record(EntityKind::Customer, &c.canonical_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rec.data["email"], "erp@acme.test");
+    let all = store.conflicts(None, true, 10).await.unwrap();
+    assert_eq!(
+        all[0].resolution.as_deref(),
+        Some("took erp_main's value"),
+        "{all:?}"
     );
 }
 

@@ -951,8 +951,9 @@ async fn resolve_conflict(
         (None, Some(v)) => Choice::Value(v),
         (Some("theirs"), None) => Choice::Theirs,
         (Some("ours"), None) => Choice::Ours,
-        (Some(s), None) if s == conflict.source_system => Choice::Theirs,
-        (Some(s), None) if state.inner.systems.contains(s) => Choice::Ours,
+        (Some(s), None) if s == conflict.source_system || state.inner.systems.contains(s) => {
+            Choice::System(s.to_owned())
+        }
         (Some(s), None) if conflict.field_path == IDENTITY_FIELD => Choice::Link(
             CanonicalId::parse(s).map_err(|e| unprocessable(format!("take {s:?}: {e}")))?,
         ),

@@ -438,9 +438,13 @@ pub async fn conflicts(command: ConflictsCommand, settings: &Settings) -> anyhow
                 })?),
                 (Some("theirs"), None) => Choice::Theirs,
                 (Some("ours"), None) => Choice::Ours,
-                (Some(s), None) if s == conflict.source_system => Choice::Theirs,
-                // Another system's value is the canonical one (ours).
-                (Some(s), None) if settings.systems.contains_key(s) => Choice::Ours,
+                // The value that system holds (the one that raised the
+                // conflict: theirs).
+                (Some(s), None)
+                    if s == conflict.source_system || settings.systems.contains_key(s) =>
+                {
+                    Choice::System(s.to_owned())
+                }
                 (Some(s), None) if conflict.field_path == crate::sync::engine::IDENTITY_FIELD => {
                     Choice::Link(CanonicalId::parse(s).with_context(|| format!("--take {s:?}"))?)
                 }

@@ -1840,6 +1840,9 @@ pub enum Choice {
     Value(Value),
     /// For identity conflicts: the candidate the record is.
     Link(CanonicalId),
+    /// For field conflicts: the value a system holds (what it last synced
+    /// with the record); the system that raised the conflict means theirs.
+    System(String),
 }
 
 impl Engine {
@@ -1897,6 +1900,10 @@ impl Engine {
             );
         }
         let kind = conflict.entity;
+        let choice = match choice {
+            Choice::System(s) if s == conflict.source_system => Choice::Theirs,
+            other => other,
+        };
         let mut batch = Batch::default();
         let described;
         let (target_id, base_record, new_value, link) = if conflict.field_path == IDENTITY_FIELD {
@@ -2060,6 +2067,11 @@ impl Engine {
                     described = format!("set {}", serde_json::to_string(&v)?);
                     Some(v)
                 }
+                Choice::System(system) => {
+                    let held = self.held_by(kind, &conflict.canonical_id, &system).await?;
+                    described = format!("took {system}'s value");
+                    path.get(&held).cloned()
+                }
                 Choice::Link(_) => {
                     return Err(InvalidDecision(format!(
                         "conflict {id} is about field {}, not identity",
@@ -2134,6 +2146,38 @@ impl Engine {
             });
         self.store.commit(&batch).await?;
         Ok(version)
+    }
+
+    /// What `system` holds of a record: what it last synced with it (its
+    /// link's copy, or the version the link names).
+    async fn held_by(
+        &self,
+        kind: EntityKind,
+        id: &CanonicalId,
+        system: &str,
+    ) -> anyhow::Result<Value> {
+        let links = self.store.links_of(kind, id).await?;
+        let Some(link) = links.into_iter().find(|l| l.system == system) else {
+            return Err(InvalidDecision(format!(
+                "{system} is not linked to {kind} {id}: it holds no value to take (take theirs, ours or a value)"
+            ))
+            .into());
+        };
+        if let Some(data) = link.synced_data {
+            return Ok(data);
+        }
+        let version = link.synced_version.ok_or_else(|| {
+            InvalidDecision(format!(
+                "what {system} holds of {kind} {id} is not known yet (take theirs, ours or a value)"
+            ))
+        })?;
+        self.store
+            .history(kind, id)
+            .await?
+            .into_iter()
+            .find(|v| v.version == version)
+            .map(|v| v.data)
+            .ok_or_else(|| anyhow!("{kind} {id} has no version {version}, which {system} names"))
     }
 
     /// Maps quarantined records again with the current mappings (after a
