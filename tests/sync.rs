@@ -960,10 +960,9 @@ async fn a_system_that_loses_a_field_gets_the_winner(store: &TestStore) {
     );
 }
 
-/// `--take SYSTEM` takes the value that system holds, read from its link
-/// (what it last synced with the record), not whatever the canonical
-/// value is: with three systems on a record those differ.
-async fn taking_a_system_takes_the_value_it_holds(store: &TestStore) {
+/// A record synced between CRM and ERP whose e-mail (a manual field) both
+/// then change: the CRM's value waits in a conflict, the ERP's is ours.
+async fn email_conflict(store: &TestStore) -> (World, concord::store::Conflict) {
     let mut m = MergePolicies::default();
     m.fields.insert("email".into(), Policy::MANUAL);
     let w = world(store, Some(m));
@@ -974,9 +973,17 @@ async fn taking_a_system_takes_the_value_it_holds(store: &TestStore) {
     w.crm.edit("c1", "email", json!("crm@acme.test"));
     w.erp.edit("E1", "mail", json!("erp@acme.test"));
     run(&w, "erp-to-crm").await;
-    let open = store.conflicts(None, false, 10).await.unwrap();
+    let mut open = store.conflicts(None, false, 10).await.unwrap();
     assert_eq!(open.len(), 1);
-    let c = &open[0];
+    (w, open.remove(0))
+}
+
+/// `--take SYSTEM` takes the value that system holds, read from its link
+/// (what it last synced with the record), not whatever the canonical
+/// value is: with three systems on a record those differ.
+async fn taking_a_system_takes_the_value_it_holds(store: &TestStore) {
+    let (w, c) = email_conflict(store).await;
+    let c = &c;
     assert_eq!(c.source_system, "crm_main");
 
     let refused = w
@@ -1009,19 +1016,8 @@ async fn taking_a_system_takes_the_value_it_holds(store: &TestStore) {
 }
 
 async fn resolving_a_conflict_writes_a_version_and_delivers(store: &TestStore) {
-    let mut m = MergePolicies::default();
-    m.fields.insert("email".into(), Policy::MANUAL);
-    let w = world(store, Some(m));
-    w.crm
-        .put("c1", json!({"name": "Acme", "email": "a@acme.test"}));
-    run(&w, "crm-to-erp").await;
-    run(&w, "erp-to-crm").await;
-    w.crm.edit("c1", "email", json!("crm@acme.test"));
-    w.erp.edit("E1", "mail", json!("erp@acme.test"));
-    run(&w, "erp-to-crm").await;
-    let open = store.conflicts(None, false, 10).await.unwrap();
-    assert_eq!(open.len(), 1);
-    let c = &open[0];
+    let (w, c) = email_conflict(store).await;
+    let c = &c;
     assert_eq!(
         (c.field_path.as_str(), c.source_system.as_str()),
         ("email", "crm_main")

@@ -555,12 +555,7 @@ async fn a_lost_create_is_found_again_by_a_newer_version() {
 
     {
         let t = lock(&setup.target);
-        let c1: Vec<&Value> = t.records.values().filter(|r| r["ref"] == "C0001").collect();
-        assert_eq!(c1.len(), 1, "created once: {:?}", t.records);
-        assert_eq!(
-            c1[0]["email"], "billing-1@example.test",
-            "at its latest version"
-        );
+        c1_once_at_its_latest_version(&t);
         assert_eq!(t.creates.get("C0001"), Some(&1));
         assert_eq!(
             t.updates.get("C0001"),
@@ -571,6 +566,16 @@ async fn a_lost_create_is_found_again_by_a_newer_version() {
     }
     let status = engine.store().status().await.unwrap();
     assert_eq!(outbox(&status, "dead"), 0, "{:?}", status.outbox);
+}
+
+/// The target holds C0001 once, with the newer version's e-mail.
+fn c1_once_at_its_latest_version(t: &Target) {
+    let c1: Vec<&Value> = t.records.values().filter(|r| r["ref"] == "C0001").collect();
+    assert_eq!(c1.len(), 1, "created once: {:?}", t.records);
+    assert_eq!(
+        c1[0]["email"], "billing-1@example.test",
+        "at its latest version"
+    );
 }
 
 /// C0001 edited at the source and taken in again, its delivery answered
@@ -606,12 +611,7 @@ async fn a_lost_create_retried_at_a_newer_version_is_still_updated() {
     deliver_until_settled(&engine, Duration::from_secs(20)).await;
 
     let t = lock(&setup.target);
-    let c1: Vec<&Value> = t.records.values().filter(|r| r["ref"] == "C0001").collect();
-    assert_eq!(c1.len(), 1, "created once: {:?}", t.records);
-    assert_eq!(
-        c1[0]["email"], "billing-1@example.test",
-        "at its latest version"
-    );
+    c1_once_at_its_latest_version(&t);
     assert_eq!(
         t.updates.get("C0001"),
         Some(&1),
@@ -644,11 +644,6 @@ async fn dead_lettered_lost_creates_replayed_reach_the_latest_version() {
     assert!(engine.store().outbox_requeue(None, &[]).await.unwrap() >= 2);
     deliver_until_settled(&engine, Duration::from_secs(20)).await;
     let t = lock(&setup.target);
-    let c1: Vec<&Value> = t.records.values().filter(|r| r["ref"] == "C0001").collect();
-    assert_eq!(c1.len(), 1, "created once: {:?}", t.records);
-    assert_eq!(
-        c1[0]["email"], "billing-1@example.test",
-        "at its latest version"
-    );
+    c1_once_at_its_latest_version(&t);
     assert_eq!(t.records.len(), 3);
 }
