@@ -2172,11 +2172,8 @@ impl Engine {
             ))
         })?;
         self.store
-            .history(kind, id)
+            .get_version(kind, id, version)
             .await?
-            .into_iter()
-            .find(|v| v.version == version)
-            .map(|v| v.data)
             .ok_or_else(|| anyhow!("{kind} {id} has no version {version}, which {system} names"))
     }
 
